@@ -1,0 +1,12 @@
+"""dmscdc merge engine: pure PySpark, runs unchanged on local Spark, AWS Glue and EMR.
+
+The engine takes a per-table plan (a JSON document, see ``docs/plan-and-result.md``),
+merges the DMS change files it names into the lake table's Parquet files and returns a
+result document. It never touches the controller state and never publishes anything:
+it only writes staged files under the plan's ``staging_path`` (a ``_``-prefixed folder
+that readers skip). Publishing and the state commit belong to the caller.
+"""
+
+from dmscdc_spark.job import run_merge
+
+__all__ = ["run_merge"]

@@ -1,0 +1,146 @@
+"""Reading and writing through Spark and the Hadoop FileSystem API only.
+
+Nothing here knows whether a path is local, ``s3://`` (EMRFS, Glue) or ``s3a://``: the same
+calls run everywhere the job runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from dmscdc_spark.rules import FILE_SEQ, OP, ROW_POS
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A data file found under a folder: its path relative to that folder and its size."""
+
+    relative_path: str
+    size: int
+
+
+class HadoopFiles:
+    """Listing and deleting through the Hadoop FileSystem of the running Spark session."""
+
+    def __init__(self, spark: SparkSession):
+        self._jvm = spark.sparkContext._jvm
+        self._conf = spark.sparkContext._jsc.hadoopConfiguration()
+
+    def _fs_and_path(self, path: str):
+        hadoop_path = self._jvm.org.apache.hadoop.fs.Path(path)
+        fs = hadoop_path.getFileSystem(self._conf)
+        return fs, fs.makeQualified(hadoop_path)
+
+    def list_data_files(self, root: str, suffix: str = ".parquet") -> list[StoredFile]:
+        """Files under ``root`` (recursively) that readers see: no ``_`` or ``.`` in any name."""
+        fs, qualified = self._fs_and_path(root)
+        if not fs.exists(qualified):
+            return []
+        prefix = qualified.toString().rstrip("/") + "/"
+        found = []
+        iterator = fs.listFiles(qualified, True)
+        while iterator.hasNext():
+            status = iterator.next()
+            relative = status.getPath().toString()[len(prefix):]
+            if not relative.endswith(suffix):
+                continue
+            if any(part.startswith(("_", ".")) for part in relative.split("/")):
+                continue
+            found.append(StoredFile(relative, status.getLen()))
+        return sorted(found, key=lambda f: f.relative_path)
+
+    def qualified(self, path: str) -> str:
+        return self._fs_and_path(path)[1].toString()
+
+    def delete_tree(self, path: str) -> None:
+        fs, qualified = self._fs_and_path(path)
+        if fs.exists(qualified):
+            fs.delete(qualified, True)
+
+
+def relative_to(root_qualified: str, file_uri: str) -> str:
+    """Path of ``file_uri`` (as Spark's ``_metadata.file_path`` gives it) relative to a root.
+
+    ``_metadata.file_path`` is a URI: percent-encoded, and ``file:///x`` where Hadoop says
+    ``file:/x``; both are brought to Hadoop's form before comparing.
+    """
+    decoded = unquote(file_uri)
+    if decoded.startswith("file:///"):
+        decoded = "file:/" + decoded[len("file:///"):]
+    prefix = root_qualified.rstrip("/") + "/"
+    if not decoded.startswith(prefix):
+        raise ValueError(f"{file_uri} is not under {root_qualified}")
+    return decoded[len(prefix):]
+
+
+@dataclass(frozen=True)
+class CsvFormat:
+    """How DMS wrote its CSV files (the DMS endpoint's ``csvDelimiter`` and ``csvNullValue``)."""
+
+    delimiter: str = ","
+    null_value: str = "NULL"
+
+
+def read_change_file(
+    spark: SparkSession, path: str, file_seq: int, csv_format: CsvFormat
+) -> DataFrame:
+    """One DMS file with ``Op`` (``I`` where the file has none) and its ordering columns.
+
+    Row position: for Parquet, ``_metadata.row_index`` is the row's index in the file however
+    Spark splits it. CSV has no such column, so the file is read on its own and
+    ``monotonically_increasing_id`` is used: Spark orders a single file's splits by offset
+    (equal-sized splits keep their order under its stable size sort) and reads each split
+    front to back, so the id grows with the row's position in the file.
+    """
+    if _is_csv(path):
+        frame = (
+            spark.read.option("header", True)
+            .option("sep", csv_format.delimiter)
+            .option("nullValue", csv_format.null_value)
+            .option("inferSchema", False)
+            .csv(path)
+        )
+        position = F.monotonically_increasing_id()
+    else:
+        frame = spark.read.parquet(path)
+        position = F.col("_metadata.row_index")
+    if OP not in frame.columns:
+        frame = frame.withColumn(OP, F.lit("I"))
+    return frame.withColumn(FILE_SEQ, F.lit(file_seq)).withColumn(ROW_POS, position)
+
+
+def _is_csv(path: str) -> bool:
+    return path.endswith((".csv", ".csv.gz"))
+
+
+def read_lake_file(spark: SparkSession, table_root: str, relative_path: str) -> DataFrame:
+    """One lake file with its hive partition columns (as strings; the caller casts them)."""
+    return (
+        spark.read.option("basePath", table_root)
+        .parquet(f"{table_root.rstrip('/')}/{relative_path}")
+    )
+
+
+def write_staged(
+    frame: DataFrame, staging_path: str, partition_columns: list[str], file_count: int,
+    max_records_per_file: int,
+) -> None:
+    """Write the merged rows as Parquet under the staging folder, hive-partitioned.
+
+    Repartitioning by the partition columns sends each partition value to one task, so a run
+    writes one file per partition value (split further only past ``max_records_per_file``).
+    """
+    if partition_columns:
+        frame = frame.repartition(file_count, *partition_columns)
+    else:
+        frame = frame.repartition(file_count)
+    (
+        frame.write.mode("overwrite")
+        .option("maxRecordsPerFile", max_records_per_file)
+        .partitionBy(*partition_columns)
+        .parquet(staging_path)
+    )

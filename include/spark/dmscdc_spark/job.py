@@ -1,0 +1,319 @@
+"""The merge of one table: plan in, staged files and a result document out.
+
+See docs/plan-and-result.md for both documents and docs/merge-semantics.md for the rules.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from dmscdc_spark import rules
+from dmscdc_spark.io import (
+    CsvFormat,
+    HadoopFiles,
+    StoredFile,
+    read_change_file,
+    read_lake_file,
+    relative_to,
+    write_staged,
+)
+from dmscdc_spark.schema import TypeConflict, unify_schemas, union_conformed
+
+# Session settings the merge relies on. Partition values are read as strings and cast to the
+# type the change data has (inference would turn "007" into 7); timestamps are written as
+# INT64 micros, which Athena, Spectrum and DuckDB all read.
+SESSION_SETTINGS = {
+    "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+}
+
+
+class MergeInputError(Exception):
+    """Input the merge cannot use; names the table, the file and what to do about it."""
+
+    def __init__(self, table: str, file: str | None, problem: str, remedy: str):
+        self.table, self.file, self.problem, self.remedy = table, file, problem, remedy
+        where = f" in {file}" if file else ""
+        super().__init__(f"{table}: {problem}{where}. {remedy}")
+
+    def to_dict(self) -> dict:
+        return {"table": self.table, "file": self.file, "problem": self.problem, "remedy": self.remedy}
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """The engine's view of a table plan (docs/plan-and-result.md)."""
+
+    table: str
+    plan_id: str
+    attempt_id: str
+    mode: str  # "full" rebuilds the table, "incremental" merges into it
+    files: list[dict]  # ordered: {"path", "kind": "load"|"cdc", "size"}
+    lake_table_path: str
+    staging_path: str
+    primary_key: list[str] = field(default_factory=list)
+    partition_key: list[str] = field(default_factory=list)
+    order_column: str | None = None
+    csv_delimiter: str = ","
+    csv_null_value: str = "NULL"
+    target_file_bytes: int = 128 * 1024 * 1024
+    max_records_per_file: int = 5_000_000
+
+    @classmethod
+    def from_dict(cls, plan: dict) -> "MergePlan":
+        known = set(cls.__dataclass_fields__)
+        return cls(**{key: value for key, value in plan.items() if key in known})
+
+
+def run_merge(spark: SparkSession, plan: dict) -> dict:
+    """Merge one table's planned files into staged Parquet files and describe the outcome.
+
+    :param spark: the session to run on (local, Glue or EMR).
+    :param plan: a table plan document; see docs/plan-and-result.md.
+    :return: a result document; ``status`` is ``succeeded`` or ``failed`` (bad input, with
+        ``error`` naming table, file and remedy). Infrastructure failures raise.
+    """
+    started = time.monotonic()
+    merge_plan = MergePlan.from_dict(plan)
+    for key, value in SESSION_SETTINGS.items():
+        spark.conf.set(key, value)
+    files = HadoopFiles(spark)
+    try:
+        result = _TableMerge(spark, files, merge_plan).run()
+    except MergeInputError as error:
+        files.delete_tree(merge_plan.staging_path)
+        result = {"status": "failed", "error": error.to_dict()}
+    result.update(
+        table=merge_plan.table,
+        plan_id=merge_plan.plan_id,
+        attempt_id=merge_plan.attempt_id,
+        mode=merge_plan.mode,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return result
+
+
+class _TableMerge:
+    def __init__(self, spark: SparkSession, files: HadoopFiles, plan: MergePlan):
+        self.spark, self.files, self.plan = spark, files, plan
+        self.csv_format = CsvFormat(plan.csv_delimiter, plan.csv_null_value)
+        self.warnings: list[str] = []
+
+    # -- errors -------------------------------------------------------------------------------
+    def _fail(self, file: str | None, problem: str, remedy: str) -> MergeInputError:
+        return MergeInputError(self.plan.table, file, problem, remedy)
+
+    def _fail_unreadable(self, error: Exception, candidates: list[str]) -> MergeInputError | None:
+        """Map a Spark failure to the file it names, if it names one of ours."""
+        message = str(error)
+        for path in candidates:
+            if path.rsplit("/", 1)[-1] in message:
+                first_line = next((line for line in message.splitlines() if line.strip()), message)
+                return self._fail(
+                    path,
+                    f"cannot read the file ({first_line.strip()[:300]})",
+                    "Replace it with a good copy (or re-run the DMS task for the table) and run "
+                    "again; the table's state was left unchanged.",
+                )
+        return None
+
+    # -- reading ------------------------------------------------------------------------------
+    def _read_changes(self) -> tuple[DataFrame, T.StructType]:
+        frames, schemas = [], []
+        for seq, planned in enumerate(self.plan.files):
+            path = planned["path"]
+            try:
+                frame = read_change_file(self.spark, path, seq, self.csv_format)
+            except Exception as error:  # Spark raises AnalysisException / Py4JJavaError
+                raise self._fail_unreadable(error, [path]) or self._fail(
+                    path, f"cannot read the file ({str(error).splitlines()[0][:300]})",
+                    "Check that the file exists and is a DMS Parquet or CSV file.",
+                ) from error
+            frames.append(frame)
+            schemas.append((path, frame.schema))
+        self._require_columns(schemas)
+        try:
+            schema = unify_schemas(schemas)
+        except TypeConflict as conflict:
+            raise self._fail(
+                conflict.source, str(conflict),
+                "Cast the column in the source, or start the table over with a full load "
+                "(reload the DMS table); the table's state was left unchanged.",
+            ) from conflict
+        return union_conformed(frames, schema), schema
+
+    def _require_columns(self, schemas: list[tuple[str, T.StructType]]) -> None:
+        required = {"primary key": self.plan.primary_key, "partition key": self.plan.partition_key}
+        for label, columns in required.items():
+            for column in columns:
+                for path, schema in schemas:
+                    if column not in schema.fieldNames():
+                        raise self._fail(
+                            path, f"{label} column {column!r} does not exist "
+                            f"(the file has {', '.join(schema.fieldNames())})",
+                            f"Fix the table's {label} with `dmscdc configure {self.plan.table} "
+                            f"--{label.replace(' ', '-')} ...`.",
+                        )
+
+    def _rows_read_by_op(self, changes: DataFrame) -> dict[str, int]:
+        counts = changes.groupBy(rules.FILE_SEQ, rules.OP).count().collect()
+        for row in sorted(counts, key=lambda r: r[rules.FILE_SEQ]):
+            if row[rules.OP] not in rules.KNOWN_OPS:
+                raise self._fail(
+                    self.plan.files[row[rules.FILE_SEQ]]["path"],
+                    f"unknown Op value {row[rules.OP]!r} in {row['count']} row(s)",
+                    "DMS writes only I, U and D; check the endpoint settings that produced this "
+                    "file, then fix or remove the file.",
+                )
+        by_op = {op: 0 for op in rules.KNOWN_OPS}
+        for row in counts:
+            by_op[row[rules.OP]] += row["count"]
+        return by_op
+
+    def _files_holding_keys(
+        self, lake: list[StoredFile], keys: DataFrame, key_types: dict[str, T.DataType]
+    ) -> list[StoredFile]:
+        """Lake files holding any of ``keys``, without reading the whole table.
+
+        Only the key columns are read, behind a min/max range filter that Spark pushes into
+        the Parquet reader: files and row groups whose footer statistics lie outside the
+        changed keys' range are skipped without reading data. The exact match is a semi-join.
+        """
+        if not lake:
+            return []
+        root = self.plan.lake_table_path.rstrip("/")
+        key_columns = self.plan.primary_key
+        data_keys = [k for k in key_columns if k not in self.plan.partition_key]
+        bounds = keys.agg(
+            *[F.min(k).alias(f"min_{i}") for i, k in enumerate(data_keys)],
+            *[F.max(k).alias(f"max_{i}") for i, k in enumerate(data_keys)],
+        ).first() if data_keys else None
+        stored = (
+            self.spark.read.option("basePath", root)
+            .parquet(*[f"{root}/{f.relative_path}" for f in lake])
+            .select(*key_columns, F.col("_metadata.file_path").alias("_dmscdc_file"))
+        )
+        for i, k in enumerate(data_keys):
+            stored = stored.where(F.col(k).between(bounds[f"min_{i}"], bounds[f"max_{i}"]))
+        stored = stored.select(
+            *[F.col(k).cast(key_types[k]).alias(k) for k in key_columns], "_dmscdc_file"
+        )
+        hits = stored.join(keys, on=key_columns, how="left_semi").select("_dmscdc_file").distinct()
+        root_qualified = self.files.qualified(root)
+        holding = {relative_to(root_qualified, row[0]) for row in hits.collect()}
+        return [f for f in lake if f.relative_path in holding]
+
+    # -- the merge ----------------------------------------------------------------------------
+    def run(self) -> dict:
+        plan = self.plan
+        if plan.mode not in ("full", "incremental"):
+            raise ValueError(f"plan mode must be 'full' or 'incremental', not {plan.mode!r}")
+        changes, change_schema = self._read_changes()
+        if plan.order_column and plan.order_column not in change_schema.fieldNames():
+            self.warnings.append(
+                f"ordering column {plan.order_column!r} is in none of the files; "
+                "file order and row position decide"
+            )
+        changes = changes.persist()
+        try:
+            return self._merge(changes, change_schema)
+        except Exception as error:
+            if isinstance(error, MergeInputError):
+                raise
+            mapped = self._fail_unreadable(error, [f["path"] for f in plan.files])
+            if mapped is not None:
+                raise mapped from error
+            raise
+        finally:
+            changes.unpersist()
+
+    def _merge(self, changes: DataFrame, change_schema: T.StructType) -> dict:
+        plan = self.plan
+        rows_read = self._rows_read_by_op(changes)
+        lake = self.files.list_data_files(plan.lake_table_path)
+        keyed = bool(plan.primary_key)
+        skipped = {"U": 0, "D": 0} if keyed else {"U": rows_read["U"], "D": rows_read["D"]}
+
+        if keyed:
+            newest = rules.latest_change_per_key(changes, plan.primary_key, plan.order_column)
+            incoming = rules.live_rows(newest)
+        else:
+            incoming = rules.inserts_only(changes)
+
+        if plan.mode == "full":
+            replaced = lake
+            survivors: list[DataFrame] = []
+            sources = []
+        elif keyed:
+            key_types = {k: change_schema[k].dataType for k in plan.primary_key}
+            changed_keys = changes.select(*plan.primary_key).distinct()
+            replaced = self._files_holding_keys(lake, changed_keys, key_types)
+            survivors, sources = [], []
+            for stored in replaced:
+                frame = read_lake_file(self.spark, plan.lake_table_path, stored.relative_path)
+                frame = conform_partition_columns(frame, change_schema, plan.partition_key)
+                survivors.append(rules.without_keys(frame, changed_keys, plan.primary_key))
+                sources.append((f"{plan.lake_table_path.rstrip('/')}/{stored.relative_path}", frame.schema))
+        else:
+            replaced, survivors, sources = [], [], []
+
+        incoming_rows = rules.lake_rows(incoming)
+        try:
+            schema = unify_schemas(sources + [("the change files", incoming_rows.schema)])
+        except TypeConflict as conflict:
+            raise self._fail(
+                conflict.source, str(conflict),
+                "The lake file and the new changes disagree on the column's type; run a full "
+                "load of the table (`dmscdc run --full-refresh`) to rebuild it in the new type.",
+            ) from conflict
+        output = union_conformed(survivors + [incoming_rows], schema)
+
+        input_bytes = sum(f.size for f in replaced) + sum(int(f.get("size") or 0) for f in plan.files)
+        file_count = max(1, math.ceil(input_bytes / plan.target_file_bytes))
+        write_staged(output, plan.staging_path, plan.partition_key, file_count, plan.max_records_per_file)
+        added = self._staged_files()
+        return {
+            "status": "succeeded",
+            "rows_read": rows_read,
+            "skipped": skipped,
+            "rows_written": sum(f["rows"] for f in added),
+            "files_added": added,
+            "files_removed": [f.relative_path for f in replaced],
+            "warnings": self.warnings,
+        }
+
+    def _staged_files(self) -> list[dict]:
+        """Staged data files with their row counts; files the write left empty are dropped."""
+        staged = self.files.list_data_files(self.plan.staging_path)
+        if not staged:
+            return []
+        root = self.plan.staging_path.rstrip("/")
+        counts = (
+            self.spark.read.parquet(*[f"{root}/{f.relative_path}" for f in staged])
+            .groupBy(F.col("_metadata.file_path"))
+            .count()
+            .collect()
+        )
+        root_qualified = self.files.qualified(root)
+        rows = {relative_to(root_qualified, row[0]): row["count"] for row in counts}
+        return [
+            {"path": f.relative_path, "rows": rows[f.relative_path], "bytes": f.size}
+            for f in staged
+            if rows.get(f.relative_path, 0) > 0
+        ]
+
+
+def conform_partition_columns(
+    frame: DataFrame, change_schema: T.StructType, partition_key: list[str]
+) -> DataFrame:
+    """Cast partition columns read from folder names (strings) to the type the data has."""
+    for column in partition_key:
+        if column in frame.columns and column in change_schema.fieldNames():
+            frame = frame.withColumn(column, F.col(column).cast(change_schema[column].dataType))
+    return frame

@@ -1,0 +1,23 @@
+"""The local SparkSession dmscdc runs on outside Glue and EMR."""
+
+from __future__ import annotations
+
+from pyspark.sql import SparkSession
+
+# Small shuffles: a merge's shuffled data is the size of the change, not of the table.
+LOCAL_DEFAULTS = {
+    "spark.sql.shuffle.partitions": "8",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.ui.enabled": "false",
+    "spark.sql.adaptive.enabled": "true",
+}
+
+
+def local_session(master: str = "local[2]", conf: dict | None = None) -> SparkSession:
+    """Get or create the process's local session with dmscdc's defaults and ``conf`` on top."""
+    builder = SparkSession.builder.master(master).appName("dmscdc")
+    for key, value in {**LOCAL_DEFAULTS, **(conf or {})}.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

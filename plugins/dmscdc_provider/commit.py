@@ -1,0 +1,99 @@
+"""The commit protocol that makes a table merge crash-safe (docs/crash-safety.md).
+
+1. The engine writes the merged files under ``<lake>/_dmscdc_staging/<schema>/<table>/<attempt>/``
+   (readers skip ``_`` folders). Nothing readers see has changed.
+2. ``record``: one conditional write puts a commit record (files to move in, files to remove,
+   new watermarks) into the controller item, conditional on the version the plan was made
+   from. This is the commit point: before it the attempt is discarded, after it the change
+   is durable. Of two concurrent runs on one table only one can pass this condition.
+3. ``finish``: move the staged files into the table, delete the replaced files, then one
+   conditional write sets the new watermarks and clears the record. Every step is
+   idempotent, so whoever finds a record (a retry, the next run) finishes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from dmscdc_provider.plan import TablePlan
+from dmscdc_provider.state.base import ConcurrentCommitError, ControllerStore, TableState
+from dmscdc_provider.storage import Storage, join
+
+log = logging.getLogger(__name__)
+
+StepCallback = Callable[[str, dict], None]
+
+
+def _no_steps(step: str, detail: dict) -> None:
+    pass
+
+
+def commit_record(plan: TablePlan, attempt_id: str, result: dict) -> dict:
+    """The record that step 2 writes: everything ``finish`` needs, nothing it must recompute."""
+    staging = plan.staging_path(attempt_id)
+    summary = {key: result[key] for key in ("rows_read", "skipped", "rows_written", "seconds") if key in result}
+    summary.update(
+        plan_id=plan.plan_id,
+        attempt_id=attempt_id,
+        mode=plan.mode,
+        files_read=len(plan.files),
+        files_added=len(result["files_added"]),
+        files_removed=len(result["files_removed"]),
+    )
+    return {
+        "plan_id": plan.plan_id,
+        "attempt_id": attempt_id,
+        "staging_path": staging,
+        "moves": [
+            [join(staging, added["path"]), join(plan.lake_table_path, added["path"])]
+            for added in result["files_added"]
+        ],
+        "removes": [join(plan.lake_table_path, removed) for removed in result["files_removed"]],
+        "new_last_full_load_date": plan.new_last_full_load_date,
+        "new_last_incremental_file": plan.new_last_incremental_file,
+        "summary": summary,
+    }
+
+
+def record(store: ControllerStore, plan: TablePlan, record_document: dict) -> TableState:
+    """Step 2: the commit point. Raises ConcurrentCommitError if the table moved on."""
+    current = store.get(plan.state_path)
+    if current is None:
+        raise KeyError(f"no controller item for {plan.table}")
+    return store.replace(current.evolve(pending_commit=record_document), plan.base_version)
+
+
+def finish(
+    store: ControllerStore, storage: Storage, state: TableState, on_step: StepCallback = _no_steps
+) -> TableState:
+    """Step 3: publish a recorded commit and clear it. Safe to repeat after a crash anywhere."""
+    pending = state.pending_commit
+    if pending is None:
+        return state
+    for source, target in pending["moves"]:
+        storage.move(source, target)
+        on_step("file_published", {"path": target})
+    on_step("files_published", {"count": len(pending["moves"])})
+    for path in pending["removes"]:
+        storage.delete(path)
+        on_step("file_removed", {"path": path})
+    on_step("files_removed", {"count": len(pending["removes"])})
+    try:
+        committed = store.replace(
+            state.evolve(
+                last_full_load_date=pending["new_last_full_load_date"],
+                last_incremental_file=pending["new_last_incremental_file"],
+                pending_commit=None,
+                last_run=pending["summary"],
+            ),
+            state.version,
+        )
+    except ConcurrentCommitError:
+        # Another process finished the same record first; that is the same outcome.
+        committed = store.get(state.path)
+        if committed is None or (committed.last_run or {}).get("attempt_id") != pending["attempt_id"]:
+            raise
+    on_step("state_committed", {"version": committed.version})
+    storage.delete_tree(pending["staging_path"])
+    return committed

@@ -1,0 +1,85 @@
+"""Write files the way an AWS DMS S3 target does, for the demo, the benchmark and tests.
+
+Parquet files follow the blog's endpoint settings (``includeOpForFullLoad=true``,
+``parquetTimestampInMillisecond=true``); CSV files have a header row
+(``addColumnName=true``), ``,`` as delimiter and ``NULL`` for nulls unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+Row = dict
+
+
+def load_file_name(counter: int, extension: str = "parquet") -> str:
+    """``LOAD00000001.parquet``: DMS counts full-load files in hexadecimal."""
+    return f"LOAD{counter:08X}.{extension}"
+
+
+def cdc_file_name(moment: datetime, fraction_digits: int = 3, extension: str = "parquet") -> str:
+    """``20240301-100101856.parquet``: the batch time in UTC with ``fraction_digits`` sub-second digits."""
+    moment = moment.astimezone(timezone.utc)
+    fraction = f"{moment.microsecond:06d}".ljust(fraction_digits, "0")[:fraction_digits]
+    return f"{moment:%Y%m%d-%H%M%S}{fraction}.{extension}"
+
+
+def date_folder(moment: datetime, sequence: str = "YYYYMMDD", delimiter: str = "/") -> str:
+    """The folder ``DatePartitionEnabled`` puts CDC files in (``2024/03/01`` by default)."""
+    moment = moment.astimezone(timezone.utc)
+    parts = {
+        "YYYYMMDD": [f"{moment:%Y}", f"{moment:%m}", f"{moment:%d}"],
+        "YYYYMMDDHH": [f"{moment:%Y}", f"{moment:%m}", f"{moment:%d}", f"{moment:%H}"],
+        "YYYYMM": [f"{moment:%Y}", f"{moment:%m}"],
+        "MMYYYYDD": [f"{moment:%m}", f"{moment:%Y}", f"{moment:%d}"],
+        "DDMMYYYY": [f"{moment:%d}", f"{moment:%m}", f"{moment:%Y}"],
+    }[sequence]
+    return delimiter.join(parts)
+
+
+def write_dms_file(
+    path: str,
+    rows: Sequence[Row],
+    schema: pa.Schema,
+    *,
+    with_op: bool = True,
+    csv_delimiter: str = ",",
+    csv_null_value: str = "NULL",
+    modified: datetime | None = None,
+    row_group_size: int | None = None,
+) -> str:
+    """Write ``rows`` (dicts with ``Op`` when ``with_op``) as DMS would, Parquet or CSV by extension.
+
+    :param schema: the source columns (without ``Op``).
+    :param modified: the file's last-modified time (DMS's LOAD time matters for reloads).
+    """
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fields = ([pa.field("Op", pa.string())] if with_op else []) + list(schema)
+    full_schema = pa.schema(fields)
+    if path.endswith(".csv"):
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle, delimiter=csv_delimiter, lineterminator="\n")
+            writer.writerow(full_schema.names)
+            for row in rows:
+                writer.writerow([_csv_value(row.get(name), csv_null_value) for name in full_schema.names])
+    else:
+        table = pa.Table.from_pylist([{n: row.get(n) for n in full_schema.names} for row in rows], full_schema)
+        pq.write_table(table, path, row_group_size=row_group_size)
+    if modified is not None:
+        stamp = modified.timestamp()
+        os.utime(path, (stamp, stamp))
+    return path
+
+
+def _csv_value(value, null_value: str) -> str:
+    if value is None:
+        return null_value
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return str(value)

@@ -1,0 +1,264 @@
+"""Planning: compare what DMS wrote with the controller state and pin one plan per table.
+
+Rules (docs/merge-semantics.md):
+- a table folder found in raw for the first time is registered inactive with "null" keys;
+- LOAD files newer than LastFullLoadDate (or a requested full refresh) mean a full load: all
+  LOAD files in hex order, then the CDC files written at or after the earliest of them; older
+  CDC files are superseded by the reload and never applied over it;
+- otherwise the CDC files after LastIncrementalFile, ordered by the time in their names;
+- with ``cdc_before``, only CDC files named before that instant (a scheduled run's data
+  interval end), so catch-up runs never race ahead.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from dmscdc_provider.dms_files import DmsFile, classify, dms_sort_key, file_name
+from dmscdc_provider.plan import TablePlan
+from dmscdc_provider.state.base import NEVER_LOADED, ControllerStore, TableState
+from dmscdc_provider.storage import Storage, join
+
+log = logging.getLogger(__name__)
+
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def controller_path(raw_root: str, schema: str, table: str) -> str:
+    """The controller key for a table, as the blog writes it: ``bucket/prefix/schema/table/``."""
+    root = raw_root.split("://", 1)[-1].rstrip("/")
+    return f"{root}/{schema}/{table}/"
+
+
+def without_scheme(path: str) -> str:
+    return path.split("://", 1)[-1]
+
+
+def table_matches(name: str, patterns: str | None) -> bool:
+    """``patterns``: comma-separated globs on ``schema.table`` (None or empty: every table)."""
+    if not patterns:
+        return True
+    return any(fnmatch.fnmatchcase(name, p.strip()) for p in patterns.split(",") if p.strip())
+
+
+@dataclass(frozen=True)
+class PlanningProblem:
+    """A table that could not be planned: the reason and what to do."""
+
+    table: str
+    problem: str
+
+
+@dataclass
+class PlanningReport:
+    """Everything one planning pass found."""
+
+    plans: list[TablePlan] = field(default_factory=list)
+    registered: list[str] = field(default_factory=list)
+    inactive: list[str] = field(default_factory=list)
+    up_to_date: list[str] = field(default_factory=list)
+    problems: list[PlanningProblem] = field(default_factory=list)
+
+
+def list_table_files(storage: Storage, table_root: str) -> list[DmsFile]:
+    """DMS data files under one table folder (any depth: date-partitioned CDC folders)."""
+    found = []
+    for stored in storage.list_files(table_root):
+        name = file_name(stored.path)
+        kind = classify(name)
+        if kind is None:
+            log.debug("ignoring %s: not a DMS LOAD or CDC file", stored.path)
+            continue
+        found.append(DmsFile(stored.path, name, kind, stored.size, stored.modified))
+    return sorted(found, key=lambda f: f.sort_key)
+
+
+def _seconds(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime(DATE_FORMAT)
+
+
+def _parse_date(value: str) -> datetime:
+    try:
+        return datetime.strptime(value, DATE_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return datetime.strptime(NEVER_LOADED, DATE_FORMAT).replace(tzinfo=timezone.utc)
+
+
+def _entry(dms_file: DmsFile) -> dict:
+    return {"path": dms_file.path, "kind": dms_file.kind, "size": dms_file.size}
+
+
+def plan_table(
+    state: TableState,
+    files: list[DmsFile],
+    lake_root: str,
+    *,
+    cdc_before: datetime | None = None,
+    full_refresh: bool = False,
+    csv_delimiter: str = ",",
+    csv_null_value: str = "NULL",
+) -> TablePlan | None:
+    """The plan for one active table, or None when there is nothing new.
+
+    :param state: the table's controller item (with any pending commit already applied).
+    :param files: the table's DMS files, in DMS order.
+    :param cdc_before: apply only CDC files whose name time is before this instant.
+    :param full_refresh: rebuild from the LOAD files even if they are not new.
+    """
+    loads = [f for f in files if f.kind == "load"]
+    cdcs = [f for f in files if f.kind == "cdc"]
+    if cdc_before is not None:
+        cdcs = [f for f in cdcs if f.cdc_time < cdc_before]
+    newest_load = max((f.modified.replace(microsecond=0) for f in loads), default=None)
+    reload_due = newest_load is not None and newest_load > _parse_date(state.last_full_load_date)
+
+    if loads and (full_refresh or reload_due):
+        cutoff = min(f.modified for f in loads)
+        superseded = [f for f in cdcs if f.cdc_time < cutoff.replace(microsecond=0)]
+        applied = [f for f in cdcs if f not in superseded]
+        watermark_files = applied or superseded
+        return _plan(
+            state, "full", loads + applied, lake_root, _seconds(newest_load),
+            without_scheme(watermark_files[-1].path) if watermark_files else None,
+            csv_delimiter, csv_null_value, [f.path for f in superseded],
+        )
+    watermark = state.last_incremental_file
+    if watermark is not None:
+        after = dms_sort_key(file_name(watermark))
+        cdcs = [f for f in cdcs if f.sort_key > after]
+    if not cdcs:
+        return None
+    return _plan(
+        state, "incremental", cdcs, lake_root, state.last_full_load_date,
+        without_scheme(cdcs[-1].path), csv_delimiter, csv_null_value, [],
+    )
+
+
+def _plan(state, mode, files, lake_root, full_date, incremental_file, delimiter, null_value, superseded):
+    return TablePlan(
+        table=state.name,
+        state_path=state.path,
+        base_version=state.version,
+        mode=mode,
+        files=[_entry(f) for f in files],
+        lake_root=lake_root,
+        primary_key=list(state.primary_key),
+        partition_key=list(state.partition_key),
+        order_column=state.order_column,
+        new_last_full_load_date=full_date,
+        new_last_incremental_file=incremental_file,
+        csv_delimiter=delimiter,
+        csv_null_value=null_value,
+        superseded_files=superseded,
+    )
+
+
+def state_after_pending(state: TableState) -> TableState:
+    """The state a table will have once its recorded commit is finished (see commit.py)."""
+    pending = state.pending_commit
+    if pending is None:
+        return state
+    return state.evolve(
+        last_full_load_date=pending["new_last_full_load_date"],
+        last_incremental_file=pending["new_last_incremental_file"],
+        pending_commit=None,
+        version=state.version + 1,
+    )
+
+
+class Planner:
+    """Lists a raw DMS location, registers new tables, and plans the active ones.
+
+    :param raw_root: where DMS writes (``<raw_root>/<schema>/<table>/``).
+    :param lake_root: where the lake tables live.
+    :param store: the controller store.
+    :param storage: storage for ``raw_root``.
+    :param tables: comma-separated globs on ``schema.table``.
+    """
+
+    def __init__(
+        self,
+        raw_root: str,
+        lake_root: str,
+        store: ControllerStore,
+        storage: Storage,
+        tables: str | None = None,
+        csv_delimiter: str = ",",
+        csv_null_value: str = "NULL",
+    ):
+        self.raw_root = raw_root
+        self.lake_root = lake_root
+        self.store = store
+        self.storage = storage
+        self.tables = tables
+        self.csv_delimiter = csv_delimiter
+        self.csv_null_value = csv_null_value
+
+    def discover(self) -> list[tuple[str, str]]:
+        """``(schema, table)`` folders under the raw root."""
+        found = []
+        for schema in self.storage.list_folders(self.raw_root):
+            for table in self.storage.list_folders(join(self.raw_root, schema)):
+                if table_matches(f"{schema}.{table}", self.tables):
+                    found.append((schema, table))
+        return found
+
+    def register_new(self, report: PlanningReport) -> list[TableState]:
+        """Register tables seen for the first time (inactive, "null" keys) and return the
+        selected tables' states."""
+        states = []
+        for schema, table in self.discover():
+            path = controller_path(self.raw_root, schema, table)
+            state = self.store.get(path)
+            if state is None:
+                state = TableState(path=path, schema=schema, table=table)
+                if self.store.register(state):
+                    report.registered.append(state.name)
+                    log.info("registered %s (inactive): activate it with `dmscdc configure`", state.name)
+                state = self.store.get(path)
+            states.append(state)
+        return states
+
+    def plan(
+        self,
+        *,
+        cdc_before: datetime | None = None,
+        full_refresh: tuple[str, ...] = (),
+    ) -> PlanningReport:
+        """Plan every selected active table.
+
+        :param cdc_before: apply only CDC files named before this instant.
+        :param full_refresh: globs of tables to rebuild from their LOAD files.
+        """
+        report = PlanningReport()
+        for state in self.register_new(report):
+            if not state.active:
+                report.inactive.append(state.name)
+                continue
+            table_root = join(self.raw_root, state.schema, state.table)
+            try:
+                files = list_table_files(self.storage, table_root)
+            except OSError as error:
+                report.problems.append(PlanningProblem(
+                    state.name,
+                    f"cannot list {table_root} ({error}); check that the folder exists and is "
+                    "readable by this worker. The table's state is unchanged.",
+                ))
+                continue
+            plan = plan_table(
+                state_after_pending(state),
+                files,
+                self.lake_root,
+                cdc_before=cdc_before,
+                full_refresh=table_matches(state.name, ",".join(full_refresh)) if full_refresh else False,
+                csv_delimiter=self.csv_delimiter,
+                csv_null_value=self.csv_null_value,
+            )
+            if plan is None:
+                report.up_to_date.append(state.name)
+            else:
+                report.plans.append(plan)
+        return report

@@ -1,0 +1,163 @@
+"""Running plans: one table at a time, through a merge engine, then the commit protocol.
+
+The CLI and the Airflow operators both call ``run_table``; the engine decides where Spark
+runs (this process, Glue, EMR, EMR Serverless).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from dmscdc_provider.commit import StepCallback, _no_steps, commit_record, finish, record
+from dmscdc_provider.plan import TablePlan
+from dmscdc_provider.state.base import ConcurrentCommitError, ControllerStore, TableState
+from dmscdc_provider.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+class MergeEngine(Protocol):
+    """Runs the Spark merge of one engine plan and returns the engine's result document."""
+
+    def run(self, engine_plan: dict) -> dict: ...
+
+
+class LocalSparkEngine:
+    """The merge on a local SparkSession in this process (laptops, CI, self-hosted workers).
+
+    :param master: Spark master, ``local[2]`` by default.
+    :param spark_conf: extra Spark settings.
+    :param session: an existing SparkSession to use instead of creating one.
+    """
+
+    def __init__(self, master: str = "local[2]", spark_conf: dict | None = None, session=None):
+        self.master = master
+        self.spark_conf = spark_conf or {}
+        self._session = session
+
+    @property
+    def session(self):
+        if self._session is None:
+            from dmscdc_spark.session import local_session
+
+            self._session = local_session(self.master, self.spark_conf)
+        return self._session
+
+    def run(self, engine_plan: dict) -> dict:
+        from dmscdc_spark import run_merge
+
+        return run_merge(self.session, engine_plan)
+
+
+SUCCEEDED, FAILED, CONFLICT = "succeeded", "failed", "conflict"
+
+
+@dataclass
+class TableOutcome:
+    """What happened to one table in a run.
+
+    :param status: ``succeeded``, ``failed`` (bad input or a crash; state unchanged) or
+        ``conflict`` (another run committed the table first; nothing changed by this run).
+    :param summary: rows read by Op, rows written, files read/added/removed, seconds.
+    :param error: for failures: problem, file and remedy.
+    """
+
+    table: str
+    status: str
+    plan_id: str
+    summary: dict = field(default_factory=dict)
+    error: dict | None = None
+    note: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == SUCCEEDED
+
+    def to_dict(self) -> dict:
+        return {
+            "table": self.table, "status": self.status, "plan_id": self.plan_id,
+            "summary": self.summary, "error": self.error, "note": self.note,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def run_table(
+    plan: TablePlan,
+    engine: MergeEngine,
+    store: ControllerStore,
+    storage: Storage,
+    on_step: StepCallback = _no_steps,
+) -> TableOutcome:
+    """Merge one table's plan and commit it; repeating a plan never applies it twice.
+
+    :param storage: storage of the lake (for publishing staged files).
+    :param on_step: called with each protocol step (progress reporting).
+    """
+    started = time.monotonic()
+
+    def outcome(status: str, **kwargs) -> TableOutcome:
+        return TableOutcome(plan.table, status, plan.plan_id, seconds=time.monotonic() - started, **kwargs)
+
+    state = store.get(plan.state_path)
+    if state is None:
+        return outcome(FAILED, error={"problem": "the table has no controller item", "remedy": "plan again"})
+    if state.pending_commit is not None:
+        own = state.pending_commit["plan_id"] == plan.plan_id
+        log.info("%s: finishing the commit recorded by attempt %s", plan.table, state.pending_commit["attempt_id"])
+        state = finish(store, storage, state, on_step)
+        if own:
+            return outcome(SUCCEEDED, summary=state.last_run or {}, note="finished the commit of an earlier attempt")
+    if (state.last_run or {}).get("plan_id") == plan.plan_id and state.version > plan.base_version:
+        return outcome(SUCCEEDED, summary=state.last_run, note="already committed by an earlier attempt")
+    if state.version != plan.base_version:
+        return outcome(
+            CONFLICT,
+            note=f"the table's state moved from version {plan.base_version} to {state.version} "
+            "since this plan was made (another run committed it); nothing was changed, plan again",
+        )
+
+    attempt_id = f"{plan.plan_id}-{uuid.uuid4().hex[:8]}"
+    staging = plan.staging_path(attempt_id)
+    on_step("merge_started", {"attempt_id": attempt_id})
+    try:
+        result = engine.run(plan.engine_plan(attempt_id))
+    except Exception as error:  # the engine crashed: nothing was recorded, drop what it staged
+        storage.delete_tree(staging)
+        log.exception("%s: merge failed", plan.table)
+        return outcome(FAILED, error={"problem": f"the merge failed: {error}", "remedy":
+                                      "see the log above; the table's state is unchanged, run again"})
+    if result.get("status") != SUCCEEDED:
+        storage.delete_tree(staging)
+        return outcome(FAILED, error=result.get("error"), summary=_partial_summary(result))
+    on_step("staged", {"files": len(result["files_added"])})
+
+    try:
+        recorded = record(store, plan, commit_record(plan, attempt_id, result))
+    except ConcurrentCommitError as error:
+        storage.delete_tree(staging)
+        return outcome(CONFLICT, note=f"{error}; another run committed this table first, nothing was changed")
+    on_step("commit_recorded", {"version": recorded.version})
+    committed = finish(store, storage, recorded, on_step)
+    summary = dict(committed.last_run or {})
+    if result.get("warnings"):
+        summary["warnings"] = result["warnings"]
+    return outcome(SUCCEEDED, summary=summary)
+
+
+def _partial_summary(result: dict) -> dict:
+    return {key: result[key] for key in ("rows_read", "seconds") if key in result}
+
+
+def finish_pending_commits(store: ControllerStore, storage: Storage, states: list[TableState]) -> list[str]:
+    """Finish the commits that crashed runs recorded for these tables; returns their names."""
+    finished = []
+    for state in states:
+        if state.pending_commit is not None:
+            finish(store, storage, state)
+            finished.append(state.name)
+    return finished

@@ -1,0 +1,73 @@
+"""SQLite controller store: the local default, one row per controller item."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+
+from dmscdc_provider.state.base import ConcurrentCommitError, ControllerStore, TableState
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dmscdc_controller (
+    path TEXT PRIMARY KEY,
+    state_version INTEGER NOT NULL,
+    item TEXT NOT NULL
+)
+"""
+
+
+class SqliteControllerStore(ControllerStore):
+    """Controller items as JSON rows; conditional writes via ``UPDATE ... WHERE state_version = ?``.
+
+    :param path: the database file; created with its folder on first use.
+    """
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+        self._connection: sqlite3.Connection | None = None
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            # Autocommit: every statement is its own transaction, so a condition is checked and
+            # applied atomically; WAL lets several processes (Airflow tasks) share the file.
+            connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(_SCHEMA)
+            self._connection = connection
+        return self._connection
+
+    def get(self, path: str) -> TableState | None:
+        row = self._db.execute("SELECT item FROM dmscdc_controller WHERE path = ?", (path,)).fetchone()
+        return TableState.from_item(json.loads(row[0])) if row else None
+
+    def list(self) -> list[TableState]:
+        rows = self._db.execute("SELECT item FROM dmscdc_controller ORDER BY path").fetchall()
+        return [TableState.from_item(json.loads(row[0])) for row in rows]
+
+    def register(self, state: TableState) -> bool:
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO dmscdc_controller (path, state_version, item) VALUES (?, ?, ?)",
+            (state.path, state.version, json.dumps(state.to_item(), sort_keys=True)),
+        )
+        return cursor.rowcount == 1
+
+    def replace(self, state: TableState, expected_version: int) -> TableState:
+        written = state.evolve(version=expected_version + 1)
+        cursor = self._db.execute(
+            "UPDATE dmscdc_controller SET state_version = ?, item = ? "
+            "WHERE path = ? AND state_version = ?",
+            (written.version, json.dumps(written.to_item(), sort_keys=True), state.path, expected_version),
+        )
+        if cursor.rowcount != 1:
+            raise ConcurrentCommitError(
+                f"{state.name}: the controller item changed since version {expected_version} was read"
+            )
+        return written
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None

@@ -1,0 +1,118 @@
+"""File access for the provider side: listing raw DMS folders and publishing staged lake files.
+
+The Spark engine does its own I/O through Hadoop; this module serves the planner (listing)
+and the commit protocol (moving staged files into the table, deleting replaced ones).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """A file in storage: full path (or URI), size in bytes, last-modified time in UTC."""
+
+    path: str
+    size: int
+    modified: datetime
+
+
+class Storage(Protocol):
+    """What the planner and the commit protocol need from a file store."""
+
+    def list_files(self, root: str) -> list[StoredObject]:
+        """Files under ``root`` at any depth, skipping names that start with ``_`` or ``.``."""
+
+    def list_folders(self, root: str) -> list[str]:
+        """Names of the folders directly under ``root`` (hidden ones skipped)."""
+
+    def move(self, source: str, target: str) -> None:
+        """Move a file; idempotent: a source that is gone with the target present is done."""
+
+    def delete(self, path: str) -> None:
+        """Delete a file; a missing file is fine."""
+
+    def delete_tree(self, root: str) -> None:
+        """Delete a folder and everything under it; a missing folder is fine."""
+
+    def exists(self, path: str) -> bool: ...
+
+
+def join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *[p.strip("/") for p in parts if p]])
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(("_", "."))
+
+
+class LocalStorage:
+    """Storage on a local or mounted file system."""
+
+    def list_files(self, root: str) -> list[StoredObject]:
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"folder {root} does not exist or is not readable")
+        found = []
+        for folder, subfolders, names in os.walk(root, onerror=_raise):
+            subfolders[:] = sorted(d for d in subfolders if not _hidden(d))
+            for name in sorted(names):
+                if _hidden(name):
+                    continue
+                path = os.path.join(folder, name)
+                stat = os.stat(path)
+                found.append(
+                    StoredObject(path, stat.st_size, datetime.fromtimestamp(stat.st_mtime, timezone.utc))
+                )
+        return found
+
+    def list_folders(self, root: str) -> list[str]:
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"folder {root} does not exist or is not readable")
+        return sorted(
+            entry.name for entry in os.scandir(root) if entry.is_dir() and not _hidden(entry.name)
+        )
+
+    def move(self, source: str, target: str) -> None:
+        if not os.path.exists(source):
+            if os.path.exists(target):
+                return
+            raise FileNotFoundError(f"neither {source} nor {target} exists")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.replace(source, target)
+
+    def delete(self, path: str) -> None:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+    def delete_tree(self, root: str) -> None:
+        shutil.rmtree(root, ignore_errors=True)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+
+def _raise(error: OSError) -> None:
+    raise error
+
+
+def open_storage(uri: str) -> Storage:
+    """The storage for a raw or lake location: a local path, ``file://`` or ``s3://``."""
+    if uri.startswith("s3://"):
+        from dmscdc_provider.aws.s3_storage import S3Storage
+
+        return S3Storage()
+    return LocalStorage()
+
+
+def local_path(uri: str) -> str:
+    """A local location as an absolute path (accepts ``file://`` URIs)."""
+    if uri.startswith("file://"):
+        uri = uri[len("file://"):]
+    return os.path.abspath(uri) if "://" not in uri else uri
