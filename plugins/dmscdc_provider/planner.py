@@ -206,6 +206,10 @@ class Planner:
                     found.append((schema, table))
         return found
 
+    def selected_paths(self) -> list[str]:
+        """Controller keys of the selected table folders under the raw root."""
+        return [controller_path(self.raw_root, schema, table) for schema, table in self.discover()]
+
     def register_new(self, report: PlanningReport) -> list[TableState]:
         """Register tables seen for the first time (inactive, "null" keys) and return the
         selected tables' states."""

@@ -10,12 +10,15 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from dmscdc_provider.commit import StepCallback, _no_steps, commit_record, finish, record
 from dmscdc_provider.plan import TablePlan
 from dmscdc_provider.state.base import ConcurrentCommitError, ControllerStore, TableState
 from dmscdc_provider.storage import Storage
+
+if TYPE_CHECKING:
+    from dmscdc_provider.planner import Planner, PlanningReport
 
 log = logging.getLogger(__name__)
 
@@ -161,3 +164,49 @@ def finish_pending_commits(store: ControllerStore, storage: Storage, states: lis
             finish(store, storage, state)
             finished.append(state.name)
     return finished
+
+
+@dataclass
+class SourceRun:
+    """The outcome of one run over a raw location: planning findings and one outcome per table."""
+
+    report: "PlanningReport"
+    outcomes: list[TableOutcome]
+    finished_commits: list[str]
+
+    @property
+    def succeeded(self) -> bool:
+        return not self.report.problems and all(o.succeeded for o in self.outcomes)
+
+
+def run_source(
+    planner: "Planner",
+    engine: MergeEngine,
+    lake_storage: Storage,
+    *,
+    cdc_before=None,
+    full_refresh: tuple[str, ...] = (),
+    on_table_start=None,
+    on_table_done=None,
+) -> SourceRun:
+    """Finish commits left by crashed runs, plan, and merge every planned table in turn.
+
+    A failing table does not stop the others; its state stays where it was.
+    """
+    selected = [s for s in (planner.store.get(p) for p in planner.selected_paths()) if s is not None]
+    finished = finish_pending_commits(planner.store, lake_storage, selected)
+    report = planner.plan(cdc_before=cdc_before, full_refresh=full_refresh)
+    outcomes = []
+    for index, plan in enumerate(report.plans, start=1):
+        if on_table_start:
+            on_table_start(index, len(report.plans), plan)
+        try:
+            table_outcome = run_table(plan, engine, planner.store, lake_storage)
+        except Exception as error:  # one table's infrastructure error must not stop the others
+            log.exception("%s: run failed", plan.table)
+            table_outcome = TableOutcome(plan.table, FAILED, plan.plan_id, error={
+                "problem": str(error), "remedy": "see the log; run again once the cause is fixed"})
+        outcomes.append(table_outcome)
+        if on_table_done:
+            on_table_done(index, len(report.plans), table_outcome)
+    return SourceRun(report, outcomes, finished)

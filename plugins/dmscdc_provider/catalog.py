@@ -1,0 +1,85 @@
+"""The local catalog: a DuckDB file with one view per lake table, the way Athena sees the lake.
+
+Views read the table's Parquet files when queried (``read_parquet`` with hive partitions
+and ``union_by_name`` for schema drift), so a view stays current after every merge; the
+refresh only adds views for new tables. Staging folders start with ``_`` and are outside
+every table folder, so views never see a merge in progress.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_CATALOG_ENV = "DMSCDC_CATALOG"
+DEFAULT_CATALOG_FILE = "dmscdc_catalog.duckdb"
+
+
+def default_catalog_path() -> str:
+    """``$DMSCDC_CATALOG``, else ``dmscdc_catalog.duckdb`` in the current folder."""
+    return os.environ.get(DEFAULT_CATALOG_ENV) or os.path.abspath(DEFAULT_CATALOG_FILE)
+
+
+def _quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class CatalogView:
+    """A view the refresh created or replaced."""
+
+    name: str
+    location: str
+
+
+def table_glob(lake_root: str, schema: str, table: str) -> str:
+    return f"{lake_root.rstrip('/')}/{schema}/{table}/**/*.parquet"
+
+
+def refresh_duckdb_catalog(catalog_path: str, lake_root: str, tables: list[str]) -> list[CatalogView]:
+    """Create or replace ``schema.table`` views for lake tables that have data files.
+
+    :param catalog_path: the DuckDB file (created if missing).
+    :param lake_root: the lake location.
+    :param tables: ``schema.table`` names.
+    """
+    import duckdb
+
+    os.makedirs(os.path.dirname(os.path.abspath(catalog_path)), exist_ok=True)
+    created = []
+    with duckdb.connect(catalog_path) as connection:
+        for name in sorted(tables):
+            schema, table = name.split(".", 1)
+            folder = os.path.join(lake_root, schema, table)
+            if not _has_parquet(folder):
+                continue
+            location = table_glob(lake_root, schema, table)
+            connection.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_identifier(schema)}")
+            connection.execute(
+                f"CREATE OR REPLACE VIEW {_quote_identifier(schema)}.{_quote_identifier(table)} AS "
+                f"SELECT * FROM read_parquet({_quote_literal(location)}, "
+                "hive_partitioning = true, union_by_name = true)"
+            )
+            created.append(CatalogView(name, location))
+    return created
+
+
+def _has_parquet(folder: str) -> bool:
+    for _root, _dirs, names in os.walk(folder):
+        if any(n.endswith(".parquet") and not n.startswith(("_", ".")) for n in names):
+            return True
+    return False
+
+
+def query(catalog_path: str, sql: str) -> tuple[list[str], list[tuple]]:
+    """Run SQL against the catalog; returns column names and rows."""
+    import duckdb
+
+    with duckdb.connect(catalog_path, read_only=True) as connection:
+        cursor = connection.execute(sql)
+        columns = [d[0] for d in cursor.description] if cursor.description else []
+        return columns, cursor.fetchall()

@@ -1,0 +1,317 @@
+"""The ``dmscdc`` command line: the same library calls the Airflow DAG makes.
+
+    dmscdc run       --raw PATH --lake PATH [--state URI] [--catalog PATH] [--tables GLOB]
+    dmscdc plan      --raw PATH [--state URI] [--tables GLOB]
+    dmscdc tables    --raw PATH [--state URI]
+    dmscdc configure SCHEMA.TABLE --raw PATH [--state URI] [--active|--inactive] ...
+    dmscdc query     "SQL" [--catalog PATH]
+    dmscdc demo      [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from datetime import datetime, timezone
+
+from dmscdc_provider.catalog import default_catalog_path, query, refresh_duckdb_catalog
+from dmscdc_provider.planner import Planner, PlanningReport, controller_path
+from dmscdc_provider.state.base import ControllerStore, StateError, TableState, open_store
+from dmscdc_provider.storage import open_storage
+
+DEFAULT_STATE_ENV = "DMSCDC_STATE"
+DEFAULT_STATE_FILE = "dmscdc_state.sqlite"
+
+
+def default_state_uri() -> str:
+    """``$DMSCDC_STATE``, else ``sqlite:///<current folder>/dmscdc_state.sqlite``."""
+    return os.environ.get(DEFAULT_STATE_ENV) or f"sqlite://{os.path.abspath(DEFAULT_STATE_FILE)}"
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback, exit code 2."""
+
+
+def _state_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state", default=None,
+        help="controller store: sqlite:///ABS/PATH, a file path, or dynamodb://TABLE "
+        f"(default: ${DEFAULT_STATE_ENV} or ./{DEFAULT_STATE_FILE})",
+    )
+
+
+def _raw_options(parser: argparse.ArgumentParser, csv: bool = True) -> None:
+    parser.add_argument("--raw", required=True, help="where DMS writes: <raw>/<schema>/<table>/")
+    _state_option(parser)
+    parser.add_argument("--tables", help="comma-separated globs on schema.table (default: all)")
+    if not csv:
+        return
+    parser.add_argument("--csv-delimiter", default=",", help="DMS csvDelimiter (default ',')")
+    parser.add_argument("--csv-null-value", default="NULL", help="DMS csvNullValue (default 'NULL')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dmscdc", description="Keep a Parquet lake in sync with AWS DMS output.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="merge new DMS files into the lake, table by table")
+    _raw_options(run)
+    run.add_argument("--lake", required=True, help="lake location; tables at <lake>/<schema>/<table>/")
+    run.add_argument("--catalog", default=None,
+                     help=f"DuckDB catalog file to refresh (default: ${'DMSCDC_CATALOG'} or ./dmscdc_catalog.duckdb)")
+    run.add_argument("--full-refresh", action="append", default=[], metavar="GLOB",
+                     help="rebuild matching tables from their LOAD files, then CDC (repeatable)")
+    run.add_argument("--cdc-before", type=_utc_instant, metavar="ISO-TIME",
+                     help="apply only CDC files named before this UTC time")
+    run.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
+                     help="extra Spark setting for the local engine (repeatable)")
+
+    plan = commands.add_parser("plan", help="print the plans a run would execute (JSON); registers new tables only")
+    _raw_options(plan)
+    plan.add_argument("--lake", default="LAKE", help="lake location to put in the plans (default: a placeholder)")
+
+    tables = commands.add_parser("tables", help="show each table's configuration and watermarks")
+    _raw_options(tables, csv=False)
+    tables.add_argument("--json", action="store_true", help="print controller items as JSON")
+
+    configure = commands.add_parser("configure", help="activate a table and set its keys")
+    configure.add_argument("table", metavar="SCHEMA.TABLE")
+    configure.add_argument("--raw", required=True)
+    _state_option(configure)
+    active = configure.add_mutually_exclusive_group()
+    active.add_argument("--active", dest="active", action="store_true", default=None)
+    active.add_argument("--inactive", dest="active", action="store_false")
+    primary = configure.add_mutually_exclusive_group()
+    primary.add_argument("--primary-key", metavar="A,B", help="key columns (updates and deletes are applied)")
+    primary.add_argument("--no-primary-key", action="store_true", help="inserts only")
+    partition = configure.add_mutually_exclusive_group()
+    partition.add_argument("--partition-key", metavar="C", help="lake partition columns")
+    partition.add_argument("--no-partition-key", action="store_true", help="one partition")
+    order = configure.add_mutually_exclusive_group()
+    order.add_argument("--order-column", metavar="COL", help="column that orders changes, e.g. AR_H_CHANGE_SEQ")
+    order.add_argument("--no-order-column", action="store_true", help="order by file and row position")
+
+    query_cmd = commands.add_parser("query", help="run SQL against the local DuckDB catalog")
+    query_cmd.add_argument("sql")
+    query_cmd.add_argument("--catalog", default=None)
+
+    demo = commands.add_parser("demo", help="build the blog's sample database, load it, apply changes, show the lake")
+    demo.add_argument("--workdir", default=None, help="where raw, lake, state and catalog go (default: a new temp folder)")
+    return parser
+
+
+def _utc_instant(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _columns(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except (CliError, StateError, FileNotFoundError, ValueError) as error:
+        print(f"dmscdc {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+def _store(args) -> ControllerStore:
+    return open_store(args.state or default_state_uri())
+
+
+def _planner(args, store: ControllerStore, lake: str) -> Planner:
+    return Planner(args.raw, lake, store, open_storage(args.raw), args.tables,
+                   getattr(args, "csv_delimiter", ","), getattr(args, "csv_null_value", "NULL"))
+
+
+def cmd_run(args) -> int:
+    from dmscdc_provider.runner import LocalSparkEngine, run_source
+
+    store = _store(args)
+    spark_conf = dict(item.split("=", 1) for item in args.spark_conf)
+    engine = LocalSparkEngine(spark_conf=spark_conf)
+    planner = _planner(args, store, args.lake)
+    print(f"dmscdc run: raw {args.raw} -> lake {args.lake}", flush=True)
+
+    def started(index, total, plan):
+        print(f"[{index}/{total}] {plan.table}: {plan.mode} merge of {len(plan.files)} file(s) ...", flush=True)
+
+    def done(index, total, outcome):
+        print(f"[{index}/{total}] {outcome.table}: {_outcome_line(outcome)}", flush=True)
+
+    result = run_source(planner, engine, open_storage(args.lake), cdc_before=args.cdc_before,
+                        full_refresh=tuple(args.full_refresh), on_table_start=started, on_table_done=done)
+    report = result.report
+    for name in result.finished_commits:
+        print(f"{name}: finished the commit a crashed run had recorded")
+    for name in report.registered:
+        print(f"{name}: new table, registered inactive; activate it with "
+              f"`dmscdc configure {name} --raw {args.raw} --active --primary-key ...`")
+    for name in report.inactive:
+        if name not in report.registered:
+            print(f"{name}: inactive, skipped")
+    for name in report.up_to_date:
+        print(f"{name}: no new files")
+    for problem in report.problems:
+        print(f"{problem.table}: FAILED to plan: {problem.problem}", file=sys.stderr)
+
+    merged = [o.table for o in result.outcomes if o.succeeded]
+    if merged and "://" not in args.lake:
+        catalog = args.catalog or default_catalog_path()
+        active = [s.name for s in store.list() if s.active]
+        views = refresh_duckdb_catalog(catalog, args.lake, active)
+        print(f"catalog {catalog}: {len(views)} view(s) ({', '.join(v.name for v in views)})")
+    _print_summary(result.outcomes)
+    failed = [o for o in result.outcomes if not o.succeeded]
+    for outcome in failed:
+        _print_failure(outcome)
+    store.close()
+    return 0 if result.succeeded else 1
+
+
+def _outcome_line(outcome) -> str:
+    if outcome.succeeded:
+        s = outcome.summary
+        read = s.get("rows_read", {})
+        line = (f"ok in {outcome.seconds:.1f}s: read I={read.get('I', 0)} U={read.get('U', 0)} "
+                f"D={read.get('D', 0)}, wrote {s.get('rows_written', 0)} rows, "
+                f"+{s.get('files_added', 0)}/-{s.get('files_removed', 0)} files")
+        skipped = s.get("skipped") or {}
+        if skipped.get("U") or skipped.get("D"):
+            line += f", skipped (no primary key) U={skipped.get('U', 0)} D={skipped.get('D', 0)}"
+        if outcome.note:
+            line += f" ({outcome.note})"
+        return line
+    if outcome.status == "conflict":
+        return f"CONFLICT: {outcome.note}"
+    return f"FAILED: {(outcome.error or {}).get('problem')}"
+
+
+def _print_failure(outcome) -> None:
+    error = outcome.error or {}
+    lines = [f"{outcome.table}: {outcome.status.upper()}"]
+    if error.get("file"):
+        lines.append(f"  file:   {error['file']}")
+    if error.get("problem"):
+        lines.append(f"  problem: {error['problem']}")
+    if error.get("remedy"):
+        lines.append(f"  remedy: {error['remedy']}")
+    if outcome.note:
+        lines.append(f"  note:   {outcome.note}")
+    print("\n".join(lines), file=sys.stderr)
+
+
+def _print_summary(outcomes) -> None:
+    if not outcomes:
+        print("summary: nothing to merge")
+        return
+    header = f"{'table':<32} {'status':<10} {'files':>5} {'I':>8} {'U':>8} {'D':>8} {'written':>9} {'+files':>6} {'-files':>6} {'secs':>7}"
+    print("summary:")
+    print(header)
+    for o in outcomes:
+        s = o.summary or {}
+        read = s.get("rows_read", {})
+        print(f"{o.table:<32} {o.status:<10} {s.get('files_read', ''):>5} {read.get('I', ''):>8} "
+              f"{read.get('U', ''):>8} {read.get('D', ''):>8} {s.get('rows_written', ''):>9} "
+              f"{s.get('files_added', ''):>6} {s.get('files_removed', ''):>6} {o.seconds:>7.1f}")
+
+
+def cmd_plan(args) -> int:
+    store = _store(args)
+    report = _planner(args, store, args.lake).plan()
+    print(json.dumps({
+        "plans": [p.to_dict() for p in report.plans],
+        "registered": report.registered,
+        "inactive": report.inactive,
+        "up_to_date": report.up_to_date,
+        "problems": [{"table": p.table, "problem": p.problem} for p in report.problems],
+    }, indent=2))
+    store.close()
+    return 1 if report.problems else 0
+
+
+def cmd_tables(args) -> int:
+    store = _store(args)
+    planner = _planner(args, store, "LAKE")
+    states = sorted(planner.register_new(PlanningReport()), key=lambda s: s.name)
+    if args.json:
+        print(json.dumps([s.to_item() for s in states], indent=2))
+    else:
+        print(f"{'table':<28} {'active':<6} {'primary key':<16} {'partition':<14} {'order':<10} "
+              f"{'LastFullLoadDate':<20} LastIncrementalFile")
+        for s in states:
+            last = (s.last_incremental_file or "null").rsplit("/", 1)[-1]
+            pending = "  (commit pending)" if s.pending_commit else ""
+            print(f"{s.name:<28} {str(s.active).lower():<6} {','.join(s.primary_key) or 'null':<16} "
+                  f"{','.join(s.partition_key) or 'null':<14} {s.order_column or '-':<10} "
+                  f"{s.last_full_load_date:<20} {last}{pending}")
+    store.close()
+    return 0
+
+
+def cmd_configure(args) -> int:
+    if "." not in args.table:
+        raise CliError(f"table must be SCHEMA.TABLE, not {args.table!r}")
+    schema, table = args.table.split(".", 1)
+    store = _store(args)
+    path = controller_path(args.raw, schema, table)
+    if store.get(path) is None:
+        store.register(TableState(path=path, schema=schema, table=table))
+    changes = {}
+    if args.active is not None:
+        changes["active"] = args.active
+    if args.primary_key or args.no_primary_key:
+        changes["primary_key"] = () if args.no_primary_key else _columns(args.primary_key)
+    if args.partition_key or args.no_partition_key:
+        changes["partition_key"] = () if args.no_partition_key else _columns(args.partition_key)
+    if args.order_column or args.no_order_column:
+        changes["order_column"] = None if args.no_order_column else args.order_column
+    state = store.update(path, **changes) if changes else store.get(path)
+    print(json.dumps(state.to_item(), indent=2))
+    store.close()
+    return 0
+
+
+def cmd_query(args) -> int:
+    catalog = args.catalog or default_catalog_path()
+    if not os.path.exists(catalog):
+        raise CliError(f"no catalog at {catalog}; run `dmscdc run` first or pass --catalog")
+    columns, rows = query(catalog, args.sql)
+    print_rows(columns, rows)
+    return 0
+
+
+def print_rows(columns: list[str], rows: list[tuple]) -> None:
+    texts = [[("NULL" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in texts]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in texts:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+    print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+def cmd_demo(args) -> int:
+    from dmscdc_provider.demo import run_demo
+
+    return run_demo(args.workdir)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "plan": cmd_plan,
+    "tables": cmd_tables,
+    "configure": cmd_configure,
+    "query": cmd_query,
+    "demo": cmd_demo,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())
