@@ -132,11 +132,12 @@ def _planner(args, store: ControllerStore, lake: str) -> Planner:
 
 
 def cmd_run(args) -> int:
-    from dmscdc_provider.runner import LocalSparkEngine, run_source
+    from dmscdc_provider.engines import make_engine
+    from dmscdc_provider.runner import run_source
 
     store = _store(args)
     spark_conf = dict(item.split("=", 1) for item in args.spark_conf)
-    engine = LocalSparkEngine(spark_conf=spark_conf)
+    engine = make_engine("local", spark_conf=spark_conf)
     planner = _planner(args, store, args.lake)
     print(f"dmscdc run: raw {args.raw} -> lake {args.lake}", flush=True)
 

@@ -10,8 +10,9 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
+from dmscdc_provider.engines import MergeEngine
 from dmscdc_provider.commit import StepCallback, _no_steps, commit_record, finish, record
 from dmscdc_provider.plan import TablePlan
 from dmscdc_provider.state.base import ConcurrentCommitError, ControllerStore, TableState
@@ -21,39 +22,6 @@ if TYPE_CHECKING:
     from dmscdc_provider.planner import Planner, PlanningReport
 
 log = logging.getLogger(__name__)
-
-
-class MergeEngine(Protocol):
-    """Runs the Spark merge of one engine plan and returns the engine's result document."""
-
-    def run(self, engine_plan: dict) -> dict: ...
-
-
-class LocalSparkEngine:
-    """The merge on a local SparkSession in this process (laptops, CI, self-hosted workers).
-
-    :param master: Spark master, ``local[2]`` by default.
-    :param spark_conf: extra Spark settings.
-    :param session: an existing SparkSession to use instead of creating one.
-    """
-
-    def __init__(self, master: str = "local[2]", spark_conf: dict | None = None, session=None):
-        self.master = master
-        self.spark_conf = spark_conf or {}
-        self._session = session
-
-    @property
-    def session(self):
-        if self._session is None:
-            from dmscdc_spark.session import local_session
-
-            self._session = local_session(self.master, self.spark_conf)
-        return self._session
-
-    def run(self, engine_plan: dict) -> dict:
-        from dmscdc_spark import run_merge
-
-        return run_merge(self.session, engine_plan)
 
 
 SUCCEEDED, FAILED, CONFLICT = "succeeded", "failed", "conflict"
@@ -89,6 +57,81 @@ class TableOutcome:
         }
 
 
+@dataclass(frozen=True)
+class AttemptStart:
+    """Either a new attempt to run (``attempt_id``) or an outcome that needs no merge."""
+
+    attempt_id: str | None = None
+    outcome: TableOutcome | None = None
+
+
+def start_attempt(
+    plan: TablePlan, store: ControllerStore, storage: Storage, on_step: StepCallback = _no_steps
+) -> AttemptStart:
+    """Before a merge: finish a commit an earlier attempt recorded, detect a plan already
+    committed (a retry after the commit) or made stale by another run, else name a new attempt.
+
+    :param storage: storage of the lake (for publishing staged files).
+    """
+    started = time.monotonic()
+
+    def done(status: str, **kwargs) -> AttemptStart:
+        return AttemptStart(outcome=TableOutcome(
+            plan.table, status, plan.plan_id, seconds=time.monotonic() - started, **kwargs))
+
+    state = store.get(plan.state_path)
+    if state is None:
+        return done(FAILED, error={"problem": "the table has no controller item", "remedy": "plan again"})
+    if state.pending_commit is not None:
+        own = state.pending_commit["plan_id"] == plan.plan_id
+        log.info("%s: finishing the commit recorded by attempt %s", plan.table, state.pending_commit["attempt_id"])
+        state = finish(store, storage, state, on_step)
+        if own:
+            return done(SUCCEEDED, summary=state.last_run or {}, note="finished the commit of an earlier attempt")
+    if (state.last_run or {}).get("plan_id") == plan.plan_id and state.version > plan.base_version:
+        return done(SUCCEEDED, summary=state.last_run, note="already committed by an earlier attempt")
+    if state.version != plan.base_version:
+        return done(
+            CONFLICT,
+            note=f"the table's state moved from version {plan.base_version} to {state.version} "
+            "since this plan was made (another run committed it); nothing was changed, plan again",
+        )
+    return AttemptStart(attempt_id=f"{plan.plan_id}-{uuid.uuid4().hex[:8]}")
+
+
+def complete_attempt(
+    plan: TablePlan,
+    attempt_id: str,
+    result: dict,
+    store: ControllerStore,
+    storage: Storage,
+    on_step: StepCallback = _no_steps,
+    seconds: float = 0.0,
+) -> TableOutcome:
+    """After a merge: commit its staged files (or discard them if it failed)."""
+    started = time.monotonic() - seconds
+
+    def outcome(status: str, **kwargs) -> TableOutcome:
+        return TableOutcome(plan.table, status, plan.plan_id, seconds=time.monotonic() - started, **kwargs)
+
+    staging = plan.staging_path(attempt_id)
+    if result.get("status") != SUCCEEDED:
+        storage.delete_tree(staging)
+        return outcome(FAILED, error=result.get("error"), summary=_partial_summary(result))
+    on_step("staged", {"files": len(result["files_added"])})
+    try:
+        recorded = record(store, plan, commit_record(plan, attempt_id, result))
+    except ConcurrentCommitError as error:
+        storage.delete_tree(staging)
+        return outcome(CONFLICT, note=f"{error}; another run committed this table first, nothing was changed")
+    on_step("commit_recorded", {"version": recorded.version})
+    committed = finish(store, storage, recorded, on_step)
+    summary = dict(committed.last_run or {})
+    if result.get("warnings"):
+        summary["warnings"] = result["warnings"]
+    return outcome(SUCCEEDED, summary=summary)
+
+
 def run_table(
     plan: TablePlan,
     engine: MergeEngine,
@@ -102,54 +145,19 @@ def run_table(
     :param on_step: called with each protocol step (progress reporting).
     """
     started = time.monotonic()
-
-    def outcome(status: str, **kwargs) -> TableOutcome:
-        return TableOutcome(plan.table, status, plan.plan_id, seconds=time.monotonic() - started, **kwargs)
-
-    state = store.get(plan.state_path)
-    if state is None:
-        return outcome(FAILED, error={"problem": "the table has no controller item", "remedy": "plan again"})
-    if state.pending_commit is not None:
-        own = state.pending_commit["plan_id"] == plan.plan_id
-        log.info("%s: finishing the commit recorded by attempt %s", plan.table, state.pending_commit["attempt_id"])
-        state = finish(store, storage, state, on_step)
-        if own:
-            return outcome(SUCCEEDED, summary=state.last_run or {}, note="finished the commit of an earlier attempt")
-    if (state.last_run or {}).get("plan_id") == plan.plan_id and state.version > plan.base_version:
-        return outcome(SUCCEEDED, summary=state.last_run, note="already committed by an earlier attempt")
-    if state.version != plan.base_version:
-        return outcome(
-            CONFLICT,
-            note=f"the table's state moved from version {plan.base_version} to {state.version} "
-            "since this plan was made (another run committed it); nothing was changed, plan again",
-        )
-
-    attempt_id = f"{plan.plan_id}-{uuid.uuid4().hex[:8]}"
-    staging = plan.staging_path(attempt_id)
-    on_step("merge_started", {"attempt_id": attempt_id})
+    start = start_attempt(plan, store, storage, on_step)
+    if start.outcome is not None:
+        return start.outcome
+    on_step("merge_started", {"attempt_id": start.attempt_id})
     try:
-        result = engine.run(plan.engine_plan(attempt_id))
+        result = engine.run(plan.engine_plan(start.attempt_id))
     except Exception as error:  # the engine crashed: nothing was recorded, drop what it staged
-        storage.delete_tree(staging)
         log.exception("%s: merge failed", plan.table)
-        return outcome(FAILED, error={"problem": f"the merge failed: {error}", "remedy":
-                                      "see the log above; the table's state is unchanged, run again"})
-    if result.get("status") != SUCCEEDED:
-        storage.delete_tree(staging)
-        return outcome(FAILED, error=result.get("error"), summary=_partial_summary(result))
-    on_step("staged", {"files": len(result["files_added"])})
-
-    try:
-        recorded = record(store, plan, commit_record(plan, attempt_id, result))
-    except ConcurrentCommitError as error:
-        storage.delete_tree(staging)
-        return outcome(CONFLICT, note=f"{error}; another run committed this table first, nothing was changed")
-    on_step("commit_recorded", {"version": recorded.version})
-    committed = finish(store, storage, recorded, on_step)
-    summary = dict(committed.last_run or {})
-    if result.get("warnings"):
-        summary["warnings"] = result["warnings"]
-    return outcome(SUCCEEDED, summary=summary)
+        result = {"status": FAILED, "error": {
+            "table": plan.table, "file": None, "problem": f"the merge failed: {error}",
+            "remedy": "see the log; the table's state is unchanged, run again"}}
+    return complete_attempt(plan, start.attempt_id, result, store, storage, on_step,
+                            seconds=time.monotonic() - started)
 
 
 def _partial_summary(result: dict) -> dict:

@@ -1,0 +1,55 @@
+"""Merge engines: where the Spark merge of one table runs.
+
+Every engine takes the engine plan document (``TablePlan.engine_plan``) and returns the
+engine's result document (docs/plan-and-result.md); publishing and the state commit stay
+with the caller (runner.py). Engines that run Spark elsewhere (Glue, EMR, EMR Serverless)
+also implement ``RemoteMergeEngine`` so an Airflow operator can submit, defer and collect.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class MergeEngine(Protocol):
+    """Runs one merge to the end and returns its result document."""
+
+    def run(self, engine_plan: dict) -> dict: ...
+
+
+@runtime_checkable
+class RemoteMergeEngine(MergeEngine, Protocol):
+    """A merge engine whose Spark job runs elsewhere and can be waited on without a worker.
+
+    ``submit`` must be idempotent for one ``attempt_id``: when a job for it is already
+    running it returns that job's reference instead of starting a second one.
+    """
+
+    def submit(self, engine_plan: dict) -> str:
+        """Start (or find) the job for this plan attempt; returns a JSON-serialisable job reference."""
+
+    def poll(self, job_ref: str) -> str:
+        """``running``, ``succeeded`` or ``failed``."""
+
+    def fetch_result(self, job_ref: str, engine_plan: dict) -> dict:
+        """The result document the job wrote (or a ``failed`` document describing the job's failure)."""
+
+
+# name -> "module:Class"; classes are imported only when an engine is made, so parsing a DAG
+# never imports pyspark or an AWS SDK module it does not need.
+ENGINE_CLASSES = {
+    "local": "dmscdc_provider.engines.local:LocalSparkEngine",
+}
+
+
+def make_engine(name: str, **settings) -> MergeEngine:
+    """Build the engine called ``name`` with its settings (from the DAG's YAML or CLI flags)."""
+    try:
+        target = ENGINE_CLASSES[name]
+    except KeyError:
+        raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(sorted(ENGINE_CLASSES))}") from None
+    module_name, class_name = target.split(":")
+    engine_class = getattr(importlib.import_module(module_name), class_name)
+    return engine_class(**settings)

@@ -1,0 +1,25 @@
+"""Shared fixtures: one local SparkSession for the whole suite (a JVM start costs seconds)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from dmscdc_spark.session import local_session
+
+    session = local_session("local[2]", {
+        "spark.sql.shuffle.partitions": "2",
+        "spark.default.parallelism": "2",
+        "spark.sql.adaptive.enabled": "false",
+    })
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def local_engine(spark):
+    from dmscdc_provider.engines.local import LocalSparkEngine
+
+    return LocalSparkEngine(session=spark)
