@@ -1,0 +1,125 @@
+"""A small DMS source + lake for tests: write DMS files, configure tables, run, read the lake."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import datetime, timedelta, timezone
+
+import duckdb
+import pyarrow as pa
+
+from dmscdc_provider.dms_writer import cdc_file_name, load_file_name, write_dms_file
+from dmscdc_provider.planner import Planner, controller_path
+from dmscdc_provider.runner import run_source
+from dmscdc_provider.state.base import TableState
+from dmscdc_provider.state.sqlite import SqliteControllerStore
+from dmscdc_provider.storage import LocalStorage
+
+START = datetime(2024, 3, 1, 9, 0, 0, tzinfo=timezone.utc)
+
+
+class LakeHarness:
+    """One raw folder, one lake folder and one SQLite controller under ``root``."""
+
+    def __init__(self, root, engine):
+        self.root = str(root)
+        self.raw = os.path.join(self.root, "raw")
+        self.lake = os.path.join(self.root, "lake")
+        os.makedirs(self.raw, exist_ok=True)
+        self.store = SqliteControllerStore(os.path.join(self.root, "state.sqlite"))
+        self.storage = LocalStorage()
+        self.engine = engine
+        self.clock = START
+
+    # -- writing what DMS writes --------------------------------------------------------------
+    def tick(self, seconds: int = 60) -> datetime:
+        self.clock += timedelta(seconds=seconds)
+        return self.clock
+
+    def table_dir(self, table: str) -> str:
+        return os.path.join(self.raw, *table.split("."))
+
+    def load(self, table: str, rows: list[dict], schema: pa.Schema, counter: int = 1,
+             modified: datetime | None = None, extension: str = "parquet", **options) -> str:
+        path = os.path.join(self.table_dir(table), load_file_name(counter, extension))
+        return write_dms_file(path, rows, schema, modified=modified or self.clock, **options)
+
+    def cdc(self, table: str, rows: list[dict], schema: pa.Schema, at: datetime | None = None,
+            folder: str = "", name: str | None = None, extension: str = "parquet", **options) -> str:
+        at = at or self.tick()
+        file_name = name or cdc_file_name(at, extension=extension)
+        path = os.path.join(self.table_dir(table), folder, file_name)
+        return write_dms_file(path, rows, schema, modified=at, **options)
+
+    # -- controller -----------------------------------------------------------------------------
+    def path_of(self, table: str) -> str:
+        schema, name = table.split(".")
+        return controller_path(self.raw, schema, name)
+
+    def configure(self, table: str, primary_key=(), partition_key=(), order_column=None, active=True) -> None:
+        schema, name = table.split(".")
+        path = self.path_of(table)
+        if self.store.get(path) is None:
+            self.store.register(TableState(path=path, schema=schema, table=name))
+        self.store.update(path, active=active, primary_key=tuple(primary_key),
+                          partition_key=tuple(partition_key), order_column=order_column)
+
+    def state(self, table: str) -> TableState:
+        return self.store.get(self.path_of(table))
+
+    # -- running --------------------------------------------------------------------------------
+    def planner(self, tables: str | None = None, **options) -> Planner:
+        return Planner(self.raw, self.lake, self.store, self.storage, tables, **options)
+
+    def run(self, tables: str | None = None, **options):
+        """Plan and merge every active table; returns the SourceRun."""
+        planner_options = {k: options.pop(k) for k in ("csv_delimiter", "csv_null_value") if k in options}
+        return run_source(self.planner(tables, **planner_options), self.engine, self.storage, **options)
+
+    def run_ok(self, tables: str | None = None, **options):
+        result = self.run(tables, **options)
+        assert not result.report.problems, result.report.problems
+        for outcome in result.outcomes:
+            assert outcome.succeeded, outcome.to_dict()
+        return result
+
+    # -- reading the lake -------------------------------------------------------------------------
+    def table_path(self, table: str) -> str:
+        return os.path.join(self.lake, *table.split("."))
+
+    def rows(self, table: str, order_by: str = "id") -> list[dict]:
+        """The lake table as a reader sees it (DuckDB over the visible Parquet files)."""
+        if not self.data_files(table):
+            return []
+        glob = f"{self.table_path(table)}/**/*.parquet"
+        with duckdb.connect() as connection:
+            cursor = connection.execute(
+                f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true, union_by_name = true) "
+                f"ORDER BY {order_by}"
+            )
+            columns = [d[0] for d in cursor.description]
+            return [dict(zip(columns, row)) for row in cursor.fetchall()]
+
+    def data_files(self, table: str) -> dict[str, tuple[int, str]]:
+        """Visible data files: relative path -> (mtime_ns, sha256 of the bytes)."""
+        root = self.table_path(table)
+        found = {}
+        for folder, dirs, names in os.walk(root):
+            dirs[:] = [d for d in dirs if not d.startswith(("_", "."))]
+            for name in names:
+                if name.startswith(("_", ".")):
+                    continue
+                path = os.path.join(folder, name)
+                with open(path, "rb") as handle:
+                    digest = hashlib.sha256(handle.read()).hexdigest()
+                found[os.path.relpath(path, root)] = (os.stat(path).st_mtime_ns, digest)
+        return found
+
+    def visible_files_everywhere(self) -> list[str]:
+        """Every file a reader of the lake would list (names not starting with _ or .)."""
+        found = []
+        for folder, dirs, names in os.walk(self.lake):
+            dirs[:] = [d for d in dirs if not d.startswith(("_", "."))]
+            found += [os.path.join(folder, n) for n in names if not n.startswith(("_", "."))]
+        return sorted(found)

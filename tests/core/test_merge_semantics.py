@@ -1,0 +1,274 @@
+"""Merge semantics (docs/merge-semantics.md), each rule pinned on the shared local SparkSession."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+import pytest
+
+from dmscdc_provider.dms_writer import cdc_file_name, date_folder, load_file_name
+
+from tests.core.harness import LakeHarness
+
+ITEM = pa.schema([("id", pa.int64()), ("name", pa.string()), ("dept", pa.string())])
+
+
+@pytest.fixture
+def lake(tmp_path, local_engine):
+    return LakeHarness(tmp_path, local_engine)
+
+
+def names(rows):
+    return {row["id"]: row["name"] for row in rows}
+
+
+def item(op, id_, name, dept="a"):
+    return {"Op": op, "id": id_, "name": name, "dept": dept}
+
+
+def test_same_key_burst_in_one_file_resolves_by_row_position(lake):
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [item("I", 1, "load")], ITEM)
+    lake.cdc("s.t", [item("I", 2, "v1"), item("U", 2, "v2"), item("U", 2, "v3"), item("D", 2, "v3"),
+                     item("I", 2, "reborn"), item("U", 1, "x"), item("D", 1, "x")], ITEM)
+    lake.run_ok()
+    assert names(lake.rows("s.t")) == {2: "reborn"}
+
+
+@pytest.mark.parametrize("extension", ["parquet", "csv"])
+def test_row_position_holds_when_spark_splits_one_file_into_many_tasks(lake, spark, extension):
+    """Thousands of same-key changes in one file, read in many tiny splits: the last row wins."""
+    lake.configure("s.t", primary_key=["id"])
+    changes = []
+    for version in range(400):
+        for key in range(5):
+            changes.append(item("U" if version else "I", key, f"k{key}-v{version:03d}"))
+    changes.append(item("D", 4, "gone"))
+    lake.cdc("s.t", changes, ITEM, extension=extension, row_group_size=50)
+    previous = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "2048")
+    try:
+        lake.run_ok()
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", previous)
+    key = int if extension == "parquet" else str  # DMS CSV carries no types: columns stay strings
+    assert names(lake.rows("s.t", order_by="name")) == {key(k): f"k{k}-v399" for k in range(4)}
+
+
+@pytest.mark.parametrize("extension", ["parquet", "csv"])
+def test_tiny_split_setting_really_splits_the_test_file(lake, spark, extension):
+    """Guards the test above: with 2 KB splits one file is read by several tasks."""
+    path = lake.cdc("s.t", [item("U", k % 5, f"value-{k:05d}") for k in range(2000)], ITEM,
+                    extension=extension, row_group_size=50)
+    previous = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "2048")
+    try:
+        reader = spark.read.option("header", True)
+        frame = reader.csv(path) if extension == "csv" else reader.parquet(path)
+        assert frame.rdd.getNumPartitions() > 3
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", previous)
+
+
+def test_load_files_follow_the_hex_counter_past_nine(lake):
+    """LOAD00000009 comes before LOAD0000000A (and LOAD00000010 after LOAD0000000F)."""
+    lake.configure("s.t", primary_key=["id"])
+    for counter in range(1, 0x12):
+        lake.load("s.t", [item("I", 1, f"from {load_file_name(counter)}"), item("I", 100 + counter, "x")],
+                  ITEM, counter=counter)
+    lake.run_ok()
+    rows = names(lake.rows("s.t"))
+    assert rows[1] == f"from {load_file_name(0x11)}"
+    assert len(rows) == 1 + 0x11
+
+
+def test_cdc_files_of_different_subsecond_precision_apply_in_time_order(lake):
+    lake.configure("s.t", primary_key=["id"])
+    # 10:01:01.9 (one digit) is later than 10:01:01.100000 (six digits) and 10:01:01 (none).
+    lake.cdc("s.t", [item("U", 1, "last")], ITEM, name="20240301-1001019.parquet")
+    lake.cdc("s.t", [item("I", 1, "first")], ITEM, name="20240301-100101.parquet")
+    lake.cdc("s.t", [item("U", 1, "middle")], ITEM, name="20240301-100101100000.parquet")
+    lake.run_ok()
+    assert names(lake.rows("s.t")) == {1: "last"}
+
+
+def test_date_partitioned_cdc_folders_apply_by_file_time_not_folder_name(lake):
+    """DDMMYYYY folders sort 01032024 before 29022024 as text; the file times decide."""
+    lake.configure("s.t", primary_key=["id"])
+    feb29 = datetime(2024, 2, 29, 23, 59, tzinfo=timezone.utc)
+    mar01 = datetime(2024, 3, 1, 0, 1, tzinfo=timezone.utc)
+    lake.cdc("s.t", [item("U", 1, "march")], ITEM, at=mar01, folder=date_folder(mar01, "DDMMYYYY"))
+    lake.cdc("s.t", [item("I", 1, "february")], ITEM, at=feb29, folder=date_folder(feb29, "DDMMYYYY"))
+    lake.run_ok()
+    assert names(lake.rows("s.t")) == {1: "march"}
+    assert lake.state("s.t").last_incremental_file.endswith(cdc_file_name(mar01))
+
+
+def test_keyed_table_holds_one_row_per_key_across_batches(lake):
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [item("I", i, f"n{i}") for i in range(5)], ITEM)
+    lake.run_ok()
+    lake.cdc("s.t", [item("U", 1, "u1"), item("I", 7, "new"), item("D", 3, "n3")], ITEM)
+    lake.run_ok()
+    lake.cdc("s.t", [item("I", 3, "back"), item("U", 7, "new2"), item("I", 1, "reinsert-as-upsert")], ITEM)
+    lake.run_ok()
+    rows = lake.rows("s.t")
+    assert len(rows) == len({r["id"] for r in rows})
+    assert names(rows) == {0: "n0", 1: "reinsert-as-upsert", 2: "n2", 3: "back", 4: "n4", 7: "new2"}
+
+
+def test_composite_key_distinguishes_rows_sharing_one_key_column(lake):
+    schema = pa.schema([("region", pa.string()), ("id", pa.int64()), ("name", pa.string())])
+    lake.configure("s.t", primary_key=["region", "id"])
+    lake.load("s.t", [{"Op": "I", "region": r, "id": 1, "name": f"{r}-1"} for r in ("eu", "us")], schema)
+    lake.run_ok()
+    lake.cdc("s.t", [{"Op": "U", "region": "eu", "id": 1, "name": "eu-changed"},
+                     {"Op": "D", "region": "us", "id": 1, "name": "us-1"},
+                     {"Op": "I", "region": "us", "id": 2, "name": "us-2"}], schema)
+    lake.run_ok()
+    rows = lake.rows("s.t", order_by="region, id")
+    assert [(r["region"], r["id"], r["name"]) for r in rows] == [("eu", 1, "eu-changed"), ("us", 2, "us-2")]
+
+
+def test_partition_key_update_moves_the_row_and_leaves_no_copy(lake):
+    lake.configure("s.t", primary_key=["id"], partition_key=["dept"])
+    lake.load("s.t", [item("I", 1, "one", "a"), item("I", 2, "two", "a"), item("I", 3, "three", "b")], ITEM)
+    lake.run_ok()
+    lake.cdc("s.t", [item("U", 1, "one", "c")], ITEM)
+    lake.run_ok()
+    rows = lake.rows("s.t")
+    assert [(r["id"], r["dept"]) for r in rows] == [(1, "c"), (2, "a"), (3, "b")]
+    assert sorted({path.split("/")[0] for path in lake.data_files("s.t")}) == ["dept=a", "dept=b", "dept=c"]
+
+
+def test_keyless_table_appends_inserts_and_reports_skipped_updates_and_deletes(lake):
+    lake.configure("s.t", partition_key=["dept"])
+    lake.load("s.t", [item("I", 1, "one"), item("I", 2, "two")], ITEM)
+    lake.run_ok()
+    lake.cdc("s.t", [item("I", 1, "one again"), item("U", 2, "changed"), item("D", 1, "one"),
+                     item("D", 2, "two")], ITEM)
+    result = lake.run_ok()
+    summary = result.outcomes[0].summary
+    assert summary["skipped"] == {"U": 1, "D": 2}
+    assert sorted((r["id"], r["name"]) for r in lake.rows("s.t")) == [(1, "one"), (1, "one again"), (2, "two")]
+
+
+def test_column_added_later_appears_with_nulls_for_older_rows(lake):
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [item("I", 1, "one"), item("I", 2, "two")], ITEM)
+    lake.run_ok()
+    wider = pa.schema(list(ITEM) + [("color", pa.string())])
+    lake.cdc("s.t", [{"Op": "I", "id": 3, "name": "three", "dept": "a", "color": "red"}], wider)
+    lake.run_ok()
+    rows = lake.rows("s.t")
+    assert [(r["id"], r["color"]) for r in rows] == [(1, None), (2, None), (3, "red")]
+
+
+def test_column_the_source_stops_sending_is_kept(lake):
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [item("I", 1, "one"), item("I", 2, "two")], ITEM)
+    lake.run_ok()
+    narrower = pa.schema([("id", pa.int64()), ("name", pa.string())])
+    lake.cdc("s.t", [{"Op": "U", "id": 1, "name": "uno"}], narrower)
+    lake.run_ok()
+    rows = lake.rows("s.t")
+    assert [(r["id"], r["name"], r["dept"]) for r in rows] == [(1, "uno", None), (2, "two", "a")]
+
+
+def test_int_column_widened_to_bigint_merges(lake):
+    narrow = pa.schema([("id", pa.int32()), ("qty", pa.int32())])
+    wide = pa.schema([("id", pa.int32()), ("qty", pa.int64())])
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [{"Op": "I", "id": 1, "qty": 5}, {"Op": "I", "id": 2, "qty": 6}], narrow)
+    lake.run_ok()
+    lake.cdc("s.t", [{"Op": "U", "id": 1, "qty": 2**40}], wide)
+    lake.run_ok()
+    assert [(r["id"], r["qty"]) for r in lake.rows("s.t")] == [(1, 2**40), (2, 6)]
+
+
+def test_dms_millisecond_timestamps_and_lake_timestamps_read_together(lake):
+    schema = pa.schema([("id", pa.int64()), ("updated", pa.timestamp("ms"))])
+    first = datetime(2024, 3, 1, 9, 0, 0, 123000)
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [{"Op": "I", "id": 1, "updated": first}, {"Op": "I", "id": 2, "updated": first}], schema)
+    lake.run_ok()
+    later = first + timedelta(hours=1, milliseconds=5)
+    lake.cdc("s.t", [{"Op": "U", "id": 1, "updated": later}], schema)
+    lake.run_ok()  # rewrites the lake file (Spark-written micros) together with DMS millis
+    assert [(r["id"], r["updated"].replace(tzinfo=None)) for r in lake.rows("s.t")] == [(1, later), (2, first)]
+
+
+def test_reload_rebuilds_the_table_and_superseded_cdc_never_overwrites_it(lake):
+    lake.configure("s.t", primary_key=["id"])
+    t0 = lake.clock
+    lake.load("s.t", [item("I", 1, "old"), item("I", 2, "old")], ITEM, modified=t0)
+    lake.run_ok()
+    stale = lake.cdc("s.t", [item("U", 1, "stale change before the reload"), item("I", 9, "stale")], ITEM,
+                     at=t0 + timedelta(minutes=1))
+    # The DMS task is reloaded: new LOAD files (new LastModified), then CDC keeps arriving.
+    reload_at = t0 + timedelta(minutes=5)
+    lake.load("s.t", [item("I", 1, "reloaded"), item("I", 3, "reloaded")], ITEM, modified=reload_at)
+    lake.cdc("s.t", [item("U", 3, "after reload")], ITEM, at=reload_at + timedelta(minutes=1))
+    result = lake.run_ok()
+    plan_files = [f for f in result.report.plans[0].files]
+    assert result.report.plans[0].mode == "full"
+    assert stale not in [f["path"] for f in plan_files]
+    assert names(lake.rows("s.t")) == {1: "reloaded", 3: "after reload"}
+    lake.run_ok()  # nothing new: the superseded file stays unapplied
+    assert names(lake.rows("s.t")) == {1: "reloaded", 3: "after reload"}
+
+
+def test_order_column_takes_precedence_over_file_order(lake):
+    schema = pa.schema([("id", pa.int64()), ("name", pa.string()), ("AR_H_CHANGE_SEQ", pa.string())])
+    lake.configure("s.t", primary_key=["id"], order_column="AR_H_CHANGE_SEQ")
+    lake.cdc("s.t", [{"Op": "U", "id": 1, "name": "newest", "AR_H_CHANGE_SEQ": "20240301100000000000000000002"},
+                     {"Op": "U", "id": 1, "name": "older", "AR_H_CHANGE_SEQ": "20240301100000000000000000001"}],
+             schema)
+    lake.run_ok()
+    assert names(lake.rows("s.t")) == {1: "newest"}
+
+
+def test_copy_on_write_rewrites_only_files_holding_changed_keys(lake):
+    lake.configure("s.t", primary_key=["id"], partition_key=["dept"])
+    lake.load("s.t", [item("I", i, f"n{i}", dept) for dept in "abcd" for i in range(ord(dept) * 10, ord(dept) * 10 + 5)],
+              ITEM)
+    lake.run_ok()
+    before = lake.data_files("s.t")
+    assert len(before) == 4
+    changed_key = ord("b") * 10 + 1
+    lake.cdc("s.t", [item("U", changed_key, "changed", "b")], ITEM)
+    result = lake.run_ok()
+    after = lake.data_files("s.t")
+    untouched = {p: v for p, v in before.items() if not p.startswith("dept=b/")}
+    assert all(after[p] == v for p, v in untouched.items()), "files without changed keys must keep bytes and mtime"
+    assert not any(p.startswith("dept=b/") and p in before for p in after)
+    assert result.outcomes[0].summary["files_removed"] == 1
+
+
+def test_lake_layout_is_hive_partitioned_parquet_under_schema_and_table_with_op(lake):
+    lake.configure("s.t", primary_key=["id"], partition_key=["dept"])
+    lake.load("s.t", [item("I", 1, "one", "a"), item("I", 2, "two", "b")], ITEM)
+    lake.run_ok()
+    files = lake.data_files("s.t")
+    assert files and all(p.endswith(".parquet") and p.split("/")[0] in ("dept=a", "dept=b") for p in files)
+    assert os.path.isdir(os.path.join(lake.lake, "s", "t"))
+    assert {r["Op"] for r in lake.rows("s.t")} == {"I"}
+
+
+def test_csv_files_with_custom_delimiter_and_null_marker(lake):
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [item("I", 1, "one"), {"Op": "I", "id": 2, "name": None, "dept": "a"}], ITEM,
+              extension="csv", csv_delimiter="|", csv_null_value="<null>")
+    lake.cdc("s.t", [item("U", 1, "uno, with comma")], ITEM, extension="csv", csv_delimiter="|",
+             csv_null_value="<null>")
+    lake.run_ok(csv_delimiter="|", csv_null_value="<null>")
+    assert names(lake.rows("s.t", order_by="CAST(id AS INTEGER)")) == {"1": "uno, with comma", "2": None}
+
+
+def test_load_files_without_op_column_are_inserts(lake):
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [{"id": 1, "name": "one", "dept": "a"}], ITEM, with_op=False)
+    lake.run_ok()
+    assert [(r["Op"], r["id"]) for r in lake.rows("s.t")] == [("I", 1)]
