@@ -1,0 +1,199 @@
+"""Crash safety (docs/crash-safety.md): a merge stopped at any step and run again ends exactly
+like one clean run; readers never see a file of a failed attempt; concurrent runs on one
+table commit once."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pyarrow as pa
+import pytest
+
+from dmscdc_provider.runner import CONFLICT, SUCCEEDED, run_table
+from dmscdc_provider.state.sqlite import SqliteControllerStore
+
+from tests.core.harness import LakeHarness
+
+ITEM = pa.schema([("id", pa.int64()), ("name", pa.string()), ("dept", pa.string())])
+
+
+class SimulatedCrash(Exception):
+    pass
+
+
+def crash_at(step: str, occurrence: int = 1):
+    seen = {"count": 0}
+
+    def on_step(name: str, detail: dict) -> None:
+        if name == step:
+            seen["count"] += 1
+            if seen["count"] == occurrence:
+                raise SimulatedCrash(f"crash at {step} #{occurrence}")
+
+    return on_step
+
+
+def build_source(lake: LakeHarness) -> None:
+    """A loaded table, then one CDC batch touching two of three partitions (update, delete,
+    insert, partition move)."""
+    lake.configure("s.t", primary_key=["id"], partition_key=["dept"])
+    lake.load("s.t", [{"Op": "I", "id": i, "name": f"n{i}", "dept": "abc"[i % 3]} for i in range(30)], ITEM)
+    lake.run_ok()
+    lake.cdc("s.t", [
+        {"Op": "U", "id": 0, "name": "changed", "dept": "a"},  # id 0 lives in dept a (0 % 3)
+        {"Op": "D", "id": 4, "name": "n4", "dept": "b"},
+        {"Op": "I", "id": 100, "name": "new", "dept": "a"},
+        {"Op": "U", "id": 7, "name": "moved", "dept": "z"},  # dept b -> z
+    ], ITEM)
+
+
+@pytest.fixture
+def clean(tmp_path_factory, local_engine):
+    lake = LakeHarness(tmp_path_factory.mktemp("clean"), local_engine)
+    build_source(lake)
+    lake.run_ok()
+    return lake
+
+
+def planned(lake: LakeHarness):
+    report = lake.planner().plan()
+    assert len(report.plans) == 1
+    return report.plans[0]
+
+
+def assert_same_as_clean(lake: LakeHarness, clean: LakeHarness) -> None:
+    rows = lake.rows("s.t")
+    assert rows == clean.rows("s.t")
+    assert len({r["id"] for r in rows}) == len(rows), "duplicate keys"
+    state, clean_state = lake.state("s.t"), clean.state("s.t")
+    assert state.pending_commit is None
+    assert os.path.basename(state.last_incremental_file) == os.path.basename(clean_state.last_incremental_file)
+    assert state.last_full_load_date == clean_state.last_full_load_date
+    assert not any("_dmscdc_staging" in path for path in lake.visible_files_everywhere())
+
+
+BEFORE_COMMIT_POINT = [("merge_started", 1), ("staged", 1)]
+AFTER_COMMIT_POINT = [
+    ("commit_recorded", 1), ("file_published", 1), ("files_published", 1),
+    ("file_removed", 1), ("files_removed", 1), ("state_committed", 1),
+]
+
+
+@pytest.mark.parametrize("recovery", ["retry_same_plan", "next_run"])
+@pytest.mark.parametrize("step,occurrence", BEFORE_COMMIT_POINT + AFTER_COMMIT_POINT)
+def test_crash_at_each_step_then_rerun_equals_one_clean_run(tmp_path, local_engine, clean, step, occurrence, recovery):
+    lake = LakeHarness(tmp_path, local_engine)
+    build_source(lake)
+    before_rows, before_state = lake.rows("s.t"), lake.state("s.t")
+    plan = planned(lake)
+
+    with pytest.raises(SimulatedCrash):
+        run_table(plan, local_engine, lake.store, lake.storage, on_step=crash_at(step, occurrence))
+
+    if (step, occurrence) in BEFORE_COMMIT_POINT:
+        # Nothing readers see changed and the watermark did not move.
+        assert lake.rows("s.t") == before_rows
+        assert lake.state("s.t").last_incremental_file == before_state.last_incremental_file
+        assert lake.state("s.t").pending_commit is None
+
+    if recovery == "retry_same_plan":
+        outcome = run_table(plan, local_engine, lake.store, lake.storage)
+        assert outcome.status == SUCCEEDED
+    else:
+        lake.run_ok()
+    assert_same_as_clean(lake, clean)
+    # A further run has nothing left to do: the batch was applied exactly once.
+    assert lake.planner().plan().plans == []
+
+
+class DiesMidWrite:
+    """An engine whose Spark job dies after writing part of its output."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def run(self, engine_plan: dict) -> dict:
+        result = self.engine.run(engine_plan)
+        staged = result["files_added"]
+        os.remove(os.path.join(engine_plan["staging_path"], staged[0]["path"]))
+        raise SimulatedCrash("executor lost while writing")
+
+
+def test_crash_mid_write_leaves_nothing_visible_and_rerun_equals_clean(tmp_path, local_engine, clean):
+    lake = LakeHarness(tmp_path, local_engine)
+    build_source(lake)
+    before_files = lake.visible_files_everywhere()
+    plan = planned(lake)
+    outcome = run_table(plan, DiesMidWrite(local_engine), lake.store, lake.storage)
+    assert outcome.status == "failed"
+    assert lake.visible_files_everywhere() == before_files
+    assert lake.state("s.t").version == plan.base_version
+    lake.run_ok()
+    assert_same_as_clean(lake, clean)
+
+
+def test_leftover_staging_of_a_killed_process_is_invisible_and_ignored(tmp_path, local_engine, clean):
+    """A process killed mid-write leaves a partial staging folder that nobody committed."""
+    lake = LakeHarness(tmp_path, local_engine)
+    build_source(lake)
+    plan = planned(lake)
+    partial = os.path.join(plan.staging_path(f"{plan.plan_id}-killed"), "dept=a")
+    os.makedirs(partial)
+    with open(os.path.join(partial, "part-00000-partial.snappy.parquet"), "wb") as handle:
+        handle.write(b"PAR1 truncated")
+    lake.run_ok()
+    assert_same_as_clean(lake, clean)
+
+
+def test_two_concurrent_runs_on_one_table_commit_once(tmp_path, local_engine, clean):
+    lake = LakeHarness(tmp_path, local_engine)
+    build_source(lake)
+    plans = [planned(lake), planned(lake)]
+    both_staged = threading.Barrier(2, timeout=120)
+    outcomes = [None, None]
+
+    def wait_for_the_other(step: str, detail: dict) -> None:
+        if step == "staged":
+            both_staged.wait()  # both merges are done before either tries to commit
+
+    def worker(index: int) -> None:
+        store = SqliteControllerStore(lake.store.path)  # each run has its own connection
+        outcomes[index] = run_table(plans[index], local_engine, store, lake.storage, on_step=wait_for_the_other)
+        store.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    statuses = sorted(o.status for o in outcomes)
+    assert statuses == [CONFLICT, SUCCEEDED]
+    loser = next(o for o in outcomes if o.status == CONFLICT)
+    assert "another run committed" in loser.note
+    assert_same_as_clean(lake, clean)
+
+
+def test_retrying_a_committed_plan_changes_nothing(tmp_path, local_engine, clean):
+    lake = LakeHarness(tmp_path, local_engine)
+    build_source(lake)
+    plan = planned(lake)
+    assert run_table(plan, local_engine, lake.store, lake.storage).status == SUCCEEDED
+    files = lake.data_files("s.t")
+    again = run_table(plan, local_engine, lake.store, lake.storage)
+    assert again.status == SUCCEEDED and again.note == "already committed by an earlier attempt"
+    assert lake.data_files("s.t") == files
+    assert_same_as_clean(lake, clean)
+
+
+def test_plan_made_before_another_run_committed_stops_without_changes(tmp_path, local_engine):
+    lake = LakeHarness(tmp_path, local_engine)
+    build_source(lake)
+    stale_plan = planned(lake)
+    lake.cdc("s.t", [{"Op": "I", "id": 200, "name": "later", "dept": "c"}], ITEM)
+    lake.run_ok()  # commits both CDC files under a different plan
+    files, rows = lake.data_files("s.t"), lake.rows("s.t")
+    outcome = run_table(stale_plan, local_engine, lake.store, lake.storage)
+    assert outcome.status == CONFLICT
+    assert "plan again" in outcome.note
+    assert lake.data_files("s.t") == files and lake.rows("s.t") == rows
