@@ -104,6 +104,7 @@ class _TableMerge:
         self.spark, self.files, self.plan = spark, files, plan
         self.csv_format = CsvFormat(plan.csv_delimiter, plan.csv_null_value)
         self.warnings: list[str] = []
+        self.change_schemas: list[tuple[str, T.StructType]] = []
 
     # -- errors -------------------------------------------------------------------------------
     def _fail(self, file: str | None, problem: str, remedy: str) -> MergeInputError:
@@ -138,6 +139,10 @@ class _TableMerge:
             frames.append(frame)
             schemas.append((path, frame.schema))
         self._require_columns(schemas)
+        self.change_schemas = [
+            (path, T.StructType([f for f in schema.fields if f.name not in rules.INTERNAL_COLUMNS]))
+            for path, schema in schemas
+        ]
         try:
             schema = unify_schemas(schemas)
         except TypeConflict as conflict:
@@ -265,7 +270,9 @@ class _TableMerge:
 
         incoming_rows = rules.lake_rows(incoming)
         try:
-            schema = unify_schemas(sources + [("the change files", incoming_rows.schema)])
+            # Lake files first (the lake's types win ties), then each change file, so a conflict
+            # names the file that brought the clashing type.
+            schema = unify_schemas(sources + self.change_schemas + [("the changes", incoming_rows.schema)])
         except TypeConflict as conflict:
             raise self._fail(
                 conflict.source, str(conflict),

@@ -27,6 +27,10 @@ class ConcurrentCommitError(StateError):
     """Another run changed the table's state first; this run's work was not committed."""
 
 
+class StoreUnavailableError(StateError):
+    """The controller store cannot be reached or opened."""
+
+
 class UnknownTableError(StateError):
     """The table has no item in the controller."""
 

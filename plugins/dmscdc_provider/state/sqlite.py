@@ -6,7 +6,7 @@ import json
 import os
 import sqlite3
 
-from dmscdc_provider.state.base import ConcurrentCommitError, ControllerStore, TableState
+from dmscdc_provider.state.base import ConcurrentCommitError, ControllerStore, StoreUnavailableError, TableState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dmscdc_controller (
@@ -30,12 +30,18 @@ class SqliteControllerStore(ControllerStore):
     @property
     def _db(self) -> sqlite3.Connection:
         if self._connection is None:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            # Autocommit: every statement is its own transaction, so a condition is checked and
-            # applied atomically; WAL lets several processes (Airflow tasks) share the file.
-            connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute(_SCHEMA)
+            try:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                # Autocommit: every statement is its own transaction, so a condition is checked
+                # and applied atomically; WAL lets several processes (Airflow tasks) share the file.
+                connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute(_SCHEMA)
+            except (OSError, sqlite3.Error) as error:
+                raise StoreUnavailableError(
+                    f"cannot open the controller store {self.path} ({error}); check the --state "
+                    "location exists and is writable"
+                ) from error
             self._connection = connection
         return self._connection
 
