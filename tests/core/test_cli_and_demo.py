@@ -1,0 +1,63 @@
+"""The dmscdc command line and the demo, run in-process as a user would type them."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pyarrow as pa
+
+from dmscdc_provider.catalog import query
+from dmscdc_provider.cli import main
+from dmscdc_provider.demo import run_demo
+
+from tests.core.harness import LakeHarness
+
+ITEM = pa.schema([("id", pa.int64()), ("name", pa.string())])
+
+
+def test_demo_shows_the_blogs_changes_in_the_lake(tmp_path, local_engine, capsys):
+    assert run_demo(str(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "Smart Speaker Pro" in out and "125 Technology Dr." in out
+    catalog = str(tmp_path / "catalog.duckdb")
+    _, products = query(catalog, "SELECT id, name, dept, category FROM sales.product WHERE id IN (1001, 1002)")
+    assert products == [(1001, "Smart Speaker Pro", "Home", "Smart Home")]
+    _, stores = query(catalog, "SELECT city, state, zip FROM sales.store WHERE id = 1009")
+    assert stores == [("Irvine", "CA", "92618")]
+    _, orders = query(catalog, "SELECT CAST(orderdate AS VARCHAR), count(*) FROM sales.productorder "
+                               "GROUP BY 1 ORDER BY 1")
+    assert orders[-2:] == [("2024-03-01", 3), ("2024-03-02", 3)]
+    partitions = sorted(os.listdir(tmp_path / "lake" / "sales" / "productorder"))
+    assert "orderdate=2024-03-01" in partitions and "orderdate=2024-03-02" in partitions
+
+
+def test_configure_tables_plan_and_query_commands(tmp_path, local_engine, capsys):
+    lake = LakeHarness(tmp_path, local_engine)
+    lake.load("sales.item", [{"Op": "I", "id": 1, "name": "one"}], ITEM)
+    state = ["--raw", lake.raw, "--state", f"sqlite://{lake.store.path}"]
+
+    assert main(["tables", *state]) == 0
+    assert "sales.item" in capsys.readouterr().out and not lake.state("sales.item").active
+
+    assert main(["configure", "sales.item", *state, "--active", "--primary-key", "id",
+                 "--partition-key", "name", "--order-column", "AR_H_CHANGE_SEQ"]) == 0
+    item = json.loads(capsys.readouterr().out)
+    assert (item["ActiveFlag"], item["PrimaryKey"], item["PartitionKey"], item["OrderColumn"]) == (
+        "true", "id", "name", "AR_H_CHANGE_SEQ")
+    assert main(["configure", "sales.item", *state, "--no-partition-key", "--no-order-column"]) == 0
+    assert json.loads(capsys.readouterr().out)["PartitionKey"] == "null"
+
+    assert main(["plan", *state]) == 0
+    plans = json.loads(capsys.readouterr().out)["plans"]
+    assert [(p["table"], p["mode"], len(p["files"])) for p in plans] == [("sales.item", "full", 1)]
+
+    catalog = str(tmp_path / "catalog.duckdb")
+    assert main(["run", *state, "--lake", lake.lake, "--catalog", catalog]) == 0
+    out = capsys.readouterr().out
+    assert "[1/1] sales.item: ok" in out and "summary:" in out
+    assert main(["query", "--catalog", catalog, "select id, name from sales.item"]) == 0
+    assert "one" in capsys.readouterr().out
+
+    assert main(["run", *state, "--lake", lake.lake, "--catalog", catalog]) == 0
+    assert "sales.item: no new files" in capsys.readouterr().out
