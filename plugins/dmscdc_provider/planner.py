@@ -2,9 +2,10 @@
 
 Rules (docs/merge-semantics.md):
 - a table folder found in raw for the first time is registered inactive with "null" keys;
-- LOAD files newer than LastFullLoadDate (or a requested full refresh) mean a full load: all
-  LOAD files in hex order, then the CDC files written at or after the earliest of them; older
-  CDC files are superseded by the reload and never applied over it;
+- LOAD files newer than LastFullLoadDate (or a requested full refresh) mean a full load: the
+  LOAD files in hex order (on a reload, only those the reload wrote: newer than
+  LastFullLoadDate), then the CDC files written at or after the earliest of them; older CDC
+  files are superseded by the reload and never applied over it;
 - otherwise the CDC files after LastIncrementalFile, ordered by the time in their names;
 - with ``cdc_before``, only CDC files named before that instant (a scheduled run's data
   interval end), so catch-up runs never race ahead.
@@ -116,6 +117,11 @@ def plan_table(
     reload_due = newest_load is not None and newest_load > _parse_date(state.last_full_load_date)
 
     if loads and (full_refresh or reload_due):
+        if reload_due:
+            # A reload rewrites LOAD00000001... in place; files it did not rewrite (the old
+            # load had more) are leftovers of the previous load, no newer than its date.
+            previous_load = _parse_date(state.last_full_load_date)
+            loads = [f for f in loads if f.modified.replace(microsecond=0) > previous_load]
         cutoff = min(f.modified for f in loads)
         superseded = [f for f in cdcs if f.cdc_time < cutoff.replace(microsecond=0)]
         applied = [f for f in cdcs if f not in superseded]

@@ -72,16 +72,29 @@ def test_tiny_split_setting_really_splits_the_test_file(lake, spark, extension):
         spark.conf.set("spark.sql.files.maxPartitionBytes", previous)
 
 
-def test_load_files_follow_the_hex_counter_past_nine(lake):
-    """LOAD00000009 comes before LOAD0000000A (and LOAD00000010 after LOAD0000000F)."""
+def test_every_load_file_is_loaded_past_counter_nine(lake):
+    """LOAD0000000A ... LOAD00000011 are LOAD files too: hexadecimal counters."""
     lake.configure("s.t", primary_key=["id"])
     for counter in range(1, 0x12):
-        lake.load("s.t", [item("I", 1, f"from {load_file_name(counter)}"), item("I", 100 + counter, "x")],
-                  ITEM, counter=counter)
-    lake.run_ok()
+        lake.load("s.t", [item("I", counter, load_file_name(counter))], ITEM, counter=counter)
+    lake.cdc("s.t", [item("U", 0x0A, "changed after the load")], ITEM)
+    result = lake.run_ok()
+    assert [f["path"].rsplit("/", 1)[-1] for f in result.report.plans[0].files][8:11] == [
+        "LOAD00000009.parquet", "LOAD0000000A.parquet", "LOAD0000000B.parquet"]
     rows = names(lake.rows("s.t"))
-    assert rows[1] == f"from {load_file_name(0x11)}"
-    assert len(rows) == 1 + 0x11
+    assert len(rows) == 0x11
+    assert rows[0x0A] == "changed after the load" and rows[0x10] == "LOAD00000010.parquet"
+
+
+def test_full_load_applies_the_cdc_files_of_the_same_plan(lake):
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [item("I", 1, "one"), item("I", 2, "two"), item("I", 3, "three")], ITEM)
+    lake.cdc("s.t", [item("U", 1, "uno"), item("D", 2, "two"), item("I", 4, "four")], ITEM)
+    lake.cdc("s.t", [item("D", 4, "four"), item("I", 2, "dos")], ITEM)
+    result = lake.run_ok()
+    assert result.report.plans[0].mode == "full"
+    assert names(lake.rows("s.t")) == {1: "uno", 2: "dos", 3: "three"}
+    assert result.outcomes[0].summary["rows_read"] == {"I": 5, "U": 1, "D": 2}
 
 
 def test_cdc_files_of_different_subsecond_precision_apply_in_time_order(lake):

@@ -129,3 +129,20 @@ def test_plan_round_trips_through_json_with_a_stable_id(tmp_path):
     copy = TablePlan.from_dict(json.loads(json.dumps(plan.to_dict())))
     assert copy == plan and copy.plan_id == plan.plan_id
     assert copy.engine_plan("a1")["staging_path"].endswith("/_dmscdc_staging/s/t/a1")
+
+
+def test_reload_leaves_out_load_files_of_the_previous_load(tmp_path):
+    """The old load had three LOAD files, the reload writes two: the third is a leftover."""
+    lake = harness(tmp_path)
+    lake.configure("s.t", primary_key=["id"])
+    t0 = lake.clock
+    for counter in (1, 2, 3):
+        lake.load("s.t", ROW, ITEM, counter=counter, modified=t0)
+    lake.store.update(lake.path_of("s.t"), last_full_load_date=t0.strftime("%Y-%m-%d %H:%M:%S"))
+    for counter in (1, 2):
+        lake.load("s.t", ROW, ITEM, counter=counter, modified=t0 + timedelta(hours=1))
+    plan = lake.planner().plan().plans[0]
+    assert plan.mode == "full"
+    assert [f["path"].rsplit("/", 1)[-1] for f in plan.files] == ["LOAD00000001.parquet", "LOAD00000002.parquet"]
+    forced = lake.planner().plan(full_refresh=("s.t",)).plans[0]
+    assert len(forced.files) == 2

@@ -131,13 +131,16 @@ def write_staged(
 ) -> None:
     """Write the merged rows as Parquet under the staging folder, hive-partitioned.
 
-    Repartitioning by the partition columns sends each partition value to one task, so a run
-    writes one file per partition value (split further only past ``max_records_per_file``).
+    Partitioned tables: repartitioning by the partition columns sends each partition value to
+    one task, so a run writes one file per partition value (split past
+    ``max_records_per_file``). Unpartitioned tables: at most ``file_count`` files, sized from
+    the input; ``coalesce`` merges read splits without a shuffle, so a full load costs about
+    what copying its files costs.
     """
     if partition_columns:
         frame = frame.repartition(file_count, *partition_columns)
-    else:
-        frame = frame.repartition(file_count)
+    elif frame.rdd.getNumPartitions() > file_count:
+        frame = frame.coalesce(file_count)
     (
         frame.write.mode("overwrite")
         .option("maxRecordsPerFile", max_records_per_file)

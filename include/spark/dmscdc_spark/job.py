@@ -125,7 +125,8 @@ class _TableMerge:
         return None
 
     # -- reading ------------------------------------------------------------------------------
-    def _read_changes(self) -> tuple[DataFrame, T.StructType]:
+    def _read_changes(self) -> tuple[DataFrame | None, DataFrame | None, T.StructType]:
+        """LOAD rows and CDC rows, each conformed to one schema unified over all files."""
         frames, schemas = [], []
         for seq, planned in enumerate(self.plan.files):
             path = planned["path"]
@@ -151,7 +152,14 @@ class _TableMerge:
                 "Cast the column in the source, or start the table over with a full load "
                 "(reload the DMS table); the table's state was left unchanged.",
             ) from conflict
-        return union_conformed(frames, schema), schema
+        kinds = [planned["kind"] for planned in self.plan.files]
+        loads = [frame for frame, kind in zip(frames, kinds) if kind == "load"]
+        cdcs = [frame for frame, kind in zip(frames, kinds) if kind != "load"]
+        return (
+            union_conformed(loads, schema) if loads else None,
+            union_conformed(cdcs, schema) if cdcs else None,
+            schema,
+        )
 
     def _require_columns(self, schemas: list[tuple[str, T.StructType]]) -> None:
         required = {"primary key": self.plan.primary_key, "partition key": self.plan.partition_key}
@@ -219,15 +227,17 @@ class _TableMerge:
         plan = self.plan
         if plan.mode not in ("full", "incremental"):
             raise ValueError(f"plan mode must be 'full' or 'incremental', not {plan.mode!r}")
-        changes, change_schema = self._read_changes()
+        loads, cdc, change_schema = self._read_changes()
         if plan.order_column and plan.order_column not in change_schema.fieldNames():
             self.warnings.append(
                 f"ordering column {plan.order_column!r} is in none of the files; "
                 "file order and row position decide"
             )
-        changes = changes.persist()
+        # CDC rows are used several times and are the size of the change: keep them. LOAD
+        # rows are the size of the table and are read once, straight into the output.
+        cdc = cdc.persist() if cdc is not None else None
         try:
-            return self._merge(changes, change_schema)
+            return self._merge(loads, cdc, change_schema)
         except Exception as error:
             if isinstance(error, MergeInputError):
                 raise
@@ -236,52 +246,71 @@ class _TableMerge:
                 raise mapped from error
             raise
         finally:
-            changes.unpersist()
+            if cdc is not None:
+                cdc.unpersist()
 
-    def _merge(self, changes: DataFrame, change_schema: T.StructType) -> dict:
+    def _merge(self, loads: DataFrame | None, cdc: DataFrame | None, change_schema: T.StructType) -> dict:
+        """Base rows (what survives of the table) plus incoming rows (the newest changes).
+
+        A full load's LOAD files are one snapshot of the source table, in which a primary key
+        is unique, so LOAD rows are not de-duplicated among themselves: only keys that CDC
+        files in the same plan change are replaced. That keeps a full load as cheap as copying
+        the files.
+        """
         plan = self.plan
-        rows_read = self._rows_read_by_op(changes)
+        rows_read = {op: 0 for op in rules.KNOWN_OPS}
+        for frame in (loads, cdc):
+            if frame is not None:
+                for op, count in self._rows_read_by_op(frame).items():
+                    rows_read[op] += count
         lake = self.files.list_data_files(plan.lake_table_path)
         keyed = bool(plan.primary_key)
         skipped = {"U": 0, "D": 0} if keyed else {"U": rows_read["U"], "D": rows_read["D"]}
 
-        if keyed:
-            newest = rules.latest_change_per_key(changes, plan.primary_key, plan.order_column)
-            incoming = rules.live_rows(newest)
-        else:
-            incoming = rules.inserts_only(changes)
+        incoming: list[DataFrame] = []
+        changed_keys = None
+        if cdc is not None and keyed:
+            newest = rules.latest_change_per_key(cdc, plan.primary_key, plan.order_column)
+            incoming.append(rules.lake_rows(rules.live_rows(newest)))
+            changed_keys = cdc.select(*plan.primary_key).distinct()
+        elif cdc is not None:
+            incoming.append(rules.lake_rows(rules.inserts_only(cdc)))
 
+        base: list[DataFrame] = []
+        lake_sources: list[tuple[str, T.StructType]] = []
         if plan.mode == "full":
             replaced = lake
-            survivors: list[DataFrame] = []
-            sources = []
-        elif keyed:
+            if loads is not None:
+                load_rows = rules.lake_rows(rules.inserts_only(loads)) if not keyed else rules.lake_rows(loads)
+                if changed_keys is not None:
+                    load_rows = rules.without_keys(load_rows, changed_keys, plan.primary_key)
+                base.append(load_rows)
+        elif changed_keys is not None:
             key_types = {k: change_schema[k].dataType for k in plan.primary_key}
-            changed_keys = changes.select(*plan.primary_key).distinct()
             replaced = self._files_holding_keys(lake, changed_keys, key_types)
-            survivors, sources = [], []
             for stored in replaced:
                 frame = read_lake_file(self.spark, plan.lake_table_path, stored.relative_path)
                 frame = conform_partition_columns(frame, change_schema, plan.partition_key)
-                survivors.append(rules.without_keys(frame, changed_keys, plan.primary_key))
-                sources.append((f"{plan.lake_table_path.rstrip('/')}/{stored.relative_path}", frame.schema))
+                base.append(rules.without_keys(frame, changed_keys, plan.primary_key))
+                lake_sources.append((f"{plan.lake_table_path.rstrip('/')}/{stored.relative_path}", frame.schema))
         else:
-            replaced, survivors, sources = [], [], []
+            replaced = []
 
-        incoming_rows = rules.lake_rows(incoming)
         try:
             # Lake files first (the lake's types win ties), then each change file, so a conflict
             # names the file that brought the clashing type.
-            schema = unify_schemas(sources + self.change_schemas + [("the changes", incoming_rows.schema)])
+            schema = unify_schemas(lake_sources + self.change_schemas)
         except TypeConflict as conflict:
             raise self._fail(
                 conflict.source, str(conflict),
                 "The lake file and the new changes disagree on the column's type; run a full "
                 "load of the table (`dmscdc run --full-refresh`) to rebuild it in the new type.",
             ) from conflict
-        output = union_conformed(survivors + [incoming_rows], schema)
+        schema = T.StructType([f for f in schema.fields if f.name not in rules.INTERNAL_COLUMNS])
+        output = rules.lake_rows(union_conformed(base + incoming, schema))
 
-        input_bytes = sum(f.size for f in replaced) + sum(int(f.get("size") or 0) for f in plan.files)
+        input_bytes = sum(f.size for f in replaced if plan.mode != "full") + sum(
+            int(f.get("size") or 0) for f in plan.files)
         file_count = max(1, math.ceil(input_bytes / plan.target_file_bytes))
         write_staged(output, plan.staging_path, plan.partition_key, file_count, plan.max_records_per_file)
         added = self._staged_files()
