@@ -132,7 +132,9 @@ def plan_table(
             csv_delimiter, csv_null_value, [f.path for f in superseded],
         )
     watermark = state.last_incremental_file
-    if watermark is not None:
+    if watermark is not None and classify(file_name(watermark)) == "cdc":
+        # The blog's controller starts tables at "<path>0.parquet", which is no CDC name:
+        # like no watermark at all, every CDC file is new.
         after = dms_sort_key(file_name(watermark))
         cdcs = [f for f in cdcs if f.sort_key > after]
     if not cdcs:

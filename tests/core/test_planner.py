@@ -53,6 +53,7 @@ def test_incremental_plan_starts_after_the_watermark_in_either_stored_form(tmp_p
     second = lake.cdc("s.t", ROW, ITEM)
     name = first.rsplit("/", 1)[-1]
     for stored in (f"my-bucket/raw/s/t/{name}", f"raw/s/t/{name}", name):
+        # the blog's controller writes bucket/key, a bare key compares the same way
         lake.store.update(lake.path_of("s.t"), last_full_load_date="2030-01-01 00:00:00",
                           last_incremental_file=stored)
         plan = lake.planner().plan().plans[0]
@@ -146,3 +147,12 @@ def test_reload_leaves_out_load_files_of_the_previous_load(tmp_path):
     assert [f["path"].rsplit("/", 1)[-1] for f in plan.files] == ["LOAD00000001.parquet", "LOAD00000002.parquet"]
     forced = lake.planner().plan(full_refresh=("s.t",)).plans[0]
     assert len(forced.files) == 2
+
+
+def test_blogs_initial_watermark_means_every_cdc_file_is_new(tmp_path):
+    """The blog's controller registers tables with LastIncrementalFile = <path>0.parquet."""
+    lake = harness(tmp_path)
+    lake.configure("s.t", primary_key=["id"])
+    cdc = lake.cdc("s.t", ROW, ITEM)
+    lake.store.update(lake.path_of("s.t"), last_incremental_file=lake.path_of("s.t") + "0.parquet")
+    assert [f["path"] for f in lake.planner().plan().plans[0].files] == [cdc]
