@@ -108,8 +108,15 @@ def complete_attempt(
     on_step: StepCallback = _no_steps,
     seconds: float = 0.0,
 ) -> TableOutcome:
-    """After a merge: commit its staged files (or discard them if it failed)."""
+    """After a merge: commit its staged files (or discard them if it failed).
+
+    The result's own ``attempt_id`` names the staged files: a retried task that reattached to
+    the job an earlier try started commits that job's attempt, not the one it planned.
+    """
     started = time.monotonic() - seconds
+    if result.get("plan_id", plan.plan_id) != plan.plan_id:
+        raise ValueError(f"{plan.table}: the result is for plan {result.get('plan_id')}, not {plan.plan_id}")
+    attempt_id = result.get("attempt_id") or attempt_id
 
     def outcome(status: str, **kwargs) -> TableOutcome:
         return TableOutcome(plan.table, status, plan.plan_id, seconds=time.monotonic() - started, **kwargs)

@@ -197,3 +197,26 @@ def test_plan_made_before_another_run_committed_stops_without_changes(tmp_path, 
     assert outcome.status == CONFLICT
     assert "plan again" in outcome.note
     assert lake.data_files("s.t") == files and lake.rows("s.t") == rows
+
+
+class ReattachesToEarlierJob:
+    """An engine that, like Glue on a retried task, returns the result of the job an earlier
+    try started for the same plan (another attempt id, its own staged files)."""
+
+    def __init__(self, engine, earlier_attempt_id: str):
+        self.engine, self.earlier_attempt_id = engine, earlier_attempt_id
+
+    def run(self, engine_plan: dict) -> dict:
+        earlier = dict(engine_plan, attempt_id=self.earlier_attempt_id,
+                       staging_path=engine_plan["staging_path"].rsplit("/", 1)[0] + "/" + self.earlier_attempt_id)
+        return self.engine.run(earlier)
+
+
+def test_result_of_a_reattached_job_commits_that_jobs_staged_files(tmp_path, local_engine, clean):
+    lake = LakeHarness(tmp_path, local_engine)
+    build_source(lake)
+    plan = planned(lake)
+    outcome = run_table(plan, ReattachesToEarlierJob(local_engine, f"{plan.plan_id}-earlier"), lake.store, lake.storage)
+    assert outcome.status == SUCCEEDED
+    assert lake.state("s.t").last_run["attempt_id"] == f"{plan.plan_id}-earlier"
+    assert_same_as_clean(lake, clean)

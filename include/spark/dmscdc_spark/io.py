@@ -96,7 +96,7 @@ def read_change_file(
     (equal-sized splits keep their order under its stable size sort) and reads each split
     front to back, so the id grows with the row's position in the file.
     """
-    if _is_csv(path):
+    if is_csv(path):
         frame = (
             spark.read.option("header", True)
             .option("sep", csv_format.delimiter)
@@ -113,7 +113,28 @@ def read_change_file(
     return frame.withColumn(FILE_SEQ, F.lit(file_seq)).withColumn(ROW_POS, position)
 
 
-def _is_csv(path: str) -> bool:
+def read_parquet_changes(spark: SparkSession, files: list[tuple[str, int]]) -> DataFrame:
+    """Several DMS Parquet files in one scan, each row tagged with its file's plan position.
+
+    One scan (and one schema job, ``mergeSchema`` for columns added over time) instead of one
+    per file. The file is told by ``_metadata.file_name``, which is unique among a table's DMS
+    files (their names carry a counter or a timestamp); the caller checks that.
+    """
+    frame = spark.read.option("mergeSchema", True).parquet(*[path for path, _ in files])
+    seq_by_name = F.create_map(*[item for path, seq in files for item in (F.lit(file_name(path)), F.lit(seq))])
+    op = F.coalesce(F.col(OP), F.lit("I")) if OP in frame.columns else F.lit("I")
+    return (
+        frame.withColumn(OP, op)
+        .withColumn(FILE_SEQ, seq_by_name[F.col("_metadata.file_name")])
+        .withColumn(ROW_POS, F.col("_metadata.row_index"))
+    )
+
+
+def file_name(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def is_csv(path: str) -> bool:
     return path.endswith((".csv", ".csv.gz"))
 
 
@@ -139,7 +160,7 @@ def write_staged(
     """
     if partition_columns:
         frame = frame.repartition(file_count, *partition_columns)
-    elif frame.rdd.getNumPartitions() > file_count:
+    else:
         frame = frame.coalesce(file_count)
     (
         frame.write.mode("overwrite")

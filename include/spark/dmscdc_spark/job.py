@@ -9,7 +9,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -18,8 +18,11 @@ from dmscdc_spark.io import (
     CsvFormat,
     HadoopFiles,
     StoredFile,
+    file_name,
+    is_csv,
     read_change_file,
     read_lake_file,
+    read_parquet_changes,
     relative_to,
     write_staged,
 )
@@ -104,7 +107,6 @@ class _TableMerge:
         self.spark, self.files, self.plan = spark, files, plan
         self.csv_format = CsvFormat(plan.csv_delimiter, plan.csv_null_value)
         self.warnings: list[str] = []
-        self.change_schemas: list[tuple[str, T.StructType]] = []
 
     # -- errors -------------------------------------------------------------------------------
     def _fail(self, file: str | None, problem: str, remedy: str) -> MergeInputError:
@@ -127,66 +129,104 @@ class _TableMerge:
     # -- reading ------------------------------------------------------------------------------
     def _read_changes(self) -> tuple[DataFrame | None, DataFrame | None, T.StructType]:
         """LOAD rows and CDC rows, each conformed to one schema unified over all files."""
-        frames, schemas = [], []
-        for seq, planned in enumerate(self.plan.files):
-            path = planned["path"]
-            try:
-                frame = read_change_file(self.spark, path, seq, self.csv_format)
-            except Exception as error:  # Spark raises AnalysisException / Py4JJavaError
-                raise self._fail_unreadable(error, [path]) or self._fail(
-                    path, f"cannot read the file ({str(error).splitlines()[0][:300]})",
-                    "Check that the file exists and is a DMS Parquet or CSV file.",
-                ) from error
-            frames.append(frame)
-            schemas.append((path, frame.schema))
+        planned = list(enumerate(self.plan.files))
+        groups = {
+            "LOAD": [(seq, f["path"]) for seq, f in planned if f["kind"] == "load"],
+            "CDC": [(seq, f["path"]) for seq, f in planned if f["kind"] != "load"],
+        }
+        frames, schemas = {}, []
+        for label, files in groups.items():
+            if files:
+                frames[label] = self._read_group(files)
+                schemas.append((f"the {label} files", frames[label].schema))
         self._require_columns(schemas)
-        self.change_schemas = [
-            (path, T.StructType([f for f in schema.fields if f.name not in rules.INTERNAL_COLUMNS]))
-            for path, schema in schemas
-        ]
-        try:
-            schema = unify_schemas(schemas)
-        except TypeConflict as conflict:
-            raise self._fail(
-                conflict.source, str(conflict),
-                "Cast the column in the source, or start the table over with a full load "
-                "(reload the DMS table); the table's state was left unchanged.",
-            ) from conflict
-        kinds = [planned["kind"] for planned in self.plan.files]
-        loads = [frame for frame, kind in zip(frames, kinds) if kind == "load"]
-        cdcs = [frame for frame, kind in zip(frames, kinds) if kind != "load"]
+        schema = self._unify(schemas)
         return (
-            union_conformed(loads, schema) if loads else None,
-            union_conformed(cdcs, schema) if cdcs else None,
+            union_conformed([frames["LOAD"]], schema) if "LOAD" in frames else None,
+            union_conformed([frames["CDC"]], schema) if "CDC" in frames else None,
             schema,
         )
+
+    def _read_group(self, files: list[tuple[int, str]]) -> DataFrame:
+        """Parquet files in one scan when their names are distinct; otherwise (CSV, or a type
+        that widens between files, which one Parquet scan cannot merge) one read per file."""
+        names = [file_name(path) for _, path in files]
+        if not any(is_csv(path) for _, path in files) and len(set(names)) == len(names):
+            try:
+                frame = read_parquet_changes(self.spark, [(path, seq) for seq, path in files])
+                frame.schema  # noqa: B018 - resolves the schema now, so conflicts surface here
+                return frame
+            except Exception:  # a type that widens, or an unreadable file: the slow path tells which
+                pass
+        frames = [self._read_one(path, seq) for seq, path in files]
+        schema = self._unify([(path, frame.schema) for (_, path), frame in zip(files, frames)])
+        return union_conformed(frames, schema)
+
+    def _read_one(self, path: str, seq: int) -> DataFrame:
+        try:
+            return read_change_file(self.spark, path, seq, self.csv_format)
+        except Exception as error:  # Spark raises AnalysisException / Py4JJavaError
+            raise self._fail_unreadable(error, [path]) or self._fail(
+                path, f"cannot read the file ({str(error).splitlines()[0][:300]})",
+                "Check that the file exists and is a DMS Parquet or CSV file.",
+            ) from error
+
+    def _schemas_by_file(self, label: str) -> list[tuple[str, T.StructType]]:
+        """Per-file schemas of a group (``the LOAD files``), read only to name a culprit."""
+        kind = "load" if "LOAD" in label else "cdc"
+        return [
+            (f["path"], self._read_one(f["path"], seq).schema)
+            for seq, f in enumerate(self.plan.files)
+            if (f["kind"] == "load") == (kind == "load")
+        ]
+
+    def _unify(self, sources: list[tuple[str, T.StructType]], remedy: str | None = None) -> T.StructType:
+        try:
+            return unify_schemas(sources)
+        except TypeConflict as conflict:
+            source = conflict.source
+            if source.startswith("the "):  # a group: find the file that brought the type
+                lake_files = [(label, schema) for label, schema in sources if not label.startswith("the ")]
+                files = self._schemas_by_file("the LOAD files") + self._schemas_by_file("the CDC files")
+                try:
+                    unify_schemas(lake_files + files)
+                except TypeConflict as precise:
+                    conflict = precise
+            raise self._fail(
+                conflict.source, str(conflict),
+                remedy or "Cast the column in the source, or rebuild the table in the new type with "
+                "a full load (`dmscdc run --full-refresh`); the table's state was left unchanged.",
+            ) from conflict
 
     def _require_columns(self, schemas: list[tuple[str, T.StructType]]) -> None:
         required = {"primary key": self.plan.primary_key, "partition key": self.plan.partition_key}
         for label, columns in required.items():
             for column in columns:
-                for path, schema in schemas:
-                    if column not in schema.fieldNames():
-                        raise self._fail(
-                            path, f"{label} column {column!r} does not exist "
-                            f"(the file has {', '.join(schema.fieldNames())})",
-                            f"Fix the table's {label} with `dmscdc configure {self.plan.table} "
-                            f"--{label.replace(' ', '-')} ...`.",
-                        )
+                for group, schema in schemas:
+                    if column in schema.fieldNames():
+                        continue
+                    culprits = [(p, s) for p, s in self._schemas_by_file(group) if column not in s.fieldNames()]
+                    path, file_schema = culprits[0] if culprits else (group, schema)
+                    raise self._fail(
+                        path, f"{label} column {column!r} does not exist "
+                        f"(the file has {', '.join(c for c in file_schema.fieldNames() if not c.startswith('_dmscdc'))})",
+                        f"Fix the table's {label} with `dmscdc configure {self.plan.table} "
+                        f"--{label.replace(' ', '-')} ...`.",
+                    )
 
-    def _rows_read_by_op(self, changes: DataFrame) -> dict[str, int]:
-        counts = changes.groupBy(rules.FILE_SEQ, rules.OP).count().collect()
-        for row in sorted(counts, key=lambda r: r[rules.FILE_SEQ]):
-            if row[rules.OP] not in rules.KNOWN_OPS:
+    def _check_ops(self, counts: list[tuple[int | None, str | None, int]]) -> dict[str, int]:
+        """Rows read by Op from ``(file_seq, op, count)``; an unknown Op fails the table."""
+        for seq, op, count in sorted(counts, key=lambda c: (c[0] is None, c[0] or 0)):
+            if op not in rules.KNOWN_OPS:
                 raise self._fail(
-                    self.plan.files[row[rules.FILE_SEQ]]["path"],
-                    f"unknown Op value {row[rules.OP]!r} in {row['count']} row(s)",
+                    self.plan.files[seq]["path"] if seq is not None else None,
+                    f"unknown Op value {op!r} in {count} row(s)",
                     "DMS writes only I, U and D; check the endpoint settings that produced this "
                     "file, then fix or remove the file.",
                 )
-        by_op = {op: 0 for op in rules.KNOWN_OPS}
-        for row in counts:
-            by_op[row[rules.OP]] += row["count"]
+        by_op = {known: 0 for known in rules.KNOWN_OPS}
+        for _, op, count in counts:
+            by_op[op] += count
         return by_op
 
     def _files_holding_keys(
@@ -258,14 +298,17 @@ class _TableMerge:
         the files.
         """
         plan = self.plan
-        rows_read = {op: 0 for op in rules.KNOWN_OPS}
-        for frame in (loads, cdc):
-            if frame is not None:
-                for op, count in self._rows_read_by_op(frame).items():
-                    rows_read[op] += count
+        cdc_counts = []
+        if cdc is not None:
+            cdc_counts = [(r[rules.FILE_SEQ], r[rules.OP], r["count"])
+                          for r in cdc.groupBy(rules.FILE_SEQ, rules.OP).count().collect()]
+            self._check_ops(cdc_counts)
+        load_ops = Observation("load_ops")
+        if loads is not None:
+            # LOAD rows are counted while they are written: no extra pass over the table.
+            loads = loads.observe(load_ops, *_op_counters())
         lake = self.files.list_data_files(plan.lake_table_path)
         keyed = bool(plan.primary_key)
-        skipped = {"U": 0, "D": 0} if keyed else {"U": rows_read["U"], "D": rows_read["D"]}
 
         incoming: list[DataFrame] = []
         changed_keys = None
@@ -296,53 +339,55 @@ class _TableMerge:
         else:
             replaced = []
 
-        try:
-            # Lake files first (the lake's types win ties), then each change file, so a conflict
-            # names the file that brought the clashing type.
-            schema = unify_schemas(lake_sources + self.change_schemas)
-        except TypeConflict as conflict:
-            raise self._fail(
-                conflict.source, str(conflict),
-                "The lake file and the new changes disagree on the column's type; run a full "
-                "load of the table (`dmscdc run --full-refresh`) to rebuild it in the new type.",
-            ) from conflict
+        # Lake files first: the lake's types win ties.
+        schema = self._unify(lake_sources + [("the changes", change_schema)],
+                             "The lake file and the new changes disagree on the column's type; rebuild "
+                             "the table in the new type with a full load (`dmscdc run --full-refresh`).")
         schema = T.StructType([f for f in schema.fields if f.name not in rules.INTERNAL_COLUMNS])
-        output = rules.lake_rows(union_conformed(base + incoming, schema))
+        written = Observation("written")
+        output = rules.lake_rows(union_conformed(base + incoming, schema)).observe(
+            written, F.count(F.lit(1)).alias("rows"))
 
         input_bytes = sum(f.size for f in replaced if plan.mode != "full") + sum(
             int(f.get("size") or 0) for f in plan.files)
         file_count = max(1, math.ceil(input_bytes / plan.target_file_bytes))
         write_staged(output, plan.staging_path, plan.partition_key, file_count, plan.max_records_per_file)
-        added = self._staged_files()
+        rows_written = written.get["rows"]
+        load_counts = []
+        if loads is not None:
+            observed = load_ops.get
+            load_counts = [(observed["unknown_seq"], observed["unknown_op"], observed["unknown"])] if observed["unknown"] else []
+            load_counts += [(None, op, observed[op]) for op in rules.KNOWN_OPS]
+        rows_read = self._check_ops(cdc_counts + load_counts)
+        skipped = {"U": 0, "D": 0} if keyed else {
+            "U": sum(c for _, op, c in cdc_counts if op == "U"), "D": sum(c for _, op, c in cdc_counts if op == "D")}
+        # A write of no rows leaves one empty file (Spark keeps the schema); the table needs none.
+        added = self._staged_files() if rows_written else []
         return {
             "status": "succeeded",
             "rows_read": rows_read,
             "skipped": skipped,
-            "rows_written": sum(f["rows"] for f in added),
+            "rows_written": rows_written,
             "files_added": added,
             "files_removed": [f.relative_path for f in replaced],
             "warnings": self.warnings,
         }
 
     def _staged_files(self) -> list[dict]:
-        """Staged data files with their row counts; files the write left empty are dropped."""
-        staged = self.files.list_data_files(self.plan.staging_path)
-        if not staged:
-            return []
-        root = self.plan.staging_path.rstrip("/")
-        counts = (
-            self.spark.read.parquet(*[f"{root}/{f.relative_path}" for f in staged])
-            .groupBy(F.col("_metadata.file_path"))
-            .count()
-            .collect()
-        )
-        root_qualified = self.files.qualified(root)
-        rows = {relative_to(root_qualified, row[0]): row["count"] for row in counts}
-        return [
-            {"path": f.relative_path, "rows": rows[f.relative_path], "bytes": f.size}
-            for f in staged
-            if rows.get(f.relative_path, 0) > 0
-        ]
+        """Staged data files, relative to the staging folder, with their sizes."""
+        return [{"path": f.relative_path, "bytes": f.size}
+                for f in self.files.list_data_files(self.plan.staging_path)]
+
+
+def _op_counters() -> list:
+    op = F.col(rules.OP)
+    unknown = ~op.isin(*rules.KNOWN_OPS) | op.isNull()
+    return [
+        *[F.count(F.when(op == known, 1)).alias(known) for known in rules.KNOWN_OPS],
+        F.count(F.when(unknown, 1)).alias("unknown"),
+        F.min(F.when(unknown, F.col(rules.FILE_SEQ))).alias("unknown_seq"),
+        F.first(F.when(unknown, op), ignorenulls=True).alias("unknown_op"),
+    ]
 
 
 def conform_partition_columns(
