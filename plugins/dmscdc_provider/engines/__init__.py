@@ -41,6 +41,9 @@ class RemoteMergeEngine(MergeEngine, Protocol):
 # never imports pyspark or an AWS SDK module it does not need.
 ENGINE_CLASSES = {
     "local": "dmscdc_provider.engines.local:LocalSparkEngine",
+    "glue": "dmscdc_provider.engines.glue:GlueMergeEngine",
+    "emr": "dmscdc_provider.engines.emr:EmrMergeEngine",
+    "emr_serverless": "dmscdc_provider.engines.emr_serverless:EmrServerlessMergeEngine",
 }
 
 

@@ -1,0 +1,98 @@
+"""The Spark job's files on S3: entry points and the packaged merge library.
+
+``dmscdc_spark.zip`` holds the ``dmscdc_spark`` package (Glue's ``--extra-py-files``,
+spark-submit's ``--py-files``); the entry points are two of its modules uploaded as scripts:
+``submit.py`` (spark-submit) and ``glue_entry.py`` (Glue). The zip is built reproducibly (sorted
+entries, fixed timestamps), so its content hash names the S3 folder: an unchanged library is
+never uploaded twice, and a changed one never overwrites the files a running job is using.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import zipfile
+from dataclasses import dataclass
+
+LIBRARY_PACKAGE = "dmscdc_spark"
+LIBRARY_ZIP = "dmscdc_spark.zip"
+JOB_SCRIPT = "submit.py"
+GLUE_SCRIPT = "glue_entry.py"
+_FIXED_TIME = (2020, 1, 1, 0, 0, 0)
+
+
+def spark_source_folder() -> str:
+    """The folder that holds the ``dmscdc_spark`` package (``include/spark`` in the project, or
+    site-packages where the project is installed)."""
+    import dmscdc_spark
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(dmscdc_spark.__file__)))
+
+
+def build_library_zip(spark_source: str) -> bytes:
+    """The zip of the ``dmscdc_spark`` package (Python sources only)."""
+    entries = {}
+    package_root = os.path.join(spark_source, LIBRARY_PACKAGE)
+    for folder, subfolders, names in os.walk(package_root):
+        subfolders[:] = [d for d in subfolders if d != "__pycache__"]
+        for name in names:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                entries[os.path.relpath(path, spark_source).replace(os.sep, "/")] = _read(path)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(entries):
+            info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, entries[name])
+    return buffer.getvalue()
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+@dataclass(frozen=True)
+class SparkArtifacts:
+    """S3 URIs of the uploaded job files.
+
+    :param library_zip: ``dmscdc_spark.zip`` (``--extra-py-files`` / ``--py-files``).
+    :param job_script: ``submit.py``, the spark-submit entry point (EMR, EMR Serverless).
+    :param glue_script: ``glue_entry.py``, the Glue job's script.
+    """
+
+    library_zip: str
+    job_script: str
+    glue_script: str
+
+
+def publish_artifacts(storage, artifacts_uri: str, spark_source: str | None = None) -> SparkArtifacts:
+    """Upload the job files under ``<artifacts_uri>/<content hash>/`` unless already there.
+
+    :param storage: an ``S3Storage`` (``exists``, ``write_bytes``).
+    :param artifacts_uri: ``s3://bucket/prefix`` for dmscdc's job files.
+    :param spark_source: folder with ``dmscdc_spark/`` and the entry points (default: found
+        beside the installed ``dmscdc_spark`` package).
+    """
+    source = spark_source or spark_source_folder()
+    files = {
+        LIBRARY_ZIP: build_library_zip(source),
+        JOB_SCRIPT: _read(os.path.join(source, LIBRARY_PACKAGE, JOB_SCRIPT)),
+        GLUE_SCRIPT: _read(os.path.join(source, LIBRARY_PACKAGE, GLUE_SCRIPT)),
+    }
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name])
+    folder = f"{artifacts_uri.rstrip('/')}/{digest.hexdigest()[:16]}"
+    for name, data in files.items():
+        target = f"{folder}/{name}"
+        if not storage.exists(target):
+            storage.write_bytes(target, data)
+    return SparkArtifacts(
+        library_zip=f"{folder}/{LIBRARY_ZIP}",
+        job_script=f"{folder}/{JOB_SCRIPT}",
+        glue_script=f"{folder}/{GLUE_SCRIPT}",
+    )

@@ -1,0 +1,81 @@
+"""``dmscdc plan --raw s3://... --state dynamodb://DMSCDC_Controller`` against a local AWS emulator.
+
+The CLI runs as a separate process that reaches moto's server through ``AWS_ENDPOINT_URL``,
+as it would reach any local emulator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import boto3
+import pytest
+import requests
+
+from tests.aws.conftest import LAKE_BUCKET, RAW_BUCKET, REGION
+from tests.aws.test_blog_continuation import blog_controller, upload_raw_files
+from tests.aws.test_dynamodb_store import TABLE
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def moto_server(monkeypatch):
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    yield url
+    requests.post(f"{url}/moto-api/reset", timeout=30)  # the server keeps state in this process
+    server.stop()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dmscdc_provider.cli", *args], capture_output=True, text=True,
+                          env=dict(os.environ), timeout=120)
+
+
+def test_plan_continues_from_the_blog_controller_and_registers_new_tables(moto_server, tmp_path):
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=RAW_BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    upload_raw_files(s3, tmp_path)
+    blog_controller()
+
+    completed = run_cli("plan", "--raw", f"s3://{RAW_BUCKET}/dms/", "--state", f"dynamodb://{TABLE}",
+                        "--lake", f"s3://{LAKE_BUCKET}/lake")
+
+    assert completed.returncode == 0, completed.stderr
+    printed = json.loads(completed.stdout)
+    plans = {plan["table"]: plan for plan in printed["plans"]}
+    assert [f["path"] for f in plans["sales.product"]["files"]] == [
+        f"s3://{RAW_BUCKET}/dms/sales/product/20240302-120000000.parquet"]
+    assert plans["sales.product"]["new_last_incremental_file"] == f"{RAW_BUCKET}/dms/sales/product/20240302-120000000.parquet"
+    assert plans["sales.product"]["lake_root"] == f"s3://{LAKE_BUCKET}/lake"
+    assert printed["registered"] == ["hr.employee"]
+    item = boto3.client("dynamodb", region_name=REGION).get_item(
+        TableName=TABLE, Key={"path": {"S": f"{RAW_BUCKET}/dms/hr/employee/"}})["Item"]
+    assert item["ActiveFlag"] == {"S": "false"} and item["PrimaryKey"] == {"S": "null"}
+
+
+def test_plan_creates_a_missing_controller_table(moto_server, tmp_path):
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=RAW_BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    upload_raw_files(s3, tmp_path)
+
+    completed = run_cli("plan", "--raw", f"s3://{RAW_BUCKET}/dms/", "--state", "dynamodb://NewController")
+
+    assert completed.returncode == 0, completed.stderr
+    assert len(json.loads(completed.stdout)["registered"]) == 5
+    table = boto3.client("dynamodb", region_name=REGION).describe_table(TableName="NewController")["Table"]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
