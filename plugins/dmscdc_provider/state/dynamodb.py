@@ -20,7 +20,6 @@ Two details of the blog's controller are read, and written, its way:
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 from decimal import Decimal
 

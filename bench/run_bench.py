@@ -1,0 +1,252 @@
+"""Benchmark: dmscdc's merge against the blog's incremental algorithm, and full-load throughput.
+
+    .venv/bin/python bench/run_bench.py            # N=2M and 8M rows in 40 files, K=20k changes
+    .venv/bin/python bench/run_bench.py --sizes 200000 --changes 2000 --repeats 1   # a quick look
+
+For each table size it builds a lake table of N rows in F files (ids clustered, as an
+auto-increment table loads) and one DMS CDC file of K changes (80% updates and 10% deletes on
+the newest 5% of ids, 10% inserts). Every measured run starts from a fresh copy of the table
+and runs in a fresh Spark JVM (local[2]), so timings and peak memory of one run do not carry
+into the next; the clock starts after the JVM is up. Reported: median seconds of the repeats,
+files and bytes rewritten, peak RSS of the Spark JVM, and the ratios the targets refer to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+CDC_NAME = "20240301-100000000.parquet"
+SPARK_CONF = {"spark.driver.memory": "6g", "spark.sql.shuffle.partitions": "8"}
+
+
+# -- data ------------------------------------------------------------------------------------
+def _session():
+    from dmscdc_spark.session import local_session
+
+    return local_session("local[2]", SPARK_CONF)
+
+
+def build_dataset(workdir: str, rows: int, files: int, changes: int) -> dict:
+    """LOAD files (the source's full load) and a lake table made from them, plus one CDC file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyspark.sql import functions as F
+
+    spark = _session()
+    load_dir = os.path.join(workdir, "raw", "bench", "orders")
+    lake_root = os.path.join(workdir, "lake")
+    table = (
+        spark.range(0, rows, 1, files)  # contiguous id ranges per partition: clustered ids
+        .select(
+            F.lit("I").alias("Op"),
+            F.col("id"),
+            F.concat(F.lit("customer-"), (F.col("id") % 100000).cast("string")).alias("customer"),
+            (F.col("id") % 97 * 1.25).alias("amount"),
+            F.when(F.col("id") % 3 == 0, "open").otherwise("shipped").alias("status"),
+            F.expr("timestamp_millis(1700000000000 + id * 1000)").alias("updated_at"),
+        )
+    )
+    table.write.mode("overwrite").parquet(load_dir + "_spark")
+    os.makedirs(load_dir, exist_ok=True)
+    parts = sorted(p for p in os.listdir(load_dir + "_spark") if p.endswith(".parquet"))
+    for counter, part in enumerate(parts, start=1):
+        os.replace(os.path.join(load_dir + "_spark", part), os.path.join(load_dir, f"LOAD{counter:08X}.parquet"))
+    shutil.rmtree(load_dir + "_spark")
+    lake_table = os.path.join(lake_root, "bench", "orders")
+    os.makedirs(lake_table)
+    for name in sorted(os.listdir(load_dir)):
+        shutil.copy(os.path.join(load_dir, name), os.path.join(lake_table, f"part-{name}"))
+
+    # K changes: 80% updates and 10% deletes on the newest 5% of ids, 10% inserts of new ids.
+    import random
+
+    rng = random.Random(rows)
+    newest = range(rows - max(1, rows // 20), rows)
+    touched = rng.sample(newest, int(changes * 0.9))
+    updates, deletes = touched[: int(changes * 0.8)], touched[int(changes * 0.8):]
+    inserts = range(rows, rows + changes - len(touched))
+    stamp = datetime(2024, 3, 1, 10, tzinfo=timezone.utc).replace(tzinfo=None)
+    records = (
+        [{"Op": "U", "id": i, "customer": f"customer-{i % 100000}", "amount": 1.0, "status": "returned",
+          "updated_at": stamp} for i in updates]
+        + [{"Op": "D", "id": i, "customer": f"customer-{i % 100000}", "amount": 0.0, "status": "shipped",
+            "updated_at": stamp} for i in deletes]
+        + [{"Op": "I", "id": i, "customer": "new", "amount": 2.0, "status": "open", "updated_at": stamp}
+           for i in inserts]
+    )
+    schema = pa.schema([("Op", pa.string()), ("id", pa.int64()), ("customer", pa.string()),
+                        ("amount", pa.float64()), ("status", pa.string()), ("updated_at", pa.timestamp("ms"))])
+    cdc_dir = os.path.join(workdir, "raw", "bench", "orders_cdc")
+    os.makedirs(cdc_dir)
+    pq.write_table(pa.Table.from_pylist(records, schema), os.path.join(cdc_dir, CDC_NAME))
+    spark.stop()
+    return {"rows": rows, "files": files, "changes": changes, "workdir": workdir}
+
+
+def fresh_copy(workdir: str, run: str) -> str:
+    """A copy of the lake table for one run (hard links: the merges only add and delete files)."""
+    target = os.path.join(workdir, "runs", run)
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(os.path.join(workdir, "lake"), target, copy_function=os.link)
+    return target
+
+
+def _table_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(path) for n in names
+               if n.endswith(".parquet"))
+
+
+# -- one measured run (in its own process and JVM) -----------------------------------------------
+def worker(kind: str, workdir: str, run: str) -> dict:
+    spark = _session()
+    spark.range(1).count()  # the JVM is up and warm enough; the clock starts now
+    raw = os.path.join(workdir, "raw", "bench")
+    cdc_path = os.path.join(raw, "orders_cdc", CDC_NAME)
+    lake_root = fresh_copy(workdir, run)
+    lake_table = os.path.join(lake_root, "bench", "orders")
+    started = time.perf_counter()
+    if kind == "blog":
+        from blog_algorithm import blog_incremental_load
+
+        detail = blog_incremental_load(spark, [cdc_path], lake_table, ["id"])
+    elif kind == "plain_copy":
+        loads = sorted(os.path.join(raw, "orders", n) for n in os.listdir(os.path.join(raw, "orders")))
+        spark.read.parquet(*loads).write.parquet(os.path.join(lake_root, "copy"))
+        detail = {}
+    else:
+        detail = _dmscdc_run(spark, kind, raw, lake_root, cdc_path)
+    seconds = time.perf_counter() - started
+    shutil.rmtree(lake_root, ignore_errors=True)
+    spark.stop()
+    return {"seconds": seconds, **detail}
+
+
+def _dmscdc_run(spark, kind: str, raw: str, lake_root: str, cdc_path: str) -> dict:
+    from dmscdc_provider.engines.local import LocalSparkEngine
+    from dmscdc_provider.planner import list_table_files, plan_table
+    from dmscdc_provider.runner import run_table
+    from dmscdc_provider.state.base import TableState
+    from dmscdc_provider.state.sqlite import SqliteControllerStore
+    from dmscdc_provider.storage import LocalStorage
+
+    store = SqliteControllerStore(os.path.join(lake_root, "_state.sqlite"))
+    state = TableState(path=f"{raw}/orders/", schema="bench", table="orders", active=True, primary_key=("id",))
+    storage = LocalStorage()
+    if kind == "dmscdc_full_load":
+        shutil.rmtree(os.path.join(lake_root, "bench"))
+        files = list_table_files(storage, os.path.join(raw, "orders"))
+    else:
+        state = state.evolve(last_full_load_date="2100-01-01 00:00:00")
+        files = list_table_files(storage, os.path.dirname(cdc_path))
+    store.register(state)
+    plan = plan_table(store.get(state.path), files, lake_root)
+    outcome = run_table(plan, LocalSparkEngine(session=spark), store, storage)
+    assert outcome.succeeded, outcome.to_dict()
+    removed = outcome.summary["files_removed"]
+    return {"files_rewritten": removed, "rows_written": outcome.summary["rows_written"]}
+
+
+def measure(kind: str, workdir: str, repeats: int) -> dict:
+    runs = []
+    for index in range(repeats):
+        process = subprocess.Popen(
+            [sys.executable, __file__, "--worker", kind, "--workdir", workdir, "--run", f"{kind}-{index}"],
+            stdout=subprocess.PIPE, text=True,
+        )
+        peak = _watch_peak_rss(process)
+        output, _ = process.communicate()
+        if process.returncode != 0:
+            raise SystemExit(f"{kind} run failed")
+        result = json.loads(output.strip().splitlines()[-1])
+        result["peak_rss_mb"] = peak
+        runs.append(result)
+    return {
+        "seconds": statistics.median(r["seconds"] for r in runs),
+        "all_seconds": [round(r["seconds"], 2) for r in runs],
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        **{k: v for k, v in runs[0].items() if k not in ("seconds", "peak_rss_mb")},
+    }
+
+
+def _watch_peak_rss(process: subprocess.Popen) -> int:
+    """Peak resident memory (MB) of the process and its children (the Spark JVM)."""
+    import psutil
+
+    peak = 0
+    parent = psutil.Process(process.pid)
+    while process.poll() is None:
+        try:
+            total = parent.memory_info().rss + sum(c.memory_info().rss for c in parent.children(recursive=True))
+            peak = max(peak, total)
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    return peak // (1024 * 1024)
+
+
+# -- the report ----------------------------------------------------------------------------------
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="2000000,8000000", help="comma-separated table sizes N")
+    parser.add_argument("--files", type=int, default=40, help="lake files per table (F)")
+    parser.add_argument("--changes", type=int, default=20000, help="changes in the CDC file (K)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workdir", default=os.path.join("work", "bench"))
+    parser.add_argument("--out", default=None, help="also write the results as JSON here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--run", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.workdir, args.run)))
+        return 0
+
+    results = {"machine": f"{os.cpu_count()} cores, Spark local[2]", "sizes": {}}
+    for rows in [int(s) for s in args.sizes.split(",")]:
+        workdir = os.path.abspath(os.path.join(args.workdir, f"n{rows}"))
+        shutil.rmtree(workdir, ignore_errors=True)
+        print(f"building N={rows:,} rows in {args.files} files, K={args.changes:,} changes ...", flush=True)
+        build_dataset(workdir, rows, args.files, args.changes)
+        size = {"table_mb": round(_table_bytes(os.path.join(workdir, "lake")) / 2**20, 1)}
+        for kind in ("dmscdc", "blog", "dmscdc_full_load", "plain_copy"):
+            size[kind] = measure(kind, workdir, args.repeats)
+            print(f"  {kind:<17} median {size[kind]['seconds']:7.2f}s  runs {size[kind]['all_seconds']}  "
+                  f"peak {size[kind]['peak_rss_mb']} MB  "
+                  + (f"files rewritten {size[kind].get('files_rewritten')}" if "files_rewritten" in size[kind] else ""),
+                  flush=True)
+        size["speedup_vs_blog"] = size["blog"]["seconds"] / size["dmscdc"]["seconds"]
+        size["full_load_rows_per_s"] = rows / size["dmscdc_full_load"]["seconds"]
+        size["plain_copy_rows_per_s"] = rows / size["plain_copy"]["seconds"]
+        size["full_load_vs_copy"] = size["dmscdc_full_load"]["seconds"] / size["plain_copy"]["seconds"]
+        results["sizes"][rows] = size
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    print("\nresults (medians):")
+    for rows, size in results["sizes"].items():
+        print(f"  N={rows:>10,} ({size['table_mb']} MB): dmscdc {size['dmscdc']['seconds']:.2f}s, "
+              f"blog {size['blog']['seconds']:.2f}s -> {size['speedup_vs_blog']:.1f}x faster; "
+              f"full load {size['full_load_rows_per_s']:,.0f} rows/s vs plain copy "
+              f"{size['plain_copy_rows_per_s']:,.0f} rows/s ({size['full_load_vs_copy']:.2f}x the copy's time)")
+    sizes = sorted(results["sizes"])
+    if len(sizes) > 1:
+        flat = results["sizes"][sizes[-1]]["dmscdc"]["seconds"] / results["sizes"][sizes[0]]["dmscdc"]["seconds"]
+        results["dmscdc_largest_vs_smallest"] = flat
+        print(f"  dmscdc at N={sizes[-1]:,} takes {flat:.2f}x its time at N={sizes[0]:,}")
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump(results, handle, indent=2, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
