@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 from pyspark.sql import SparkSession
+
+LOG_SETTINGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "log4j2.properties")
 
 # Small shuffles: a merge's shuffled data is the size of the change, not of the table.
 LOCAL_DEFAULTS = {
@@ -10,6 +14,8 @@ LOCAL_DEFAULTS = {
     "spark.sql.session.timeZone": "UTC",
     "spark.ui.enabled": "false",
     "spark.sql.adaptive.enabled": "true",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG_SETTINGS}",
 }
 
 
