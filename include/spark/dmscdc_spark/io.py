@@ -113,20 +113,26 @@ def read_change_file(
     return frame.withColumn(FILE_SEQ, F.lit(file_seq)).withColumn(ROW_POS, position)
 
 
-def read_parquet_changes(spark: SparkSession, files: list[tuple[str, int]]) -> DataFrame:
+def read_parquet_changes(
+    spark: SparkSession, files: list[tuple[str, int]], *, full_load: bool = False
+) -> DataFrame:
     """Several DMS Parquet files in one scan, each row tagged with its file's plan position.
 
-    One scan (and one schema job, ``mergeSchema`` for columns added over time) instead of one
+    One scan and one schema job (``mergeSchema``: columns added over time) instead of one
     per file. The file is told by ``_metadata.file_name``, which is unique among a table's DMS
     files (their names carry a counter or a timestamp); the caller checks that.
+
+    :param full_load: the files are one full load: a snapshot, where a key is unique, so rows
+        need no position and the reader is spared the row index.
     """
     frame = spark.read.option("mergeSchema", True).parquet(*[path for path, _ in files])
     seq_by_name = F.create_map(*[item for path, seq in files for item in (F.lit(file_name(path)), F.lit(seq))])
     op = F.coalesce(F.col(OP), F.lit("I")) if OP in frame.columns else F.lit("I")
+    position = F.lit(0).cast("long") if full_load else F.col("_metadata.row_index")
     return (
         frame.withColumn(OP, op)
         .withColumn(FILE_SEQ, seq_by_name[F.col("_metadata.file_name")])
-        .withColumn(ROW_POS, F.col("_metadata.row_index"))
+        .withColumn(ROW_POS, position)
     )
 
 

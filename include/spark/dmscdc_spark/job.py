@@ -152,8 +152,9 @@ class _TableMerge:
         that widens between files, which one Parquet scan cannot merge) one read per file."""
         names = [file_name(path) for _, path in files]
         if not any(is_csv(path) for _, path in files) and len(set(names)) == len(names):
+            full_load = all(self.plan.files[seq]["kind"] == "load" for seq, _ in files)
             try:
-                frame = read_parquet_changes(self.spark, [(path, seq) for seq, path in files])
+                frame = read_parquet_changes(self.spark, [(path, seq) for seq, path in files], full_load=full_load)
                 frame.schema  # noqa: B018 - resolves the schema now, so conflicts surface here
                 return frame
             except Exception:  # a type that widens, or an unreadable file: the slow path tells which
@@ -214,6 +215,24 @@ class _TableMerge:
                         f"--{label.replace(' ', '-')} ...`.",
                     )
 
+    def _count_and_bound(self, cdc: DataFrame) -> tuple[list[tuple], dict]:
+        """One pass over the CDC rows: rows per (file, Op), and the min/max of each key column
+        that is not a partition column (the range ``_files_holding_keys`` pushes down)."""
+        data_keys = [k for k in self.plan.primary_key if k not in self.plan.partition_key]
+        groups = cdc.groupBy(rules.FILE_SEQ, rules.OP).agg(
+            F.count(F.lit(1)).alias("count"),
+            *[F.min(k).alias(f"min_{i}") for i, k in enumerate(data_keys)],
+            *[F.max(k).alias(f"max_{i}") for i, k in enumerate(data_keys)],
+        ).collect()
+        counts = [(r[rules.FILE_SEQ], r[rules.OP], r["count"]) for r in groups]
+        bounds = {}
+        for i, key in enumerate(data_keys):
+            lows = [r[f"min_{i}"] for r in groups if r[f"min_{i}"] is not None]
+            highs = [r[f"max_{i}"] for r in groups if r[f"max_{i}"] is not None]
+            if lows and highs:
+                bounds[key] = (min(lows), max(highs))
+        return counts, bounds
+
     def _check_ops(self, counts: list[tuple[int | None, str | None, int]]) -> dict[str, int]:
         """Rows read by Op from ``(file_seq, op, count)``; an unknown Op fails the table."""
         for seq, op, count in sorted(counts, key=lambda c: (c[0] is None, c[0] or 0)):
@@ -230,37 +249,55 @@ class _TableMerge:
         return by_op
 
     def _files_holding_keys(
-        self, lake: list[StoredFile], keys: DataFrame, key_types: dict[str, T.DataType]
+        self, lake: list[StoredFile], keys: DataFrame, key_types: dict[str, T.DataType], bounds: dict
     ) -> list[StoredFile]:
         """Lake files holding any of ``keys``, without reading the whole table.
 
-        Only the key columns are read, behind a min/max range filter that Spark pushes into
-        the Parquet reader: files and row groups whose footer statistics lie outside the
-        changed keys' range are skipped without reading data. The exact match is a semi-join.
+        Only the key columns are read, behind a min/max range filter (``bounds``: column ->
+        (min, max) of the changed keys) that Spark pushes into the Parquet reader: files and
+        row groups whose footer statistics lie outside the range are skipped without reading
+        data. The exact match is a semi-join. The key columns' schema is given, so Spark runs
+        no job to infer it.
         """
         if not lake:
             return []
         root = self.plan.lake_table_path.rstrip("/")
         key_columns = self.plan.primary_key
-        data_keys = [k for k in key_columns if k not in self.plan.partition_key]
-        bounds = keys.agg(
-            *[F.min(k).alias(f"min_{i}") for i, k in enumerate(data_keys)],
-            *[F.max(k).alias(f"max_{i}") for i, k in enumerate(data_keys)],
-        ).first() if data_keys else None
-        stored = (
-            self.spark.read.option("basePath", root)
-            .parquet(*[f"{root}/{f.relative_path}" for f in lake])
-            .select(*key_columns, F.col("_metadata.file_path").alias("_dmscdc_file"))
-        )
-        for i, k in enumerate(data_keys):
-            stored = stored.where(F.col(k).between(bounds[f"min_{i}"], bounds[f"max_{i}"]))
-        stored = stored.select(
-            *[F.col(k).cast(key_types[k]).alias(k) for k in key_columns], "_dmscdc_file"
-        )
-        hits = stored.join(keys, on=key_columns, how="left_semi").select("_dmscdc_file").distinct()
+
+        def scan(reader):
+            # The table folder, not a list of its files: Spark lists one folder on the driver,
+            # where a long list of paths would cost a distributed listing job.
+            stored = reader.parquet(root).select(
+                *key_columns, F.col("_metadata.file_path").alias("_dmscdc_file"))
+            for column, (low, high) in bounds.items():
+                stored = stored.where(F.col(column).between(low, high))
+            stored = stored.select(*[F.col(k).cast(key_types[k]).alias(k) for k in key_columns], "_dmscdc_file")
+            hits = stored.join(keys, on=key_columns, how="left_semi").select("_dmscdc_file").distinct()
+            return [row[0] for row in hits.collect()]
+
+        key_schema = T.StructType([T.StructField(k, key_types[k], True) for k in key_columns])
+        try:
+            found = scan(self.spark.read.schema(key_schema))
+        except Exception:  # a key column whose type widened since the files were written
+            found = scan(self.spark.read)
         root_qualified = self.files.qualified(root)
-        holding = {relative_to(root_qualified, row[0]) for row in hits.collect()}
+        holding = {relative_to(root_qualified, uri) for uri in found}
         return [f for f in lake if f.relative_path in holding]
+
+    def _read_lake_files(self, stored: list[StoredFile], change_schema: T.StructType) -> tuple[DataFrame, str]:
+        """The rows of the lake files a merge rewrites, with their partition columns; one scan
+        unless their types differ (a widened column), then one read per file."""
+        root = self.plan.lake_table_path.rstrip("/")
+        label = f"{root}/{stored[0].relative_path}" if len(stored) == 1 else f"the lake files under {root}"
+        try:
+            frame = self.spark.read.option("basePath", root).option("mergeSchema", True).parquet(
+                *[f"{root}/{f.relative_path}" for f in stored])
+            frame.schema  # noqa: B018 - resolves the schema now, so conflicts surface here
+        except Exception:
+            frames = [read_lake_file(self.spark, root, f.relative_path) for f in stored]
+            schema = self._unify([(f"{root}/{f.relative_path}", frame.schema) for f, frame in zip(stored, frames)])
+            frame = union_conformed(frames, schema)
+        return conform_partition_columns(frame, change_schema, self.plan.partition_key), label
 
     # -- the merge ----------------------------------------------------------------------------
     def run(self) -> dict:
@@ -298,10 +335,9 @@ class _TableMerge:
         the files.
         """
         plan = self.plan
-        cdc_counts = []
+        cdc_counts, bounds = [], {}
         if cdc is not None:
-            cdc_counts = [(r[rules.FILE_SEQ], r[rules.OP], r["count"])
-                          for r in cdc.groupBy(rules.FILE_SEQ, rules.OP).count().collect()]
+            cdc_counts, bounds = self._count_and_bound(cdc)
             self._check_ops(cdc_counts)
         load_ops = Observation("load_ops")
         if loads is not None:
@@ -330,12 +366,11 @@ class _TableMerge:
                 base.append(load_rows)
         elif changed_keys is not None:
             key_types = {k: change_schema[k].dataType for k in plan.primary_key}
-            replaced = self._files_holding_keys(lake, changed_keys, key_types)
-            for stored in replaced:
-                frame = read_lake_file(self.spark, plan.lake_table_path, stored.relative_path)
-                frame = conform_partition_columns(frame, change_schema, plan.partition_key)
+            replaced = self._files_holding_keys(lake, changed_keys, key_types, bounds)
+            if replaced:
+                frame, label = self._read_lake_files(replaced, change_schema)
                 base.append(rules.without_keys(frame, changed_keys, plan.primary_key))
-                lake_sources.append((f"{plan.lake_table_path.rstrip('/')}/{stored.relative_path}", frame.schema))
+                lake_sources.append((label, frame.schema))
         else:
             replaced = []
 
@@ -350,7 +385,7 @@ class _TableMerge:
 
         input_bytes = sum(f.size for f in replaced if plan.mode != "full") + sum(
             int(f.get("size") or 0) for f in plan.files)
-        file_count = max(1, math.ceil(input_bytes / plan.target_file_bytes))
+        file_count = output_file_count(input_bytes, plan.target_file_bytes, self.spark.sparkContext.defaultParallelism)
         write_staged(output, plan.staging_path, plan.partition_key, file_count, plan.max_records_per_file)
         rows_written = written.get["rows"]
         load_counts = []
@@ -377,6 +412,18 @@ class _TableMerge:
         """Staged data files, relative to the staging folder, with their sizes."""
         return [{"path": f.relative_path, "bytes": f.size}
                 for f in self.files.list_data_files(self.plan.staging_path)]
+
+
+# Below this much input per file, splitting the output over more cores costs more than it saves.
+MIN_BYTES_PER_OUTPUT_FILE = 8 * 1024 * 1024
+
+
+def output_file_count(input_bytes: int, target_file_bytes: int, parallelism: int) -> int:
+    """Files to write: about ``target_file_bytes`` each, but never fewer than the cores can
+    write in parallel unless the data is too small to be worth splitting."""
+    by_size = math.ceil(input_bytes / target_file_bytes)
+    by_cores = min(parallelism, math.ceil(input_bytes / MIN_BYTES_PER_OUTPUT_FILE))
+    return max(1, by_size, by_cores)
 
 
 def _op_counters() -> list:
