@@ -83,3 +83,32 @@ def query(catalog_path: str, sql: str) -> tuple[list[str], list[tuple]]:
         cursor = connection.execute(sql)
         columns = [d[0] for d in cursor.description] if cursor.description else []
         return columns, cursor.fetchall()
+
+
+def refresh_duckdb(lake_root: str, tables: list[str], path: str | None = None) -> list[str]:
+    """The ``duckdb`` catalog mode: views in a local DuckDB file; returns the tables it covers.
+
+    :param path: the DuckDB file (default: ``$DMSCDC_CATALOG`` or ./dmscdc_catalog.duckdb).
+    """
+    return [view.name for view in refresh_duckdb_catalog(path or default_catalog_path(), lake_root, tables)]
+
+
+# mode -> "module:function"; a refresher takes (lake_root, tables, **settings) and returns the
+# tables it made queryable. Imported only when used, like the engines.
+CATALOG_REFRESHERS = {
+    "duckdb": "dmscdc_provider.catalog:refresh_duckdb",
+    "glue_tables": "dmscdc_provider.aws.glue_catalog:refresh_glue_tables",
+    "glue_crawler": "dmscdc_provider.aws.crawler:refresh_with_crawler",
+}
+
+
+def catalog_refresher(mode: str):
+    """The refresh function of a catalog mode (the DAG's YAML ``catalog.mode``)."""
+    import importlib
+
+    try:
+        target = CATALOG_REFRESHERS[mode]
+    except KeyError:
+        raise ValueError(f"unknown catalog mode {mode!r}; choose one of {', '.join(sorted(CATALOG_REFRESHERS))}") from None
+    module_name, function_name = target.split(":")
+    return getattr(importlib.import_module(module_name), function_name)

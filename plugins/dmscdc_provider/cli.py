@@ -6,6 +6,8 @@
     dmscdc configure SCHEMA.TABLE --raw PATH [--state URI] [--active|--inactive] ...
     dmscdc query     "SQL" [--catalog PATH]
     dmscdc demo      [--workdir DIR]
+    dmscdc demo-source --raw PATH [--state URI] [--changes]
+    dmscdc mwaa-bundle --out DIR [--dags DIR] [--airflow-version V]
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import os
 import sys
 from datetime import datetime, timezone
 
-from dmscdc_provider.catalog import default_catalog_path, query, refresh_duckdb_catalog
+from dmscdc_provider.catalog import CATALOG_REFRESHERS, catalog_refresher, default_catalog_path, query
+from dmscdc_provider.engines import ENGINE_CLASSES
 from dmscdc_provider.planner import Planner, PlanningReport, controller_path
 from dmscdc_provider.state.base import ControllerStore, StateError, TableState, open_store
 from dmscdc_provider.storage import open_storage
@@ -66,8 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rebuild matching tables from their LOAD files, then CDC (repeatable)")
     run.add_argument("--cdc-before", type=_utc_instant, metavar="ISO-TIME",
                      help="apply only CDC files named before this UTC time")
+    run.add_argument("--engine", default="local", choices=sorted(ENGINE_CLASSES),
+                     help="where the Spark merge runs (default: local Spark in this process)")
+    run.add_argument("--engine-setting", action="append", default=[], metavar="KEY=VALUE",
+                     help="engine setting, e.g. artifacts_uri=s3://... role_arn=... (repeatable; "
+                     "values are read as JSON when they parse, so numbers and true/false work)")
     run.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
                      help="extra Spark setting for the local engine (repeatable)")
+    run.add_argument("--catalog-mode", choices=["none", *sorted(CATALOG_REFRESHERS)], default=None,
+                     help="catalog to refresh after merging (default: duckdb for a local lake, none for s3://)")
+    run.add_argument("--catalog-setting", action="append", default=[], metavar="KEY=VALUE",
+                     help="catalog mode setting, e.g. database=lake for glue_tables (repeatable)")
 
     plan = commands.add_parser("plan", help="print the plans a run would execute (JSON); registers new tables only")
     _raw_options(plan)
@@ -93,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     order = configure.add_mutually_exclusive_group()
     order.add_argument("--order-column", metavar="COL", help="column that orders changes, e.g. AR_H_CHANGE_SEQ")
     order.add_argument("--no-order-column", action="store_true", help="order by file and row position")
+    configure.add_argument("--json", action="store_true", help="print the controller item as JSON")
 
     query_cmd = commands.add_parser("query", help="run SQL against the local DuckDB catalog")
     query_cmd.add_argument("sql")
@@ -100,6 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="build the blog's sample database, load it, apply changes, show the lake")
     demo.add_argument("--workdir", default=None, help="where raw, lake, state and catalog go (default: a new temp folder)")
+
+    demo_source = commands.add_parser(
+        "demo-source", help="write the demo's DMS files and configure its tables, for a scheduler to load")
+    demo_source.add_argument("--raw", required=True, help="where to write the DMS files")
+    _state_option(demo_source)
+    demo_source.add_argument("--changes", action="store_true", help="also write the blog's change batch")
+
+    bundle = commands.add_parser("mwaa-bundle", help="write dags/, plugins.zip and requirements.txt for Amazon MWAA")
+    bundle.add_argument("--out", required=True, help="folder to write the bundle to (created)")
+    bundle.add_argument("--dags", default=None, help="dags folder to ship (default: the repository's dags/)")
+    bundle.add_argument("--airflow-version", default=None,
+                        help="the MWAA environment's Airflow version, for the constraints line (default: installed)")
     return parser
 
 
@@ -131,13 +156,38 @@ def _planner(args, store: ControllerStore, lake: str) -> Planner:
                    getattr(args, "csv_delimiter", ","), getattr(args, "csv_null_value", "NULL"))
 
 
+def _settings(items: list[str], flag: str) -> dict:
+    """``KEY=VALUE`` pairs; a value that parses as JSON (a number, true, a list) is taken as such."""
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"{flag} takes KEY=VALUE, not {item!r}")
+        try:
+            settings[key] = json.loads(value)
+        except ValueError:
+            settings[key] = value
+    return settings
+
+
 def cmd_run(args) -> int:
     from dmscdc_provider.engines import make_engine
     from dmscdc_provider.runner import run_source
 
+    engine_settings = _settings(args.engine_setting, "--engine-setting")
+    if args.spark_conf:
+        if args.engine != "local":
+            raise CliError("--spark-conf is for the local engine; a remote engine takes --engine-setting")
+        engine_settings["spark_conf"] = dict(item.split("=", 1) for item in args.spark_conf)
+    try:
+        engine = make_engine(args.engine, **engine_settings)
+    except TypeError as error:
+        raise CliError(f"engine {args.engine}: {error}") from error
+    catalog_mode = args.catalog_mode or ("none" if "://" in args.lake else "duckdb")
+    catalog_settings = _settings(args.catalog_setting, "--catalog-setting")
+    if catalog_mode == "duckdb":
+        catalog_settings.setdefault("path", args.catalog or default_catalog_path())
     store = _store(args)
-    spark_conf = dict(item.split("=", 1) for item in args.spark_conf)
-    engine = make_engine("local", spark_conf=spark_conf)
     planner = _planner(args, store, args.lake)
     print(f"dmscdc run: raw {args.raw} -> lake {args.lake}", flush=True)
 
@@ -164,11 +214,12 @@ def cmd_run(args) -> int:
         print(f"{problem.table}: FAILED to plan: {problem.problem}", file=sys.stderr)
 
     merged = [o.table for o in result.outcomes if o.succeeded]
-    if merged and "://" not in args.lake:
-        catalog = args.catalog or default_catalog_path()
-        active = [s.name for s in store.list() if s.active]
-        views = refresh_duckdb_catalog(catalog, args.lake, active)
-        print(f"catalog {catalog}: {len(views)} view(s) ({', '.join(v.name for v in views)})")
+    if merged and catalog_mode != "none":
+        selected = [store.get(path) for path in planner.selected_paths()]
+        tables = [state.name for state in selected if state is not None and state.active]
+        refreshed = catalog_refresher(catalog_mode)(args.lake, tables, **catalog_settings)
+        where = catalog_settings.get("path") or catalog_settings.get("database") or catalog_settings.get("crawler_name")
+        print(f"catalog {catalog_mode} {where}: {len(refreshed)} table(s) ({', '.join(refreshed)})")
     _print_summary(result.outcomes)
     failed = [o for o in result.outcomes if not o.succeeded]
     for outcome in failed:
@@ -275,7 +326,12 @@ def cmd_configure(args) -> int:
     if args.order_column or args.no_order_column:
         changes["order_column"] = None if args.no_order_column else args.order_column
     state = store.update(path, **changes) if changes else store.get(path)
-    print(json.dumps(state.to_item(), indent=2))
+    if args.json:
+        print(json.dumps(state.to_item(), indent=2))
+    else:
+        print(f"{state.name}: {'active' if state.active else 'inactive'}, primary key "
+              f"{','.join(state.primary_key) or 'null'}, partition key {','.join(state.partition_key) or 'null'}"
+              + (f", ordered by {state.order_column}" if state.order_column else ""))
     store.close()
     return 0
 
@@ -284,7 +340,12 @@ def cmd_query(args) -> int:
     catalog = args.catalog or default_catalog_path()
     if not os.path.exists(catalog):
         raise CliError(f"no catalog at {catalog}; run `dmscdc run` first or pass --catalog")
-    columns, rows = query(catalog, args.sql)
+    import duckdb
+
+    try:
+        columns, rows = query(catalog, args.sql)
+    except duckdb.Error as error:
+        raise CliError(f"{str(error).splitlines()[0]} (catalog {catalog})") from error
     print_rows(columns, rows)
     return 0
 
@@ -305,6 +366,22 @@ def cmd_demo(args) -> int:
     return run_demo(args.workdir)
 
 
+def cmd_demo_source(args) -> int:
+    from dmscdc_provider.demo import prepare_demo_source
+
+    for line in prepare_demo_source(args.raw, args.state or default_state_uri(), args.changes) or ["nothing to do"]:
+        print(f"dmscdc demo-source: {line}")
+    return 0
+
+
+def cmd_mwaa_bundle(args) -> int:
+    from dmscdc_provider.mwaa import build_bundle
+
+    for path in build_bundle(args.out, dags=args.dags, airflow_version=args.airflow_version):
+        print(f"dmscdc mwaa-bundle: wrote {path}")
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
     "plan": cmd_plan,
@@ -312,6 +389,8 @@ COMMANDS = {
     "configure": cmd_configure,
     "query": cmd_query,
     "demo": cmd_demo,
+    "demo-source": cmd_demo_source,
+    "mwaa-bundle": cmd_mwaa_bundle,
 }
 
 if __name__ == "__main__":

@@ -146,3 +146,41 @@ def run_demo(workdir: str | None = None) -> int:
     show("lake after the changes")
     print(f"\nquery it yourself: dmscdc query --catalog {catalog} \"select * from sales.product\"")
     return 0
+
+
+# How the blog configures its controller: (primary key, partition key).
+DEMO_TABLE_SETTINGS = {
+    "sales.product": (("id",), ()),
+    "sales.store": (("id",), ()),
+    "sales.productorder": ((), ("orderdate",)),
+}
+
+
+def prepare_demo_source(raw: str, state: str, changes: bool = False) -> list[str]:
+    """The demo source for a scheduler (the Airflow DAG) to load: the initial load as DMS writes
+    it, tables configured as the blog configures them; with ``changes``, also the change batch.
+
+    Idempotent: files and tables that exist are left as they are. Returns what it did.
+    """
+    from dmscdc_provider.planner import controller_path
+    from dmscdc_provider.state.base import TableState, open_store
+
+    done = []
+    if not os.path.isdir(os.path.join(raw, "sales")):
+        write_initial_load(raw)
+        done.append(f"wrote the initial load under {raw}")
+    store = open_store(state)
+    try:
+        for name, (primary_key, partition_key) in DEMO_TABLE_SETTINGS.items():
+            schema, table = name.split(".")
+            path = controller_path(raw, schema, table)
+            if store.get(path) is None:
+                store.register(TableState(path=path, schema=schema, table=table))
+                store.update(path, active=True, primary_key=primary_key, partition_key=partition_key)
+                done.append(f"configured {name} (active, primary key {','.join(primary_key) or 'null'})")
+    finally:
+        store.close()
+    if changes:
+        write_change_batch(raw)
+        done.append(f"wrote the change batch under {raw}")
+    return done

@@ -102,12 +102,16 @@ def _raise(error: OSError) -> None:
     raise error
 
 
-def open_storage(uri: str) -> Storage:
-    """The storage for a raw or lake location: a local path, ``file://`` or ``s3://``."""
+def open_storage(uri: str, aws_conn_id: str | None = None, region_name: str | None = None) -> Storage:
+    """The storage for a raw or lake location: a local path, ``file://`` or ``s3://``.
+
+    :param aws_conn_id: Airflow AWS connection for S3 (None: boto3's default chain).
+    :param region_name: AWS region for S3.
+    """
     if uri.startswith("s3://"):
         from dmscdc_provider.aws.s3_storage import S3Storage
 
-        return S3Storage()
+        return S3Storage(aws_conn_id=aws_conn_id, region_name=region_name)
     return LocalStorage()
 
 

@@ -136,3 +136,23 @@ def test_running_crawler_is_waited_for_then_crawled_again(s3, crawls_take_a_seco
 def test_other_crawler_errors_are_raised(s3):
     with pytest.raises(Exception, match="EntityNotFoundException"):
         run_crawler("missing-crawler", poll_interval=0)
+
+
+def test_glue_tables_mode_infers_partitions_and_skips_tables_without_files(s3):
+    from dmscdc_provider.catalog import catalog_refresher
+
+    put_parquet(s3, "lake/sales/productorder/orderdate=2024-03-01/part-0.parquet", orders())
+    refreshed = catalog_refresher("glue_tables")(LAKE, ["sales.productorder", "sales.store"], database="lake")
+    assert refreshed == ["sales.productorder"]
+    assert [k["Name"] for k in glue_table()["PartitionKeys"]] == ["orderdate"]
+    assert partitions() == [["2024-03-01"]]
+
+
+def test_glue_crawler_mode_runs_the_crawler_and_reports_its_tables(s3, crawls_take_a_second):
+    from dmscdc_provider.catalog import catalog_refresher
+
+    glue = boto3.client("glue", region_name=REGION)
+    glue.create_crawler(**lake_crawler_config("dmscdc-lake", "arn:aws:iam::123456789012:role/r", "lake", LAKE))
+    refreshed = catalog_refresher("glue_crawler")(LAKE, ["sales.product"], crawler_name="dmscdc-lake", poll_interval=1)
+    assert refreshed == ["sales.product"]
+    assert glue.get_crawler(Name="dmscdc-lake")["Crawler"]["LastCrawl"]["Status"] not in ("FAILED", "CANCELLED")

@@ -41,12 +41,12 @@ def test_configure_tables_plan_and_query_commands(tmp_path, local_engine, capsys
     assert "sales.item" in capsys.readouterr().out and not lake.state("sales.item").active
 
     assert main(["configure", "sales.item", *state, "--active", "--primary-key", "id",
-                 "--partition-key", "name", "--order-column", "AR_H_CHANGE_SEQ"]) == 0
+                 "--partition-key", "name", "--order-column", "AR_H_CHANGE_SEQ", "--json"]) == 0
     item = json.loads(capsys.readouterr().out)
     assert (item["ActiveFlag"], item["PrimaryKey"], item["PartitionKey"], item["OrderColumn"]) == (
         "true", "id", "name", "AR_H_CHANGE_SEQ")
     assert main(["configure", "sales.item", *state, "--no-partition-key", "--no-order-column"]) == 0
-    assert json.loads(capsys.readouterr().out)["PartitionKey"] == "null"
+    assert capsys.readouterr().out.strip() == "sales.item: active, primary key id, partition key null"
 
     assert main(["plan", *state]) == 0
     plans = json.loads(capsys.readouterr().out)["plans"]
@@ -56,8 +56,17 @@ def test_configure_tables_plan_and_query_commands(tmp_path, local_engine, capsys
     assert main(["run", *state, "--lake", lake.lake, "--catalog", catalog]) == 0
     out = capsys.readouterr().out
     assert "[1/1] sales.item: ok" in out and "summary:" in out
+    assert f"catalog duckdb {catalog}: 1 table(s) (sales.item)" in out
     assert main(["query", "--catalog", catalog, "select id, name from sales.item"]) == 0
     assert "one" in capsys.readouterr().out
+    assert main(["query", "--catalog", catalog, "select * from sales.nothing"]) == 2
+    assert "Table with name nothing does not exist" in capsys.readouterr().err
 
     assert main(["run", *state, "--lake", lake.lake, "--catalog", catalog]) == 0
     assert "sales.item: no new files" in capsys.readouterr().out
+
+
+def test_run_rejects_spark_settings_for_a_remote_engine(tmp_path, capsys):
+    code = main(["run", "--raw", str(tmp_path), "--lake", "s3://lake/x", "--state", f"sqlite://{tmp_path}/s.sqlite",
+                 "--engine", "glue", "--spark-conf", "spark.x=1"])
+    assert code == 2 and "--spark-conf is for the local engine" in capsys.readouterr().err

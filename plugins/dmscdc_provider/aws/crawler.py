@@ -93,3 +93,22 @@ def wait_for_crawler(hook, crawler_name: str, poll_interval: int) -> str:
     """
     hook.get_waiter("crawler_ready").wait(Name=crawler_name, WaiterConfig={"Delay": poll_interval, "MaxAttempts": 1000})
     return hook.get_crawler(crawler_name)["LastCrawl"]["Status"]
+
+
+def refresh_with_crawler(
+    lake_root: str,
+    tables: list[str],
+    crawler_name: str,
+    aws_conn_id: str | None = None,
+    region_name: str | None = None,
+    poll_interval: int = 15,
+) -> list[str]:
+    """The ``glue_crawler`` catalog mode, as the blog refreshes its catalog: run the crawler
+    (create it with ``lake_crawler_config``) and wait for it; returns the tables it covered.
+
+    :raises RuntimeError: the crawl did not succeed.
+    """
+    status = run_crawler(crawler_name, aws_conn_id, region_name, poll_interval)
+    if status in ("FAILED", "CANCELLED"):
+        raise RuntimeError(f"crawler {crawler_name} ended {status}; see its CloudWatch log")
+    return list(tables)

@@ -136,6 +136,32 @@ def parquet_columns(client, uri: str, size: int) -> list[dict]:
     return [{"Name": f.name.lower(), "Type": hive_type(f.type)} for f in schema]
 
 
+def partition_columns(relative_path: str) -> list[str]:
+    """``["orderdate"]`` for ``orderdate=2024-03-01/part-0.parquet``: the hive partition folders."""
+    return [folder.partition("=")[0] for folder in relative_path.split("/")[:-1] if "=" in folder]
+
+
+def refresh_glue_tables(
+    lake_root: str,
+    tables: list[str],
+    database: str,
+    table_name_format: str = "{table}",
+    aws_conn_id: str | None = None,
+    region_name: str | None = None,
+) -> list[str]:
+    """The ``glue_tables`` catalog mode: create or update each table and its partitions in a
+    Glue database straight from its files; returns the tables Athena can query now."""
+    catalog = GlueCatalog(database, table_name_format, aws_conn_id, region_name)
+    catalog.ensure_database()
+    root = lake_root.rstrip("/")
+    updated = []
+    for name in tables:
+        schema, table = name.split(".", 1)
+        if not catalog.refresh_table(f"{root}/{schema}/{table}", schema, table).skipped:
+            updated.append(name)
+    return updated
+
+
 def partition_values(relative_path: str, partition_key: list[str]) -> tuple[str, ...] | None:
     """``("2024-03-01",)`` for ``orderdate=2024-03-01/part-0.parquet``; None if the path does not
     have the table's partition folders."""
@@ -224,8 +250,14 @@ class GlueCatalog:
         return [self.refresh_table(f"{root}/{schema}/{table}", schema, table, list(keys))
                 for schema, table, keys in tables]
 
-    def refresh_table(self, lake_table_path: str, schema: str, table: str, partition_key: list[str]) -> CatalogTableUpdate:
-        """Create or update one table and its partitions from its files on S3."""
+    def refresh_table(
+        self, lake_table_path: str, schema: str, table: str, partition_key: list[str] | None = None
+    ) -> CatalogTableUpdate:
+        """Create or update one table and its partitions from its files on S3.
+
+        :param partition_key: the table's partition columns; None reads them from the
+            ``column=value`` folders of its files.
+        """
         name = self.catalog_name(schema, table)
         update = CatalogTableUpdate(table=name)
         started = datetime.now(timezone.utc)
@@ -233,6 +265,8 @@ class GlueCatalog:
         if not files:
             update.skipped = "no data files yet"
             return update
+        if partition_key is None:
+            partition_key = partition_columns(files[0].path[len(lake_table_path.rstrip("/")) + 1:])
         existing = self._get_table(name)
         refreshed_at = _parse_time((existing or {}).get("Parameters", {}).get(REFRESHED_AT)) if existing else None
         unread = [f for f in files if refreshed_at is None or f.modified >= refreshed_at - REREAD_MARGIN]

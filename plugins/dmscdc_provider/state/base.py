@@ -173,13 +173,17 @@ class ControllerStore(ABC):
         """Release connections."""
 
 
-def open_store(uri: str) -> ControllerStore:
+def open_store(uri: str, aws_conn_id: str | None = None, region_name: str | None = None) -> ControllerStore:
     """The store for a ``--state`` URI: ``sqlite:///abs/path``, a plain file path, or
-    ``dynamodb://TABLE``."""
+    ``dynamodb://TABLE``.
+
+    :param aws_conn_id: Airflow AWS connection for DynamoDB (None: boto3's default chain).
+    :param region_name: AWS region for DynamoDB.
+    """
     if uri.startswith("dynamodb://"):
         from dmscdc_provider.state.dynamodb import DynamoDBControllerStore
 
-        return DynamoDBControllerStore(uri[len("dynamodb://"):])
+        return DynamoDBControllerStore(uri[len("dynamodb://"):], aws_conn_id=aws_conn_id, region_name=region_name)
     from dmscdc_provider.state.sqlite import SqliteControllerStore
 
     if uri.startswith("sqlite:///"):
