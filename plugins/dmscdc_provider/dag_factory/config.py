@@ -1,0 +1,229 @@
+"""A source's YAML config: what one dmscdc DAG runs, read and checked at DAG parse time.
+
+Strings may use ``${VAR}`` or ``${VAR:-default}``: values come from the environment of the
+process that parses the DAG (dag processor, scheduler, worker), so one file serves a laptop,
+docker-compose and MWAA. Parsing does no I/O beyond reading the file (docs/airflow.md).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any
+
+import yaml
+
+SENSOR_MODES = ("poke", "reschedule", "deferrable")
+_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+_SOURCE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+class SourceConfigError(ValueError):
+    """A source config that cannot build a DAG; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class SensorConfig:
+    """``wait_for_changes``: how the sensor waits.
+
+    :param mode: ``poke``, ``reschedule`` (frees the worker between checks) or ``deferrable``
+        (waits in the triggerer).
+    :param poke_interval: seconds between listings.
+    :param timeout: seconds to wait for new files before the run ends skipped.
+    """
+
+    mode: str = "reschedule"
+    poke_interval: float = 60.0
+    timeout: float = 3300.0
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    """``merge``: retries per table and how many tables merge at once.
+
+    :param retries: retries of one table's merge instance.
+    :param retry_delay_seconds: wait before a retry.
+    :param max_parallel: merge instances of one run that may run at the same time.
+    :param deferrable: with a remote engine, wait for the Spark job in the triggerer.
+    :param poll_interval: seconds between job status checks of a remote engine.
+    """
+
+    retries: int = 2
+    retry_delay_seconds: float = 300.0
+    max_parallel: int = 4
+    deferrable: bool = False
+    poll_interval: float = 30.0
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One source database: where DMS writes, where the lake is, and how its DAG runs.
+
+    :param source: short name; the DAG is ``dmscdc_<source>``.
+    :param raw: where DMS writes (``<raw>/<schema>/<table>/``).
+    :param lake: where the lake tables go (``<lake>/<schema>/<table>/``).
+    :param state: the controller store URI (``sqlite:///PATH``, ``dynamodb://TABLE``).
+    :param tables: comma-separated globs on ``schema.table``; empty: every table.
+    :param schedule: cron expression or preset; a run applies CDC files named before its
+        data interval end. Empty: manual runs only.
+    :param engine: merge engine name and its settings (Spark settings for ``local``).
+    :param catalog_mode: ``duckdb`` locally; AWS modes once registered.
+    """
+
+    source: str
+    raw: str
+    lake: str
+    state: str
+    path: str = ""
+    description: str = ""
+    tables: str | None = None
+    schedule: str | None = "@hourly"
+    start_date: datetime = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    catchup: bool = False
+    engine: str = "local"
+    engine_settings: dict = field(default_factory=dict)
+    catalog_mode: str = "duckdb"
+    catalog_settings: dict = field(default_factory=dict)
+    wait_for_changes: SensorConfig = field(default_factory=SensorConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    aws_conn_id: str | None = "aws_default"
+    region_name: str | None = None
+    csv_delimiter: str = ","
+    csv_null_value: str = "NULL"
+    owner: str = "dmscdc"
+    tags: tuple[str, ...] = ()
+
+    @property
+    def dag_id(self) -> str:
+        return f"dmscdc_{self.source}"
+
+
+def expand_variables(value: Any, where: str = "") -> Any:
+    """``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML document."""
+    if isinstance(value, dict):
+        return {key: expand_variables(item, f"{where}.{key}" if where else str(key)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [expand_variables(item, f"{where}[{index}]") for index, item in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match) -> str:
+        name, default = match.group("name"), match.group("default")
+        if name in os.environ and os.environ[name] != "":
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise SourceConfigError(f"{where}: environment variable {name} is not set and has no default (${{{name}:-...}})")
+
+    return _VARIABLE.sub(substitute, value)
+
+
+def _section(document: dict, key: str, section_class, path: str):
+    values = document.pop(key, None) or {}
+    if not isinstance(values, dict):
+        raise SourceConfigError(f"{path}: {key} must be a mapping")
+    known = set(section_class.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise SourceConfigError(f"{path}: unknown key(s) {', '.join(f'{key}.{u}' for u in unknown)}; "
+                                f"known: {', '.join(sorted(known))}")
+    fields = section_class.__dataclass_fields__
+    return section_class(**{
+        name: _coerce(value, fields[name].default, f"{path}: {key}.{name}") for name, value in values.items()
+    })
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    """Values that came through ``${VAR}`` are strings; give them the type of the default."""
+    if not isinstance(value, str) or isinstance(default, str) or default is None:
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.strip().lower() not in ("true", "false"):
+                raise ValueError(value)
+            return value.strip().lower() == "true"
+        return type(default)(value)
+    except ValueError:
+        raise SourceConfigError(f"{where}: {value!r} is not a {type(default).__name__}") from None
+
+
+def _named(document: dict, key: str, default_name: str, name_key: str, path: str) -> tuple[str, dict]:
+    """``engine: local`` or ``engine: {name: local, settings: {...}}``."""
+    value = document.pop(key, None)
+    if value is None:
+        return default_name, {}
+    if isinstance(value, str):
+        return value, {}
+    if not isinstance(value, dict) or not set(value) <= {name_key, "settings"}:
+        raise SourceConfigError(f"{path}: {key} must be a name or {{{name_key}: ..., settings: {{...}}}}")
+    return str(value.get(name_key, default_name)), dict(value.get("settings") or {})
+
+
+def _start_date(value: Any, path: str) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    try:
+        return _start_date(datetime.fromisoformat(str(value)), path)
+    except ValueError:
+        raise SourceConfigError(f"{path}: start_date {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def parse_source_config(document: dict, path: str = "<config>") -> SourceConfig:
+    """A SourceConfig from a parsed YAML document (variables not yet expanded)."""
+    if not isinstance(document, dict):
+        raise SourceConfigError(f"{path}: a source config is a YAML mapping")
+    try:
+        document = expand_variables(dict(document))
+    except SourceConfigError as error:
+        raise SourceConfigError(f"{path}: {error}") from None
+    for required in ("source", "raw", "lake", "state"):
+        if not document.get(required):
+            raise SourceConfigError(f"{path}: {required} is required")
+    if not _SOURCE_NAME.match(str(document["source"])):
+        raise SourceConfigError(f"{path}: source {document['source']!r} may use letters, digits and _ only")
+    engine, engine_settings = _named(document, "engine", "local", "name", path)
+    catalog_mode, catalog_settings = _named(document, "catalog", "duckdb", "mode", path)
+    sensor = _section(document, "wait_for_changes", SensorConfig, path)
+    if sensor.mode not in SENSOR_MODES:
+        raise SourceConfigError(f"{path}: wait_for_changes.mode must be one of {', '.join(SENSOR_MODES)}")
+    merge = _section(document, "merge", MergeConfig, path)
+    aws = document.pop("aws", None) or {}
+    csv = document.pop("csv", None) or {}
+    if "start_date" in document:
+        document["start_date"] = _start_date(document["start_date"], path)
+    if "tags" in document:
+        document["tags"] = tuple(document["tags"] or ())
+    for key in ("raw", "lake"):
+        document[key] = str(document[key]).rstrip("/")
+    known = set(SourceConfig.__dataclass_fields__) - {"path"}
+    unknown = sorted(set(document) - known)
+    if unknown:
+        raise SourceConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")
+    return SourceConfig(
+        **document,
+        path=path,
+        engine=engine,
+        engine_settings=engine_settings,
+        catalog_mode=catalog_mode,
+        catalog_settings=catalog_settings,
+        wait_for_changes=sensor,
+        merge=merge,
+        aws_conn_id=aws.get("conn_id", "aws_default"),
+        region_name=aws.get("region_name"),
+        csv_delimiter=str(csv.get("delimiter", ",")),
+        csv_null_value=str(csv.get("null_value", "NULL")),
+    )
+
+
+def load_source_config(path: str) -> SourceConfig:
+    """Read and check one ``<source>.yaml``."""
+    with open(path, encoding="utf-8") as handle:
+        try:
+            document = yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            raise SourceConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_source_config(document, path)

@@ -1,0 +1,107 @@
+"""Operator: plan one merge per table from the controller state and the raw listing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+
+from dmscdc_provider.hooks.dmscdc import DmsCdcHook
+from dmscdc_provider.runner import finish_pending_commits
+from dmscdc_provider.sensors.raw_files import interval_end, split_globs
+from dmscdc_provider.triggers.raw_files import parse_instant
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+REPORT_KEY = "report"
+
+
+class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
+    """Finishes commits crashed runs recorded, registers new tables (inactive) and pins one
+    ``TablePlan`` per active table with work.
+
+    Returns (XCom) ``[{"plan": TablePlan.to_dict()}, ...]``, ready for
+    ``DmsCdcMergeOperator.partial(...).expand_kwargs(...)``, and pushes the planning report
+    (registered, inactive, up-to-date tables and problems) under the XCom key ``report``.
+
+    :param raw_root: where DMS writes.
+    :param lake_root: where the lake tables live.
+    :param state_uri: the controller store.
+    :param tables: comma-separated globs on ``schema.table`` (empty: all tables).
+    :param cdc_before: ISO instant; apply only CDC files named before it. Empty: the run's
+        ``data_interval_end``.
+    :param full_refresh: globs (list or comma-separated) of tables to rebuild from LOAD files.
+    :param csv_delimiter: DMS ``csvDelimiter``.
+    :param csv_null_value: DMS ``csvNullValue``.
+    """
+
+    aws_hook_class = DmsCdcHook
+    template_fields: Sequence[str] = aws_template_fields(
+        "raw_root", "lake_root", "state_uri", "tables", "cdc_before", "full_refresh")
+    ui_color = "#eef3fb"
+
+    def __init__(
+        self,
+        *,
+        raw_root: str,
+        lake_root: str,
+        state_uri: str,
+        tables: str | None = None,
+        cdc_before: str | None = None,
+        full_refresh: str | Sequence[str] = (),
+        csv_delimiter: str = ",",
+        csv_null_value: str = "NULL",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.raw_root = raw_root
+        self.lake_root = lake_root
+        self.state_uri = state_uri
+        self.tables = tables
+        self.cdc_before = cdc_before
+        self.full_refresh = full_refresh
+        self.csv_delimiter = csv_delimiter
+        self.csv_null_value = csv_null_value
+
+    def execute(self, context: Context) -> list[dict]:
+        cdc_before = parse_instant(self.cdc_before) if self.cdc_before else interval_end(context)
+        full_refresh = split_globs(self.full_refresh)
+        store = self.hook.open_store(self.state_uri)
+        try:
+            planner = self.hook.planner(self.raw_root, self.lake_root, store, self.tables,
+                                        self.csv_delimiter, self.csv_null_value)
+            selected = [s for s in (store.get(p) for p in planner.selected_paths()) if s is not None]
+            finished = finish_pending_commits(store, self.hook.open_storage(self.lake_root), selected)
+            report = planner.plan(cdc_before=cdc_before, full_refresh=full_refresh)
+        finally:
+            store.close()
+
+        self.log.info("planning with CDC files before %s%s", cdc_before or "any time",
+                      f", full refresh of {', '.join(full_refresh)}" if full_refresh else "")
+        for name in finished:
+            self.log.info("%s: finished the commit a crashed run had recorded", name)
+        for name in report.registered:
+            self.log.warning("%s: new table, registered inactive; activate it with `dmscdc configure %s "
+                             "--raw %s --active --primary-key ...`", name, name, self.raw_root)
+        for name in report.inactive:
+            self.log.info("%s: inactive, skipped", name)
+        for name in report.up_to_date:
+            self.log.info("%s: no new files", name)
+        for problem in report.problems:
+            self.log.error("%s: cannot plan: %s", problem.table, problem.problem)
+        for plan in report.plans:
+            self.log.info("%s: %s merge of %d file(s), plan %s", plan.table, plan.mode, len(plan.files), plan.plan_id)
+
+        context["ti"].xcom_push(key=REPORT_KEY, value={
+            "planned": [plan.table for plan in report.plans],
+            "registered": report.registered,
+            "inactive": report.inactive,
+            "up_to_date": report.up_to_date,
+            "problems": [{"table": p.table, "problem": p.problem} for p in report.problems],
+            "finished_commits": finished,
+            "cdc_before": cdc_before.isoformat() if cdc_before else None,
+        })
+        return [{"plan": plan.to_dict()} for plan in report.plans]

@@ -1,0 +1,73 @@
+"""Stand-ins for what Airflow hands an operator at run time, and a scripted remote engine."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+
+
+class FakeTaskInstance:
+    """Records pushed XComs; serves pulls from ``xcoms[(task_id, key)]`` (a value, or a list for mapped tasks)."""
+
+    def __init__(self, xcoms: dict | None = None, failed_upstream: int = 0):
+        self.pushed: dict[str, object] = {}
+        self.xcoms = xcoms or {}
+        self.failed_upstream = failed_upstream
+        self.dag_id, self.run_id = "dmscdc_test", "manual__test"
+
+    def xcom_push(self, key: str, value) -> None:
+        self.pushed[key] = value
+
+    def xcom_pull(self, task_ids: str, key: str = "return_value"):
+        return self.xcoms.get((task_ids, key))
+
+    def get_ti_count(self, dag_id: str, task_ids: list[str], run_ids: list[str], states: list[str]) -> int:
+        assert (dag_id, run_ids) == (self.dag_id, [self.run_id])
+        return self.failed_upstream
+
+
+class OutletEvents(defaultdict):
+    """``context["outlet_events"]``: one recorder of added Asset events per outlet."""
+
+    def __init__(self):
+        super().__init__(AddedEvents)
+
+
+class AddedEvents(list):
+    def add(self, asset, extra=None) -> None:
+        self.append((asset, extra))
+
+
+def make_context(data_interval_end: datetime | None = None, ti: FakeTaskInstance | None = None) -> dict:
+    return {"ti": ti or FakeTaskInstance(), "data_interval_end": data_interval_end, "outlet_events": OutletEvents()}
+
+
+class ScriptedRemoteEngine:
+    """A RemoteMergeEngine whose "remote job" is the local Spark merge, run when its result is fetched.
+
+    :param statuses: what ``poll`` answers, in turn (the last one repeats).
+    """
+
+    submitted: list[dict] = []
+
+    def __init__(self, statuses: list[str] | None = None):
+        self.statuses = list(statuses or ["succeeded"])
+        self.polls = 0
+
+    def run(self, engine_plan: dict) -> dict:
+        return self.fetch_result(self.submit(engine_plan), engine_plan)
+
+    def submit(self, engine_plan: dict) -> str:
+        ScriptedRemoteEngine.submitted.append(engine_plan)
+        return f"job-{engine_plan['attempt_id']}"
+
+    def poll(self, job_ref: str) -> str:
+        status = self.statuses[min(self.polls, len(self.statuses) - 1)]
+        self.polls += 1
+        return status
+
+    def fetch_result(self, job_ref: str, engine_plan: dict) -> dict:
+        from dmscdc_provider.engines.local import LocalSparkEngine
+
+        assert job_ref == f"job-{engine_plan['attempt_id']}"
+        return LocalSparkEngine().run(engine_plan)

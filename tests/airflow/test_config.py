@@ -1,0 +1,90 @@
+"""Source YAML configs: defaults, environment variables, and errors that name the file and key."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import datetime, timezone
+
+import pytest
+
+from dmscdc_provider.dag_factory import SourceConfigError, dags_from_folder, load_source_config
+
+MINIMAL = """
+source: sales
+raw: s3://dms-bucket/raw/
+lake: s3://lake-bucket/lake
+state: dynamodb://DMSCDC_Controller
+"""
+
+
+def write(folder, name: str, text: str):
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def test_minimal_config_gets_defaults_and_trailing_slashes_are_dropped(tmp_path):
+    config = load_source_config(write(tmp_path, "sales.yaml", MINIMAL))
+
+    assert config.dag_id == "dmscdc_sales"
+    assert config.raw == "s3://dms-bucket/raw"
+    assert (config.engine, config.catalog_mode, config.schedule) == ("local", "duckdb", "@hourly")
+    assert config.wait_for_changes.mode == "reschedule"
+    assert config.merge.retries == 2
+    assert config.aws_conn_id == "aws_default"
+
+
+def test_environment_variables_fill_values_and_numbers_keep_their_type(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEMO_HOME", "/data/demo")
+    monkeypatch.setenv("WAIT", "7")
+    monkeypatch.delenv("UNSET_MASTER", raising=False)
+    config = load_source_config(write(tmp_path, "demo.yaml", """
+        source: demo
+        raw: ${DEMO_HOME}/raw
+        lake: ${DEMO_HOME:-/elsewhere}/lake
+        state: sqlite:///${DEMO_HOME}/state.sqlite
+        start_date: 2024-03-01
+        engine: {name: local, settings: {master: "${UNSET_MASTER:-local[2]}"}}
+        wait_for_changes: {mode: deferrable, timeout: "${WAIT}"}
+        merge: {deferrable: "true"}
+    """))
+
+    assert config.raw == "/data/demo/raw"
+    assert config.lake == "/data/demo/lake"
+    assert config.state == "sqlite:////data/demo/state.sqlite"
+    assert config.engine_settings == {"master": "local[2]"}
+    assert config.wait_for_changes.timeout == 7.0
+    assert config.merge.deferrable is True
+    assert config.start_date == datetime(2024, 3, 1, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("shedule: '@daily'", "unknown key(s) shedule"),
+    ("merge: {retrys: 3}", "merge.retrys"),
+    ("wait_for_changes: {mode: sleep}", "wait_for_changes.mode"),
+    ("merge: {retries: many}", "merge.retries"),
+    ("start_date: yesterday", "start_date"),
+    ("tables: ${NO_SUCH_VARIABLE_SET}", "NO_SUCH_VARIABLE_SET"),
+])
+def test_config_errors_name_the_file_and_the_key(tmp_path, extra, message):
+    path = write(tmp_path, "sales.yaml", MINIMAL + extra + "\n")
+
+    with pytest.raises(SourceConfigError, match="sales.yaml") as raised:
+        load_source_config(path)
+
+    assert message in str(raised.value)
+
+
+def test_a_missing_required_location_is_an_error(tmp_path):
+    with pytest.raises(SourceConfigError, match="lake is required"):
+        load_source_config(write(tmp_path, "x.yaml", "source: x\nraw: /r\nstate: /s.sqlite\n"))
+
+
+def test_one_dag_per_source_file_and_a_source_defined_twice_is_an_error(tmp_path):
+    write(tmp_path, "a.yaml", MINIMAL)
+    write(tmp_path, "b.yml", MINIMAL.replace("source: sales", "source: hr"))
+    assert sorted(dags_from_folder(str(tmp_path))) == ["dmscdc_hr", "dmscdc_sales"]
+
+    write(tmp_path, "c.yaml", MINIMAL)
+    with pytest.raises(ValueError, match="defined twice"):
+        dags_from_folder(str(tmp_path))

@@ -1,0 +1,87 @@
+"""Every DAG file parses, and the demo source's DAG has the shape the docs describe."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from airflow_env import DAGS_FOLDER, REPO
+
+DEMO_ENV = {"DMSCDC_DEMO_HOME": "/srv/dmscdc-demo", "DMSCDC_DEMO_MERGE_RETRIES": "3"}
+
+
+@pytest.fixture
+def dagbag(monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    for key, value in DEMO_ENV.items():
+        monkeypatch.setenv(key, value)
+    return DagBag(dag_folder=str(DAGS_FOLDER))
+
+
+def test_every_dag_file_imports_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert "dmscdc_demo" in dagbag.dag_ids
+
+
+def test_demo_dag_waits_plans_merges_per_table_then_refreshes_and_summarises(dagbag):
+    from airflow.sdk import AssetAlias
+
+    dag = dagbag.dags["dmscdc_demo"]
+
+    assert dag.max_active_runs == 1
+    assert dag.timetable.expression == "0 * * * *"
+    assert "full_refresh" in dag.params
+    tasks = dag.task_dict
+    assert set(tasks) == {"wait_for_changes", "plan", "merge", "refresh_catalog", "summary"}
+    assert tasks["wait_for_changes"].downstream_task_ids == {"plan", "summary"}
+    assert tasks["plan"].downstream_task_ids == {"merge", "summary"}
+    assert tasks["merge"].downstream_task_ids == {"refresh_catalog", "summary"}
+    assert tasks["refresh_catalog"].downstream_task_ids == {"summary"}
+    assert tasks["wait_for_changes"].soft_fail is True
+    assert tasks["wait_for_changes"].raw_root == "/srv/dmscdc-demo/raw"
+
+    merge = tasks["merge"]
+    assert merge.is_mapped
+    assert merge.partial_kwargs["map_index_template"] == "{{ task.plan['table'] }}"
+    assert merge.partial_kwargs["retries"] == 3
+    assert merge.partial_kwargs["state_uri"] == "sqlite:////srv/dmscdc-demo/state.sqlite"
+
+    assert tasks["refresh_catalog"].trigger_rule == "all_done_min_one_success"
+    assert tasks["refresh_catalog"].outlets == [AssetAlias("dmscdc_demo_lake")]
+    assert tasks["summary"].trigger_rule == "all_done"
+
+
+def test_parsing_the_dags_imports_no_spark():
+    script = (
+        "import runpy, sys; runpy.run_path(sys.argv[1]); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyspark', 'py4j', 'dmscdc_spark')))"
+    )
+    completed = subprocess.run([sys.executable, "-c", script, str(DAGS_FOLDER / "dmscdc_sources.py")],
+                               capture_output=True, text=True, cwd=REPO, timeout=120)
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_provider_is_registered_through_its_entry_point():
+    from airflow.providers_manager import ProvidersManager
+
+    providers = ProvidersManager().providers
+    assert "dmscdc" in providers
+    info = providers["dmscdc"].data
+    assert "dmscdc_provider.triggers.raw_files" in info["triggers"][0]["python-modules"]
+
+
+def test_provider_info_follows_airflow_schema():
+    import json
+    from importlib.resources import files
+
+    import jsonschema
+
+    from dmscdc_provider.get_provider_info import get_provider_info
+
+    schema = json.loads((files("airflow") / "provider_info.schema.json").read_text())
+    jsonschema.validate(get_provider_info(), schema)

@@ -1,0 +1,332 @@
+"""plan, merge, refresh_catalog and summary operators, run on the demo source with local Spark."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, AirflowSkipException
+from airflow.sdk import Asset, AssetAlias
+from airflow.sdk.exceptions import TaskDeferred
+
+from airflow_env import utc
+from dmscdc_provider.catalog import query
+from dmscdc_provider.demo import prepare_demo_source, write_change_batch
+from dmscdc_provider.engines import ENGINE_CLASSES
+from dmscdc_provider.operators.catalog import DmsCdcRefreshCatalogOperator, lake_table_uri
+from dmscdc_provider.operators.merge import DmsCdcMergeOperator
+from dmscdc_provider.operators.plan import DmsCdcPlanOperator
+from dmscdc_provider.operators.summary import DmsCdcRunSummaryOperator
+from dmscdc_provider.planner import controller_path
+from dmscdc_provider.state.base import open_store
+from dmscdc_provider.triggers.merge_job import DmsCdcMergeJobTrigger
+from fakes import FakeTaskInstance, ScriptedRemoteEngine, make_context
+
+BEFORE_CHANGES, AFTER_CHANGES = utc(2024, 3, 2), utc(2024, 3, 3)
+
+
+@pytest.fixture
+def source(tmp_path) -> dict:
+    raw, state = str(tmp_path / "raw"), f"sqlite://{tmp_path / 'state.sqlite'}"
+    prepare_demo_source(raw, state)
+    return {"raw_root": raw, "lake_root": str(tmp_path / "lake"), "state_uri": state}
+
+
+def plan_task(source: dict, **kwargs) -> DmsCdcPlanOperator:
+    return DmsCdcPlanOperator(task_id="plan", aws_conn_id=None, **source, **kwargs)
+
+
+def plans_by_table(source: dict, interval_end, **kwargs) -> dict[str, dict]:
+    return {entry["plan"]["table"]: entry["plan"] for entry in plan_task(source, **kwargs).execute(make_context(interval_end))}
+
+
+def merge_task(source: dict, plan: dict, **kwargs) -> DmsCdcMergeOperator:
+    return DmsCdcMergeOperator(task_id="merge", aws_conn_id=None, plan=plan, state_uri=source["state_uri"], **kwargs)
+
+
+def state(source: dict, table: str):
+    store = open_store(source["state_uri"])
+    try:
+        return store.get(controller_path(source["raw_root"], *table.split(".")))
+    finally:
+        store.close()
+
+
+def lake_rows(spark, source: dict, table: str) -> list:
+    path = f"{source['lake_root']}/{table.replace('.', '/')}"
+    return sorted(tuple(row) for row in spark.read.parquet(path).drop("Op").collect())
+
+
+def test_template_fields_cover_locations_plan_engine_and_aws(source):
+    ops = [
+        plan_task(source),
+        merge_task(source, {"table": "{{ params.t }}"}, engine="{{ params.engine }}"),
+        DmsCdcRefreshCatalogOperator(task_id="r", lake_root="{{ params.lake }}", catalog_settings={"path": "{{ params.p }}"}),
+    ]
+    for op in ops:
+        assert {"aws_conn_id", "region_name"} <= set(op.template_fields)
+        for field in op.template_fields:
+            getattr(op, field)
+    ops[1].render_template_fields({"params": {"t": "sales.store", "engine": "glue"}})
+    ops[2].render_template_fields({"params": {"lake": "s3://lake", "p": "/c.duckdb"}})
+    assert ops[1].plan == {"table": "sales.store"} and ops[1].engine == "glue"
+    assert ops[2].lake_root == "s3://lake" and ops[2].catalog_settings == {"path": "/c.duckdb"}
+    assert set(plan_task(source).template_fields) >= {"raw_root", "lake_root", "state_uri", "tables", "cdc_before", "full_refresh"}
+
+
+class TestDmsCdcPlanOperator:
+    def test_one_plan_per_active_table_ready_for_expand_kwargs_and_a_report(self, source, tmp_path):
+        (tmp_path / "raw" / "sales" / "customer").mkdir()
+        context = make_context(BEFORE_CHANGES)
+
+        mapped = plan_task(source).execute(context)
+
+        assert [sorted(entry) for entry in mapped] == [["plan"]] * 3
+        assert sorted(entry["plan"]["table"] for entry in mapped) == ["sales.product", "sales.productorder", "sales.store"]
+        assert all(entry["plan"]["mode"] == "full" for entry in mapped)
+        report = context["ti"].pushed["report"]
+        assert report["registered"] == ["sales.customer"]
+        assert report["inactive"] == ["sales.customer"]
+        assert report["cdc_before"] == "2024-03-02T00:00:00+00:00"
+        assert state(source, "sales.customer").active is False
+
+    def test_cdc_files_are_planned_only_by_runs_whose_interval_ends_after_their_name(self, source):
+        write_change_batch(source["raw_root"])
+
+        before = plans_by_table(source, BEFORE_CHANGES)
+        after = plans_by_table(source, AFTER_CHANGES)
+
+        assert all(entry["kind"] == "load" for entry in before["sales.store"]["files"])
+        assert [entry["kind"] for entry in after["sales.store"]["files"]] == ["load", "cdc"]
+
+    def test_full_refresh_param_rebuilds_only_the_chosen_tables(self, source, spark):
+        for plan in plans_by_table(source, BEFORE_CHANGES).values():
+            merge_task(source, plan).execute(make_context())
+
+        plans = plans_by_table(source, BEFORE_CHANGES, full_refresh="sales.store")
+
+        assert list(plans) == ["sales.store"]
+        assert plans["sales.store"]["mode"] == "full"
+
+
+class TestDmsCdcMergeOperator:
+    def test_merges_one_table_commits_its_state_and_returns_the_outcome(self, source, spark):
+        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+        context = make_context()
+
+        outcome = merge_task(source, plan).execute(context)
+
+        assert outcome["status"] == "succeeded"
+        assert outcome["summary"]["rows_written"] == 8
+        assert context["ti"].pushed["outcome"] == outcome
+        assert state(source, "sales.store").last_full_load_date == "2024-03-01 09:00:00"
+        assert len(lake_rows(spark, source, "sales.store")) == 8
+        assert state(source, "sales.product").version == 1  # other tables untouched
+
+    def test_a_retry_of_a_committed_plan_changes_nothing(self, source, spark):
+        plan = plans_by_table(source, BEFORE_CHANGES)["sales.product"]
+        merge_task(source, plan).execute(make_context())
+        committed = state(source, "sales.product")
+
+        again = merge_task(source, plan).execute(make_context())
+
+        assert again["note"] == "already committed by an earlier attempt"
+        assert state(source, "sales.product").version == committed.version
+        assert len(lake_rows(spark, source, "sales.product")) == 10
+
+    def test_a_corrupt_file_fails_with_table_file_and_remedy_and_a_rerun_after_the_fix_succeeds(self, source, spark):
+        for plan in plans_by_table(source, BEFORE_CHANGES).values():
+            merge_task(source, plan).execute(make_context())
+        write_change_batch(source["raw_root"])
+        plans = plans_by_table(source, AFTER_CHANGES)
+        [cdc_file] = [f["path"] for f in plans["sales.store"]["files"] if f["kind"] == "cdc"]
+        with open(cdc_file, "rb") as handle:
+            good = handle.read()
+        with open(cdc_file, "wb") as handle:
+            handle.write(good[:64])
+        before = state(source, "sales.store")
+        context = make_context()
+
+        with pytest.raises(AirflowException) as failed:
+            merge_task(source, plans["sales.store"]).execute(context)
+
+        assert not isinstance(failed.value, AirflowFailException)  # retried, unlike a conflict
+        message = str(failed.value)
+        assert "sales.store: merge failed" in message and cdc_file in message and "remedy" in message
+        assert context["ti"].pushed["outcome"]["status"] == "failed"
+        assert state(source, "sales.store") == before
+        merge_task(source, plans["sales.product"]).execute(make_context())  # another table is unaffected
+
+        with open(cdc_file, "wb") as handle:
+            handle.write(good)
+        outcome = merge_task(source, plans["sales.store"]).execute(make_context())
+
+        assert outcome["status"] == "succeeded"
+        assert len(lake_rows(spark, source, "sales.store")) == 9
+        assert state(source, "sales.productorder").version == before.version  # never touched by these retries
+
+    def test_a_plan_made_stale_by_another_run_fails_without_retry(self, source, spark):
+        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+        store = open_store(source["state_uri"])
+        store.update(plan["state_path"], order_column="AR_H_CHANGE_SEQ")
+        store.close()
+
+        with pytest.raises(AirflowFailException, match="conflict"):
+            merge_task(source, plan).execute(make_context())
+
+    def test_deferrable_with_a_local_engine_runs_in_the_worker(self, source, spark):
+        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+
+        assert merge_task(source, plan, deferrable=True).execute(make_context())["status"] == "succeeded"
+
+
+@pytest.fixture
+def scripted_engine(monkeypatch):
+    monkeypatch.setitem(ENGINE_CLASSES, "scripted", "fakes:ScriptedRemoteEngine")
+    ScriptedRemoteEngine.submitted = []
+    return "scripted"
+
+
+class TestRemoteEngineDeferral:
+    def test_defers_on_a_job_trigger_after_submitting_the_pinned_plan(self, source, scripted_engine):
+        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+        op = merge_task(source, plan, engine=scripted_engine, engine_settings={"statuses": ["running", "succeeded"]},
+                        deferrable=True, poll_interval=5)
+
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute(make_context())
+
+        trigger = deferred.value.trigger
+        assert isinstance(trigger, DmsCdcMergeJobTrigger)
+        assert deferred.value.method_name == "execute_complete"
+        [submitted] = ScriptedRemoteEngine.submitted
+        assert submitted["plan_id"] == plan["plan_id"]
+        assert trigger.job_ref == f"job-{submitted['attempt_id']}"
+        assert trigger.attempt_id == submitted["attempt_id"]
+        assert (trigger.engine, trigger.engine_settings, trigger.poll_interval) == (
+            scripted_engine, {"statuses": ["running", "succeeded"]}, 5)
+        assert state(source, "sales.store").version == 1  # nothing committed while the job runs
+
+    def test_execute_complete_fetches_the_result_and_commits(self, source, scripted_engine, spark):
+        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+        op = merge_task(source, plan, engine=scripted_engine, deferrable=True)
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute(make_context())
+        trigger = deferred.value.trigger
+
+        outcome = op.execute_complete(make_context(), {"status": "succeeded", "job_ref": trigger.job_ref,
+                                                       "attempt_id": trigger.attempt_id})
+
+        assert outcome["status"] == "succeeded"
+        assert state(source, "sales.store").last_full_load_date == "2024-03-01 09:00:00"
+        assert len(lake_rows(spark, source, "sales.store")) == 8
+
+    def test_a_polling_error_fails_the_instance_and_leaves_the_state(self, source, scripted_engine):
+        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+        op = merge_task(source, plan, engine=scripted_engine, deferrable=True)
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute(make_context())
+
+        with pytest.raises(AirflowException, match="throttled"):
+            op.execute_complete(make_context(), {"status": "error", "message": "throttled",
+                                                 "job_ref": deferred.value.trigger.job_ref,
+                                                 "attempt_id": deferred.value.trigger.attempt_id})
+        assert state(source, "sales.store").version == 1
+
+    def test_job_trigger_serialize_round_trips_and_fires_when_the_job_ends(self, scripted_engine):
+        import asyncio
+
+        trigger = DmsCdcMergeJobTrigger(engine=scripted_engine, engine_settings={"statuses": ["running", "failed"]},
+                                        job_ref="job-1", attempt_id="a-1", poll_interval=0.01, aws_conn_id=None)
+        classpath, kwargs = trigger.serialize()
+        assert classpath == "dmscdc_provider.triggers.merge_job.DmsCdcMergeJobTrigger"
+        assert DmsCdcMergeJobTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+        async def first():
+            async for event in DmsCdcMergeJobTrigger(**kwargs).run():
+                return event.payload
+
+        assert asyncio.run(asyncio.wait_for(first(), 10)) == {"status": "failed", "job_ref": "job-1", "attempt_id": "a-1"}
+
+
+def outcome(table: str, status: str = "succeeded", problem: str | None = None) -> dict:
+    return {"table": table, "status": status, "plan_id": "p", "summary": {"rows_read": {"I": 1}, "rows_written": 1},
+            "error": {"problem": problem} if problem else None, "note": None, "seconds": 1.0}
+
+
+class TestDmsCdcRefreshCatalogOperator:
+    def test_refreshes_only_merged_tables_and_emits_their_assets(self, source, spark, tmp_path):
+        for plan in plans_by_table(source, BEFORE_CHANGES).values():
+            merge_task(source, plan).execute(make_context())
+        catalog = str(tmp_path / "catalog.duckdb")
+        alias = AssetAlias("dmscdc_demo_lake")
+        op = DmsCdcRefreshCatalogOperator(task_id="refresh_catalog", aws_conn_id=None, lake_root=source["lake_root"],
+                                          catalog_mode="duckdb", catalog_settings={"path": catalog}, outlets=[alias])
+        ti = FakeTaskInstance({("merge", "outcome"): [
+            outcome("sales.product"), outcome("sales.store", "failed", "bad file")]})
+        context = make_context(ti=ti)
+
+        assert op.execute(context) == ["sales.product"]
+
+        assert query(catalog, "SELECT count(*) FROM sales.product")[1] == [(10,)]
+        assert query(catalog, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'store'")[1] == [(0,)]
+        expected_uri = lake_table_uri(source["lake_root"], "sales.product")
+        assert expected_uri.startswith("file:///") and expected_uri.endswith("/lake/sales/product")
+        assert context["outlet_events"][alias] == [(Asset(expected_uri), {"table": "sales.product"})]
+
+    def test_skips_when_no_table_merged(self, source):
+        op = DmsCdcRefreshCatalogOperator(task_id="r", aws_conn_id=None, lake_root=source["lake_root"])
+        ti = FakeTaskInstance({("merge", "outcome"): outcome("sales.store", "failed", "bad file")})
+
+        with pytest.raises(AirflowSkipException):
+            op.execute(make_context(ti=ti))
+
+    def test_s3_lake_tables_are_s3_assets(self):
+        assert lake_table_uri("s3://lake-bucket/lake/", "sales.product") == "s3://lake-bucket/lake/sales/product"
+
+    def test_an_unknown_catalog_mode_names_the_known_ones(self, source):
+        op = DmsCdcRefreshCatalogOperator(task_id="r", aws_conn_id=None, lake_root=source["lake_root"],
+                                          catalog_mode="hive")
+        ti = FakeTaskInstance({("merge", "outcome"): outcome("sales.store")})
+
+        with pytest.raises(ValueError, match="duckdb"):
+            op.execute(make_context(ti=ti))
+
+
+class TestDmsCdcRunSummaryOperator:
+    def report(self, planned, problems=()):
+        return {"planned": planned, "registered": [], "inactive": [], "up_to_date": [],
+                "problems": list(problems), "finished_commits": [], "cdc_before": None}
+
+    def run(self, xcoms, failed_upstream=0):
+        return DmsCdcRunSummaryOperator(task_id="summary").execute(
+            make_context(ti=FakeTaskInstance(xcoms, failed_upstream)))
+
+    def test_succeeds_when_every_planned_table_merged(self):
+        result = self.run({("plan", "report"): self.report(["sales.store"]),
+                           ("merge", "outcome"): outcome("sales.store")})
+
+        assert result["merged"] == ["sales.store"]
+
+    def test_fails_naming_each_table_that_did_not_merge(self):
+        with pytest.raises(AirflowFailException) as failed:
+            self.run({("plan", "report"): self.report(["sales.product", "sales.store", "sales.productorder"]),
+                      ("merge", "outcome"): [outcome("sales.product"), outcome("sales.store", "failed", "bad file")]},
+                     failed_upstream=2)
+
+        message = str(failed.value)
+        assert "sales.store: bad file" in message
+        assert "sales.productorder: the merge task failed" in message
+        assert "sales.product:" not in message
+
+    def test_fails_on_a_table_that_could_not_be_planned(self):
+        with pytest.raises(AirflowFailException, match="sales.gone: not planned: cannot list"):
+            self.run({("plan", "report"): self.report([], [{"table": "sales.gone", "problem": "cannot list"}])})
+
+    def test_skips_when_nothing_was_planned_and_nothing_failed(self):
+        with pytest.raises(AirflowSkipException):
+            self.run({})
+
+    def test_fails_when_the_sensor_or_planning_failed(self):
+        with pytest.raises(AirflowFailException, match="before planning finished"):
+            self.run({}, failed_upstream=1)
