@@ -22,11 +22,14 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from decimal import Decimal
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 CDC_NAME = "20240301-100000000.parquet"
+STATUSES = ["placed", "paid", "shipped", "delivered"]
+CHANNELS = ["web", "store", "phone"]
 SPARK_CONF = {"spark.driver.memory": "6g", "spark.sql.shuffle.partitions": "8"}
 
 
@@ -46,15 +49,23 @@ def build_dataset(workdir: str, rows: int, files: int, changes: int) -> dict:
     spark = _session()
     load_dir = os.path.join(workdir, "raw", "bench", "orders")
     lake_root = os.path.join(workdir, "lake")
+    # An orders table as an OLTP source has it: an auto-increment key and a dozen columns.
     table = (
         spark.range(0, rows, 1, files)  # contiguous id ranges per partition: clustered ids
         .select(
             F.lit("I").alias("Op"),
             F.col("id"),
-            F.concat(F.lit("customer-"), (F.col("id") % 100000).cast("string")).alias("customer"),
-            (F.col("id") % 97 * 1.25).alias("amount"),
-            F.when(F.col("id") % 3 == 0, "open").otherwise("shipped").alias("status"),
-            F.expr("timestamp_millis(1700000000000 + id * 1000)").alias("updated_at"),
+            (F.col("id") % 250000).alias("customer_id"),
+            (F.col("id") * 7 % 5000).cast("int").alias("product_id"),
+            (F.col("id") % 40).cast("int").alias("store_id"),
+            (F.col("id") % 9 + 1).cast("int").alias("quantity"),
+            (F.col("id") % 997 / 10 + 1).cast("decimal(10,2)").alias("unit_price"),
+            (F.col("id") % 5 * 2.5).cast("decimal(5,2)").alias("discount_pct"),
+            F.element_at(F.array(*[F.lit(s) for s in STATUSES]), (F.col("id") % 4 + 1).cast("int")).alias("status"),
+            F.element_at(F.array(*[F.lit(c) for c in CHANNELS]), (F.col("id") % 3 + 1).cast("int")).alias("channel"),
+            F.concat(F.lit("order note "), F.sha1(F.col("id").cast("string")).substr(1, 16)).alias("note"),
+            F.expr("timestamp_millis(1700000000000 + id * 1000)").alias("created_at"),
+            F.expr("timestamp_millis(1700000000000 + id * 1000 + 3600000)").alias("updated_at"),
         )
     )
     table.write.mode("overwrite").parquet(load_dir + "_spark")
@@ -77,16 +88,21 @@ def build_dataset(workdir: str, rows: int, files: int, changes: int) -> dict:
     updates, deletes = touched[: int(changes * 0.8)], touched[int(changes * 0.8):]
     inserts = range(rows, rows + changes - len(touched))
     stamp = datetime(2024, 3, 1, 10, tzinfo=timezone.utc).replace(tzinfo=None)
-    records = (
-        [{"Op": "U", "id": i, "customer": f"customer-{i % 100000}", "amount": 1.0, "status": "returned",
-          "updated_at": stamp} for i in updates]
-        + [{"Op": "D", "id": i, "customer": f"customer-{i % 100000}", "amount": 0.0, "status": "shipped",
-            "updated_at": stamp} for i in deletes]
-        + [{"Op": "I", "id": i, "customer": "new", "amount": 2.0, "status": "open", "updated_at": stamp}
-           for i in inserts]
-    )
-    schema = pa.schema([("Op", pa.string()), ("id", pa.int64()), ("customer", pa.string()),
-                        ("amount", pa.float64()), ("status", pa.string()), ("updated_at", pa.timestamp("ms"))])
+
+    def order(op: str, key: int, status: str) -> dict:
+        return {"Op": op, "id": key, "customer_id": key % 250000, "product_id": key * 7 % 5000,
+                "store_id": key % 40, "quantity": key % 9 + 1, "unit_price": Decimal("9.99"),
+                "discount_pct": Decimal("0.00"), "status": status, "channel": CHANNELS[key % 3],
+                "note": f"order note {key:016x}", "created_at": stamp, "updated_at": stamp}
+
+    records = ([order("U", i, "returned") for i in updates] + [order("D", i, "cancelled") for i in deletes]
+               + [order("I", i, "new") for i in inserts])
+    schema = pa.schema([
+        ("Op", pa.string()), ("id", pa.int64()), ("customer_id", pa.int64()), ("product_id", pa.int32()),
+        ("store_id", pa.int32()), ("quantity", pa.int32()), ("unit_price", pa.decimal128(10, 2)),
+        ("discount_pct", pa.decimal128(5, 2)), ("status", pa.string()), ("channel", pa.string()),
+        ("note", pa.string()), ("created_at", pa.timestamp("ms")), ("updated_at", pa.timestamp("ms")),
+    ])
     cdc_dir = os.path.join(workdir, "raw", "bench", "orders_cdc")
     os.makedirs(cdc_dir)
     pq.write_table(pa.Table.from_pylist(records, schema), os.path.join(cdc_dir, CDC_NAME))
@@ -111,25 +127,48 @@ def _table_bytes(path: str) -> int:
 def worker(kind: str, workdir: str, run: str) -> dict:
     spark = _session()
     spark.range(1).count()  # the JVM is up and warm enough; the clock starts now
-    raw = os.path.join(workdir, "raw", "bench")
-    cdc_path = os.path.join(raw, "orders_cdc", CDC_NAME)
     lake_root = fresh_copy(workdir, run)
-    lake_table = os.path.join(lake_root, "bench", "orders")
     started = time.perf_counter()
-    if kind == "blog":
-        from blog_algorithm import blog_incremental_load
-
-        detail = blog_incremental_load(spark, [cdc_path], lake_table, ["id"])
-    elif kind == "plain_copy":
-        loads = sorted(os.path.join(raw, "orders", n) for n in os.listdir(os.path.join(raw, "orders")))
-        spark.read.parquet(*loads).write.parquet(os.path.join(lake_root, "copy"))
-        detail = {}
-    else:
-        detail = _dmscdc_run(spark, kind, raw, lake_root, cdc_path)
+    detail = _run_kind(spark, kind, workdir, lake_root)
     seconds = time.perf_counter() - started
     shutil.rmtree(lake_root, ignore_errors=True)
     spark.stop()
     return {"seconds": seconds, **detail}
+
+
+KINDS = ("dmscdc", "blog", "dmscdc_full_load", "plain_copy")
+
+
+def _run_kind(spark, kind: str, workdir: str, lake_root: str) -> dict:
+    raw = os.path.join(workdir, "raw", "bench")
+    cdc_path = os.path.join(raw, "orders_cdc", CDC_NAME)
+    lake_table = os.path.join(lake_root, "bench", "orders")
+    if kind == "blog":
+        from blog_algorithm import blog_incremental_load
+
+        return blog_incremental_load(spark, [cdc_path], lake_table, ["id"])
+    if kind == "plain_copy":
+        loads = sorted(os.path.join(raw, "orders", n) for n in os.listdir(os.path.join(raw, "orders")))
+        spark.read.parquet(*loads).write.parquet(os.path.join(lake_root, "copy"))
+        return {}
+    return _dmscdc_run(spark, kind, raw, lake_root, cdc_path)
+
+
+def warm_worker(workdir: str, repeats: int) -> dict:
+    """Every kind in one long-lived JVM: one untimed warm-up run each, then ``repeats`` timed
+    rounds, kinds alternating, each on a fresh copy of the table."""
+    spark = _session()
+    timings = {kind: [] for kind in KINDS}
+    for round_index in range(repeats + 1):
+        for kind in KINDS:
+            lake_root = fresh_copy(workdir, f"warm-{kind}")
+            started = time.perf_counter()
+            _run_kind(spark, kind, workdir, lake_root)
+            if round_index:  # round 0 warms the JVM up
+                timings[kind].append(time.perf_counter() - started)
+            shutil.rmtree(lake_root, ignore_errors=True)
+    spark.stop()
+    return timings
 
 
 def _dmscdc_run(spark, kind: str, raw: str, lake_root: str, cdc_path: str) -> dict:
@@ -196,52 +235,87 @@ def _watch_peak_rss(process: subprocess.Popen) -> int:
 
 
 # -- the report ----------------------------------------------------------------------------------
+def measure_warm(workdir: str, repeats: int) -> dict:
+    process = subprocess.run(
+        [sys.executable, __file__, "--warm-worker", "--workdir", workdir, "--repeats", str(repeats)],
+        stdout=subprocess.PIPE, text=True, check=True,
+    )
+    timings = json.loads(process.stdout.strip().splitlines()[-1])
+    return {kind: {"seconds": statistics.median(runs), "all_seconds": [round(r, 2) for r in runs]}
+            for kind, runs in timings.items()}
+
+
+def ratios(size: dict, rows: int) -> dict:
+    return {
+        "speedup_vs_blog": size["blog"]["seconds"] / size["dmscdc"]["seconds"],
+        "full_load_rows_per_s": rows / size["dmscdc_full_load"]["seconds"],
+        "plain_copy_rows_per_s": rows / size["plain_copy"]["seconds"],
+        "full_load_vs_copy": size["dmscdc_full_load"]["seconds"] / size["plain_copy"]["seconds"],
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="2000000,8000000", help="comma-separated table sizes N")
     parser.add_argument("--files", type=int, default=40, help="lake files per table (F)")
     parser.add_argument("--changes", type=int, default=20000, help="changes in the CDC file (K)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--modes", default="cold,warm",
+                        help="cold: every run in a new JVM (a Glue or EMR Serverless job); warm: all runs "
+                        "in one JVM after a warm-up run of each (a long-running EMR cluster, a CLI run over "
+                        "many tables)")
     parser.add_argument("--workdir", default=os.path.join("work", "bench"))
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--warm-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.workdir, args.run)))
         return 0
+    if args.warm_worker:
+        print(json.dumps(warm_worker(args.workdir, args.repeats)))
+        return 0
 
-    results = {"machine": f"{os.cpu_count()} cores, Spark local[2]", "sizes": {}}
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    results = {"machine": f"{os.cpu_count()} cores, Spark local[2]", "rows": {}}
     for rows in [int(s) for s in args.sizes.split(",")]:
         workdir = os.path.abspath(os.path.join(args.workdir, f"n{rows}"))
         shutil.rmtree(workdir, ignore_errors=True)
         print(f"building N={rows:,} rows in {args.files} files, K={args.changes:,} changes ...", flush=True)
         build_dataset(workdir, rows, args.files, args.changes)
-        size = {"table_mb": round(_table_bytes(os.path.join(workdir, "lake")) / 2**20, 1)}
-        for kind in ("dmscdc", "blog", "dmscdc_full_load", "plain_copy"):
-            size[kind] = measure(kind, workdir, args.repeats)
-            print(f"  {kind:<17} median {size[kind]['seconds']:7.2f}s  runs {size[kind]['all_seconds']}  "
-                  f"peak {size[kind]['peak_rss_mb']} MB  "
-                  + (f"files rewritten {size[kind].get('files_rewritten')}" if "files_rewritten" in size[kind] else ""),
-                  flush=True)
-        size["speedup_vs_blog"] = size["blog"]["seconds"] / size["dmscdc"]["seconds"]
-        size["full_load_rows_per_s"] = rows / size["dmscdc_full_load"]["seconds"]
-        size["plain_copy_rows_per_s"] = rows / size["plain_copy"]["seconds"]
-        size["full_load_vs_copy"] = size["dmscdc_full_load"]["seconds"] / size["plain_copy"]["seconds"]
-        results["sizes"][rows] = size
+        entry = {"table_mb": round(_table_bytes(os.path.join(workdir, "lake")) / 2**20, 1)}
+        if "cold" in modes:
+            cold = {}
+            for kind in KINDS:
+                cold[kind] = measure(kind, workdir, args.repeats)
+                print(f"  cold {kind:<17} median {cold[kind]['seconds']:7.2f}s  runs {cold[kind]['all_seconds']}  "
+                      f"peak {cold[kind]['peak_rss_mb']} MB"
+                      + (f"  files rewritten {cold[kind]['files_rewritten']}" if "files_rewritten" in cold[kind] else ""),
+                      flush=True)
+            entry["cold"] = {**cold, **ratios(cold, rows)}
+        if "warm" in modes:
+            warm = measure_warm(workdir, args.repeats)
+            for kind in KINDS:
+                print(f"  warm {kind:<17} median {warm[kind]['seconds']:7.2f}s  runs {warm[kind]['all_seconds']}", flush=True)
+            entry["warm"] = {**warm, **ratios(warm, rows)}
+        results["rows"][rows] = entry
         shutil.rmtree(workdir, ignore_errors=True)
 
     print("\nresults (medians):")
-    for rows, size in results["sizes"].items():
-        print(f"  N={rows:>10,} ({size['table_mb']} MB): dmscdc {size['dmscdc']['seconds']:.2f}s, "
-              f"blog {size['blog']['seconds']:.2f}s -> {size['speedup_vs_blog']:.1f}x faster; "
-              f"full load {size['full_load_rows_per_s']:,.0f} rows/s vs plain copy "
-              f"{size['plain_copy_rows_per_s']:,.0f} rows/s ({size['full_load_vs_copy']:.2f}x the copy's time)")
-    sizes = sorted(results["sizes"])
-    if len(sizes) > 1:
-        flat = results["sizes"][sizes[-1]]["dmscdc"]["seconds"] / results["sizes"][sizes[0]]["dmscdc"]["seconds"]
-        results["dmscdc_largest_vs_smallest"] = flat
-        print(f"  dmscdc at N={sizes[-1]:,} takes {flat:.2f}x its time at N={sizes[0]:,}")
+    sizes = sorted(results["rows"])
+    for mode in modes:
+        for rows in sizes:
+            entry, size = results["rows"][rows], results["rows"][rows][mode]
+            print(f"  {mode} N={rows:>10,} ({entry['table_mb']} MB): dmscdc {size['dmscdc']['seconds']:.2f}s, "
+                  f"blog {size['blog']['seconds']:.2f}s -> {size['speedup_vs_blog']:.1f}x faster; "
+                  f"full load {size['full_load_rows_per_s']:,.0f} rows/s vs plain copy "
+                  f"{size['plain_copy_rows_per_s']:,.0f} rows/s ({size['full_load_vs_copy']:.2f}x the copy's time)")
+        if len(sizes) > 1:
+            flat = (results["rows"][sizes[-1]][mode]["dmscdc"]["seconds"]
+                    / results["rows"][sizes[0]][mode]["dmscdc"]["seconds"])
+            results[f"{mode}_dmscdc_largest_vs_smallest"] = flat
+            print(f"  {mode}: dmscdc at N={sizes[-1]:,} takes {flat:.2f}x its time at N={sizes[0]:,}")
     if args.out:
         with open(args.out, "w") as handle:
             json.dump(results, handle, indent=2, default=str)

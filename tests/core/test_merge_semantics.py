@@ -285,3 +285,13 @@ def test_load_files_without_op_column_are_inserts(lake):
     lake.load("s.t", [{"id": 1, "name": "one", "dept": "a"}], ITEM, with_op=False)
     lake.run_ok()
     assert [(r["Op"], r["id"]) for r in lake.rows("s.t")] == [("I", 1)]
+
+
+def test_output_file_count_follows_size_and_uses_every_core():
+    from dmscdc_spark.job import output_file_count
+
+    mib = 1024 * 1024
+    assert output_file_count(10_000, 128 * mib, 2) == 1  # a tiny change: one file
+    assert output_file_count(120 * mib, 128 * mib, 2) == 2  # both cores write
+    assert output_file_count(320 * mib, 128 * mib, 2) == 4  # 3 by size, rounded to whole rounds
+    assert output_file_count(2000 * mib, 128 * mib, 8) == 16

@@ -423,7 +423,10 @@ def output_file_count(input_bytes: int, target_file_bytes: int, parallelism: int
     write in parallel unless the data is too small to be worth splitting."""
     by_size = math.ceil(input_bytes / target_file_bytes)
     by_cores = min(parallelism, math.ceil(input_bytes / MIN_BYTES_PER_OUTPUT_FILE))
-    return max(1, by_size, by_cores)
+    count = max(1, by_size, by_cores)
+    if count > parallelism:  # whole rounds of tasks: 3 tasks on 2 cores take as long as 4
+        count = math.ceil(count / parallelism) * parallelism
+    return count
 
 
 def _op_counters() -> list:
