@@ -138,16 +138,6 @@ def test_glue_job_that_wrote_no_result_gives_a_failed_result(s3):
     assert result["attempt_id"] == plan["attempt_id"]
 
 
-def test_glue_completion_trigger_is_the_providers_and_serializes(s3):
-    from airflow.providers.amazon.aws.triggers.glue import GlueJobCompleteTrigger
-
-    job_ref = glue_engine().submit(engine_plan())
-    trigger = glue_engine().completion_trigger(job_ref, waiter_delay=10)
-    assert isinstance(trigger, GlueJobCompleteTrigger)
-    classpath, kwargs = trigger.serialize()
-    assert kwargs["run_id"] == parse_job_ref(job_ref)["run_id"] and kwargs["job_name"] == "dmscdc-merge"
-
-
 # -- EMR Serverless ---------------------------------------------------------------------------
 @pytest.fixture
 def application_id(s3):

@@ -198,17 +198,26 @@ class S3SparkJobEngine(ABC):
     def start(self, engine_plan: dict, plan_uri: str, artifacts: SparkArtifacts) -> str:
         """Start the job for this attempt; returns its job reference."""
 
-    @abstractmethod
+    # The service's job states: the one that means success, and those that mean it ended badly.
+    success_state: str
+    failed_states: frozenset[str]
+
     def poll(self, job_ref: str) -> str:
         """``running``, ``succeeded`` or ``failed``."""
+        state = self.job_state(job_ref)
+        if state == self.success_state:
+            return SUCCEEDED
+        if state in self.failed_states:
+            return FAILED
+        return RUNNING
+
+    @abstractmethod
+    def job_state(self, job_ref: str) -> str:
+        """The service's state of the job (``RUNNING``, ``SUCCEEDED``, ...)."""
 
     @abstractmethod
     def failure_reason(self, job_ref: str) -> str:
         """The service's message for a failed job."""
-
-    @abstractmethod
-    def completion_trigger(self, job_ref: str, waiter_delay: int = 30, waiter_max_attempts: int = 720):
-        """The Amazon provider's trigger that waits for this job, for deferrable operators."""
 
     def describe(self, job_ref: str) -> str:
         ref = parse_job_ref(job_ref)

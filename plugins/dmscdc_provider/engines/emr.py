@@ -14,9 +14,6 @@ import logging
 
 from dmscdc_provider.aws.artifacts import SparkArtifacts
 from dmscdc_provider.aws.remote_engine import (
-    FAILED,
-    RUNNING,
-    SUCCEEDED,
     S3SparkJobEngine,
     make_job_ref,
     parse_job_ref,
@@ -28,7 +25,7 @@ from dmscdc_provider.aws.remote_engine import (
 log = logging.getLogger(__name__)
 
 ACTIVE_STATES = ["PENDING", "RUNNING"]
-FAILED_STATES = {"CANCEL_PENDING", "CANCELLED", "FAILED", "INTERRUPTED"}
+FAILED_STATES = frozenset({"CANCEL_PENDING", "CANCELLED", "FAILED", "INTERRUPTED"})
 USABLE_CLUSTER_STATES = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"]
 
 
@@ -43,6 +40,8 @@ class EmrMergeEngine(S3SparkJobEngine):
     """
 
     engine_name = "emr"
+    success_state = "COMPLETED"
+    failed_states = FAILED_STATES
 
     def __init__(
         self,
@@ -116,13 +115,8 @@ class EmrMergeEngine(S3SparkJobEngine):
         ref = parse_job_ref(job_ref)
         return self.hook().conn.describe_step(ClusterId=ref["cluster_id"], StepId=ref["step_id"])["Step"]
 
-    def poll(self, job_ref: str) -> str:
-        state = self._step(job_ref)["Status"]["State"]
-        if state == "COMPLETED":
-            return SUCCEEDED
-        if state in FAILED_STATES:
-            return FAILED
-        return RUNNING
+    def job_state(self, job_ref: str) -> str:
+        return self._step(job_ref)["Status"]["State"]
 
     def failure_reason(self, job_ref: str) -> str:
         status = self._step(job_ref)["Status"]
@@ -130,12 +124,3 @@ class EmrMergeEngine(S3SparkJobEngine):
         message = details.get("Message") or details.get("Reason") or (status.get("StateChangeReason") or {}).get("Message")
         log_file = details.get("LogFile")
         return f"{status['State']}: {message or 'no message'}" + (f" (log: {log_file})" if log_file else "")
-
-    def completion_trigger(self, job_ref: str, waiter_delay: int = 30, waiter_max_attempts: int = 720):
-        from airflow.providers.amazon.aws.triggers.emr import EmrStepSensorTrigger
-
-        ref = parse_job_ref(job_ref)
-        return EmrStepSensorTrigger(
-            job_flow_id=ref["cluster_id"], step_id=ref["step_id"], waiter_delay=waiter_delay,
-            waiter_max_attempts=waiter_max_attempts, aws_conn_id=self.aws_conn_id, region_name=self.region_name,
-        )

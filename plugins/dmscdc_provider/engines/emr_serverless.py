@@ -13,9 +13,6 @@ import logging
 
 from dmscdc_provider.aws.artifacts import SparkArtifacts
 from dmscdc_provider.aws.remote_engine import (
-    FAILED,
-    RUNNING,
-    SUCCEEDED,
     S3SparkJobEngine,
     make_job_ref,
     parse_job_ref,
@@ -27,7 +24,7 @@ from dmscdc_provider.aws.remote_engine import (
 log = logging.getLogger(__name__)
 
 ACTIVE_STATES = ["SUBMITTED", "PENDING", "SCHEDULED", "RUNNING", "QUEUED"]
-FAILED_STATES = {"FAILED", "CANCELLING", "CANCELLED"}
+FAILED_STATES = frozenset({"FAILED", "CANCELLING", "CANCELLED"})
 
 
 class EmrServerlessMergeEngine(S3SparkJobEngine):
@@ -42,6 +39,8 @@ class EmrServerlessMergeEngine(S3SparkJobEngine):
     """
 
     engine_name = "emr_serverless"
+    success_state = "SUCCESS"
+    failed_states = FAILED_STATES
 
     def __init__(
         self,
@@ -116,24 +115,9 @@ class EmrServerlessMergeEngine(S3SparkJobEngine):
         ref = parse_job_ref(job_ref)
         return self.client.get_job_run(applicationId=ref["application_id"], jobRunId=ref["job_run_id"])["jobRun"]
 
-    def poll(self, job_ref: str) -> str:
-        state = self._job_run(job_ref)["state"]
-        if state == "SUCCESS":
-            return SUCCEEDED
-        if state in FAILED_STATES:
-            return FAILED
-        return RUNNING
+    def job_state(self, job_ref: str) -> str:
+        return self._job_run(job_ref)["state"]
 
     def failure_reason(self, job_ref: str) -> str:
         job_run = self._job_run(job_ref)
         return f"{job_run['state']}: {job_run.get('stateDetails') or 'no details'}"
-
-    def completion_trigger(self, job_ref: str, waiter_delay: int = 30, waiter_max_attempts: int = 720):
-        from airflow.providers.amazon.aws.triggers.emr import EmrServerlessStartJobTrigger
-
-        ref = parse_job_ref(job_ref)
-        return EmrServerlessStartJobTrigger(
-            application_id=ref["application_id"], job_id=ref["job_run_id"], waiter_delay=waiter_delay,
-            waiter_max_attempts=waiter_max_attempts, aws_conn_id=self.aws_conn_id, region_name=self.region_name,
-        )
-

@@ -13,9 +13,6 @@ import logging
 
 from dmscdc_provider.aws.artifacts import SparkArtifacts
 from dmscdc_provider.aws.remote_engine import (
-    FAILED,
-    RUNNING,
-    SUCCEEDED,
     S3SparkJobEngine,
     make_job_ref,
     parse_job_ref,
@@ -24,7 +21,7 @@ from dmscdc_provider.aws.remote_engine import (
 log = logging.getLogger(__name__)
 
 ACTIVE_STATES = {"STARTING", "RUNNING", "WAITING"}
-FAILED_STATES = {"FAILED", "STOPPED", "TIMEOUT", "ERROR", "EXPIRED"}
+FAILED_STATES = frozenset({"FAILED", "STOPPED", "TIMEOUT", "ERROR", "EXPIRED"})
 PLAN_ARGUMENT = "--dmscdc_plan"
 PLAN_ID_ARGUMENT = "--dmscdc_plan_id"
 ATTEMPT_ARGUMENT = "--dmscdc_attempt_id"
@@ -49,6 +46,8 @@ class GlueMergeEngine(S3SparkJobEngine):
     """
 
     engine_name = "glue"
+    success_state = "SUCCEEDED"
+    failed_states = FAILED_STATES
 
     def __init__(
         self,
@@ -161,23 +160,9 @@ class GlueMergeEngine(S3SparkJobEngine):
         ref = parse_job_ref(job_ref)
         return self.hook().conn.get_job_run(JobName=ref["job_name"], RunId=ref["run_id"])["JobRun"]
 
-    def poll(self, job_ref: str) -> str:
-        state = self._job_run(job_ref)["JobRunState"]
-        if state == "SUCCEEDED":
-            return SUCCEEDED
-        if state in FAILED_STATES:
-            return FAILED
-        return RUNNING
+    def job_state(self, job_ref: str) -> str:
+        return self._job_run(job_ref)["JobRunState"]
 
     def failure_reason(self, job_ref: str) -> str:
         job_run = self._job_run(job_ref)
         return f"{job_run['JobRunState']}: {job_run.get('ErrorMessage') or 'no message'}"
-
-    def completion_trigger(self, job_ref: str, waiter_delay: int = 30, waiter_max_attempts: int = 720):
-        from airflow.providers.amazon.aws.triggers.glue import GlueJobCompleteTrigger
-
-        ref = parse_job_ref(job_ref)
-        return GlueJobCompleteTrigger(
-            job_name=ref["job_name"], run_id=ref["run_id"], waiter_delay=waiter_delay,
-            waiter_max_attempts=waiter_max_attempts, aws_conn_id=self.aws_conn_id, region_name=self.region_name,
-        )
