@@ -133,3 +133,15 @@ def test_cli_reports_a_missing_raw_folder(tmp_path, capsys):
     code = main(["plan", "--raw", str(tmp_path / "nowhere"), "--state", f"sqlite://{tmp_path}/s.sqlite"])
     assert code == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_unknown_op_in_a_load_file_names_that_load_file(tmp_path, local_engine):
+    lake = LakeHarness(tmp_path, local_engine)
+    lake.configure("s.bad", primary_key=["id"])
+    lake.load("s.bad", [{"Op": "I", "id": 1, "name": "one"}], ITEM, counter=1)
+    bad = lake.load("s.bad", [{"Op": "I", "id": 2, "name": "two"}, {"Op": "Z", "id": 3, "name": "x"}], ITEM, counter=2)
+    (outcome,) = lake.run().outcomes
+    assert outcome.status == "failed"
+    assert outcome.error["file"] == bad and "unknown Op value 'Z'" in outcome.error["problem"]
+    assert lake.state("s.bad").last_full_load_date == "1900-01-01 00:00:00"
+    assert lake.rows("s.bad") == []

@@ -123,16 +123,18 @@ def read_parquet_changes(
     files (their names carry a counter or a timestamp); the caller checks that.
 
     :param full_load: the files are one full load: a snapshot, where a key is unique, so rows
-        need no position and the reader is spared the row index.
+        need neither file nor position and the reader is spared per-row metadata.
     """
     frame = spark.read.option("mergeSchema", True).parquet(*[path for path, _ in files])
-    seq_by_name = F.create_map(*[item for path, seq in files for item in (F.lit(file_name(path)), F.lit(seq))])
     op = F.coalesce(F.col(OP), F.lit("I")) if OP in frame.columns else F.lit("I")
-    position = F.lit(0).cast("long") if full_load else F.col("_metadata.row_index")
+    if full_load:
+        # No per-row metadata: the first file's position stands for all (their order is moot).
+        return frame.withColumn(OP, op).withColumn(FILE_SEQ, F.lit(files[0][1])).withColumn(ROW_POS, F.lit(0).cast("long"))
+    seq_by_name = F.create_map(*[item for path, seq in files for item in (F.lit(file_name(path)), F.lit(seq))])
     return (
         frame.withColumn(OP, op)
         .withColumn(FILE_SEQ, seq_by_name[F.col("_metadata.file_name")])
-        .withColumn(ROW_POS, position)
+        .withColumn(ROW_POS, F.col("_metadata.row_index"))
     )
 
 

@@ -233,6 +233,14 @@ class _TableMerge:
                 bounds[key] = (min(lows), max(highs))
         return counts, bounds
 
+    def _load_ops_by_file(self) -> list[tuple]:
+        """Rows per (LOAD file, Op): a second pass, only when a LOAD file holds more than inserts."""
+        loads = [(seq, f["path"]) for seq, f in enumerate(self.plan.files) if f["kind"] == "load"]
+        frames = [self._read_one(path, seq) for seq, path in loads]
+        frame = union_conformed(frames, self._unify([(path, f.schema) for (_, path), f in zip(loads, frames)]))
+        return [(r[rules.FILE_SEQ], r[rules.OP], r["count"])
+                for r in frame.groupBy(rules.FILE_SEQ, rules.OP).count().collect()]
+
     def _check_ops(self, counts: list[tuple[int | None, str | None, int]]) -> dict[str, int]:
         """Rows read by Op from ``(file_seq, op, count)``; an unknown Op fails the table."""
         for seq, op, count in sorted(counts, key=lambda c: (c[0] is None, c[0] or 0)):
@@ -391,8 +399,10 @@ class _TableMerge:
         load_counts = []
         if loads is not None:
             observed = load_ops.get
-            load_counts = [(observed["unknown_seq"], observed["unknown_op"], observed["unknown"])] if observed["unknown"] else []
-            load_counts += [(None, op, observed[op]) for op in rules.KNOWN_OPS]
+            if observed["not_inserts"]:  # LOAD rows are inserts; find what else is there, and where
+                load_counts = self._load_ops_by_file()
+            else:
+                load_counts = [(None, "I", observed["rows"])]
         rows_read = self._check_ops(cdc_counts + load_counts)
         skipped = {"U": 0, "D": 0} if keyed else {
             "U": sum(c for _, op, c in cdc_counts if op == "U"), "D": sum(c for _, op, c in cdc_counts if op == "D")}
@@ -430,14 +440,8 @@ def output_file_count(input_bytes: int, target_file_bytes: int, parallelism: int
 
 
 def _op_counters() -> list:
-    op = F.col(rules.OP)
-    unknown = ~op.isin(*rules.KNOWN_OPS) | op.isNull()
-    return [
-        *[F.count(F.when(op == known, 1)).alias(known) for known in rules.KNOWN_OPS],
-        F.count(F.when(unknown, 1)).alias("unknown"),
-        F.min(F.when(unknown, F.col(rules.FILE_SEQ))).alias("unknown_seq"),
-        F.first(F.when(unknown, op), ignorenulls=True).alias("unknown_op"),
-    ]
+    """What the write of LOAD rows observes: rows, and rows that are not inserts."""
+    return [F.count(F.lit(1)).alias("rows"), F.count(F.when(F.col(rules.OP) != "I", 1)).alias("not_inserts")]
 
 
 def conform_partition_columns(
