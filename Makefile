@@ -23,5 +23,8 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
+bench: setup
+	$(BIN)/python bench/run_bench.py --out work/bench-results.json
+
 clean:
 	rm -rf $(VENV) work .pytest_cache
