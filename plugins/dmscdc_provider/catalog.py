@@ -9,7 +9,6 @@ every table folder, so views never see a merge in progress.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 DEFAULT_CATALOG_ENV = "DMSCDC_CATALOG"
 DEFAULT_CATALOG_FILE = "dmscdc_catalog.duckdb"
@@ -28,44 +27,37 @@ def _quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-@dataclass(frozen=True)
-class CatalogView:
-    """A view the refresh created or replaced."""
-
-    name: str
-    location: str
-
-
 def table_glob(lake_root: str, schema: str, table: str) -> str:
     return f"{lake_root.rstrip('/')}/{schema}/{table}/**/*.parquet"
 
 
-def refresh_duckdb_catalog(catalog_path: str, lake_root: str, tables: list[str]) -> list[CatalogView]:
-    """Create or replace ``schema.table`` views for lake tables that have data files.
+def refresh_duckdb(lake_root: str, tables: list[str], path: str | None = None) -> list[str]:
+    """The ``duckdb`` catalog mode: create or replace ``schema.table`` views for the lake tables
+    that have data files; returns the tables it covers.
 
-    :param catalog_path: the DuckDB file (created if missing).
-    :param lake_root: the lake location.
+    :param lake_root: the lake location (local).
     :param tables: ``schema.table`` names.
+    :param path: the DuckDB file, created if missing (default: ``$DMSCDC_CATALOG`` or
+        ./dmscdc_catalog.duckdb).
     """
     import duckdb
 
-    os.makedirs(os.path.dirname(os.path.abspath(catalog_path)), exist_ok=True)
-    created = []
-    with duckdb.connect(catalog_path) as connection:
+    path = path or default_catalog_path()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    covered = []
+    with duckdb.connect(path) as connection:
         for name in sorted(tables):
             schema, table = name.split(".", 1)
-            folder = os.path.join(lake_root, schema, table)
-            if not _has_parquet(folder):
+            if not _has_parquet(os.path.join(lake_root, schema, table)):
                 continue
-            location = table_glob(lake_root, schema, table)
             connection.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_identifier(schema)}")
             connection.execute(
                 f"CREATE OR REPLACE VIEW {_quote_identifier(schema)}.{_quote_identifier(table)} AS "
-                f"SELECT * FROM read_parquet({_quote_literal(location)}, "
+                f"SELECT * FROM read_parquet({_quote_literal(table_glob(lake_root, schema, table))}, "
                 "hive_partitioning = true, union_by_name = true)"
             )
-            created.append(CatalogView(name, location))
-    return created
+            covered.append(name)
+    return covered
 
 
 def _has_parquet(folder: str) -> bool:
@@ -83,14 +75,6 @@ def query(catalog_path: str, sql: str) -> tuple[list[str], list[tuple]]:
         cursor = connection.execute(sql)
         columns = [d[0] for d in cursor.description] if cursor.description else []
         return columns, cursor.fetchall()
-
-
-def refresh_duckdb(lake_root: str, tables: list[str], path: str | None = None) -> list[str]:
-    """The ``duckdb`` catalog mode: views in a local DuckDB file; returns the tables it covers.
-
-    :param path: the DuckDB file (default: ``$DMSCDC_CATALOG`` or ./dmscdc_catalog.duckdb).
-    """
-    return [view.name for view in refresh_duckdb_catalog(path or default_catalog_path(), lake_root, tables)]
 
 
 # mode -> "module:function"; a refresher takes (lake_root, tables, **settings) and returns the

@@ -113,10 +113,3 @@ def open_storage(uri: str, aws_conn_id: str | None = None, region_name: str | No
 
         return S3Storage(aws_conn_id=aws_conn_id, region_name=region_name)
     return LocalStorage()
-
-
-def local_path(uri: str) -> str:
-    """A local location as an absolute path (accepts ``file://`` URIs)."""
-    if uri.startswith("file://"):
-        uri = uri[len("file://"):]
-    return os.path.abspath(uri) if "://" not in uri else uri

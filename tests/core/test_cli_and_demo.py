@@ -70,3 +70,18 @@ def test_run_rejects_spark_settings_for_a_remote_engine(tmp_path, capsys):
     code = main(["run", "--raw", str(tmp_path), "--lake", "s3://lake/x", "--state", f"sqlite://{tmp_path}/s.sqlite",
                  "--engine", "glue", "--spark-conf", "spark.x=1"])
     assert code == 2 and "--spark-conf is for the local engine" in capsys.readouterr().err
+
+
+def test_state_and_catalog_default_to_files_in_the_current_folder(tmp_path, monkeypatch, local_engine, capsys):
+    monkeypatch.delenv("DMSCDC_STATE", raising=False)
+    monkeypatch.delenv("DMSCDC_CATALOG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    lake = LakeHarness(tmp_path / "work", local_engine)
+    lake.load("sales.item", [{"Op": "I", "id": 1, "name": "one"}], ITEM)
+    assert main(["configure", "sales.item", "--raw", lake.raw, "--active", "--primary-key", "id"]) == 0
+    assert main(["run", "--raw", lake.raw, "--lake", lake.lake]) == 0
+    assert (tmp_path / "dmscdc_state.sqlite").exists()
+    assert query(str(tmp_path / "dmscdc_catalog.duckdb"), "select count(*) from sales.item")[1] == [(1,)]
+    monkeypatch.setenv("DMSCDC_STATE", f"sqlite://{tmp_path}/elsewhere.sqlite")
+    assert main(["tables", "--raw", lake.raw]) == 0
+    assert (tmp_path / "elsewhere.sqlite").exists()

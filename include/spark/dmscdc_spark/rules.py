@@ -7,7 +7,7 @@ the timestamp in their names) and ``ROW_POS`` (the row's position inside its fil
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 OP = "Op"
@@ -26,11 +26,6 @@ def _order_columns(order_column: str | None, columns: list[str]) -> list[str]:
     """
     ordering = [order_column] if order_column and order_column in columns else []
     return ordering + [FILE_SEQ, ROW_POS]
-
-
-def oldest_first(order_column: str | None, columns: list[str]) -> list[Column]:
-    """Sort expressions that put the oldest change first."""
-    return [F.col(c).asc_nulls_first() for c in _order_columns(order_column, columns)]
 
 
 def latest_change_per_key(
