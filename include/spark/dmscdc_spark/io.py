@@ -48,10 +48,14 @@ class HadoopFiles:
             relative = status.getPath().toString()[len(prefix):]
             if not relative.endswith(suffix):
                 continue
-            if any(part.startswith(("_", ".")) for part in relative.split("/")):
+            if is_hidden(relative):
                 continue
             found.append(StoredFile(relative, status.getLen()))
         return sorted(found, key=lambda f: f.relative_path)
+
+    def exists(self, path: str) -> bool:
+        fs, qualified = self._fs_and_path(path)
+        return fs.exists(qualified)
 
     def qualified(self, path: str) -> str:
         return self._fs_and_path(path)[1].toString()
@@ -60,6 +64,11 @@ class HadoopFiles:
         fs, qualified = self._fs_and_path(path)
         if fs.exists(qualified):
             fs.delete(qualified, True)
+
+
+def is_hidden(relative_path: str) -> bool:
+    """A ``_`` or ``.`` name anywhere in the path: query engines skip such files, and so do we."""
+    return any(part.startswith(("_", ".")) for part in relative_path.split("/"))
 
 
 def relative_to(root_qualified: str, file_uri: str) -> str:

@@ -20,6 +20,7 @@ from dmscdc_spark.io import (
     StoredFile,
     file_name,
     is_csv,
+    is_hidden,
     read_change_file,
     read_lake_file,
     read_parquet_changes,
@@ -257,31 +258,34 @@ class _TableMerge:
         return by_op
 
     def _files_holding_keys(
-        self, lake: list[StoredFile], keys: DataFrame, key_types: dict[str, T.DataType], bounds: dict
+        self, keys: DataFrame, key_types: dict[str, T.DataType], bounds: dict
     ) -> list[StoredFile]:
-        """Lake files holding any of ``keys``, without reading the whole table.
+        """Lake files holding any of ``keys``, with their sizes, without reading the whole table.
 
         Only the key columns are read, behind a min/max range filter (``bounds``: column ->
         (min, max) of the changed keys) that Spark pushes into the Parquet reader: files and
         row groups whose footer statistics lie outside the range are skipped without reading
         data. The exact match is a semi-join. The key columns' schema is given, so Spark runs
-        no job to infer it.
+        no job to infer it, and the files come with their sizes, so the table is not listed
+        file by file from the driver.
         """
-        if not lake:
-            return []
         root = self.plan.lake_table_path.rstrip("/")
+        if not self.files.exists(root):
+            return []
         key_columns = self.plan.primary_key
 
         def scan(reader):
             # The table folder, not a list of its files: Spark lists one folder on the driver,
             # where a long list of paths would cost a distributed listing job.
             stored = reader.parquet(root).select(
-                *key_columns, F.col("_metadata.file_path").alias("_dmscdc_file"))
+                *key_columns, F.col("_metadata.file_path").alias("_dmscdc_file"),
+                F.col("_metadata.file_size").alias("_dmscdc_size"))
             for column, (low, high) in bounds.items():
                 stored = stored.where(F.col(column).between(low, high))
-            stored = stored.select(*[F.col(k).cast(key_types[k]).alias(k) for k in key_columns], "_dmscdc_file")
-            hits = stored.join(keys, on=key_columns, how="left_semi").select("_dmscdc_file").distinct()
-            return [row[0] for row in hits.collect()]
+            stored = stored.select(*[F.col(k).cast(key_types[k]).alias(k) for k in key_columns],
+                                   "_dmscdc_file", "_dmscdc_size")
+            hits = stored.join(keys, on=key_columns, how="left_semi").select("_dmscdc_file", "_dmscdc_size")
+            return hits.distinct().collect()
 
         key_schema = T.StructType([T.StructField(k, key_types[k], True) for k in key_columns])
         try:
@@ -289,8 +293,9 @@ class _TableMerge:
         except Exception:  # a key column whose type widened since the files were written
             found = scan(self.spark.read)
         root_qualified = self.files.qualified(root)
-        holding = {relative_to(root_qualified, uri) for uri in found}
-        return [f for f in lake if f.relative_path in holding]
+        holding = [StoredFile(relative_to(root_qualified, uri), size) for uri, size in found]
+        # Hidden files (``_``/``.`` names) are invisible to readers and are never rewritten.
+        return sorted((f for f in holding if not is_hidden(f.relative_path)), key=lambda f: f.relative_path)
 
     def _read_lake_files(self, stored: list[StoredFile], change_schema: T.StructType) -> tuple[DataFrame, str]:
         """The rows of the lake files a merge rewrites, with their partition columns; one scan
@@ -318,9 +323,9 @@ class _TableMerge:
                 f"ordering column {plan.order_column!r} is in none of the files; "
                 "file order and row position decide"
             )
-        # CDC rows are used several times and are the size of the change: keep them. LOAD
-        # rows are the size of the table and are read once, straight into the output.
-        cdc = cdc.persist() if cdc is not None else None
+        # CDC rows are read by three queries (counts and key bounds, the key scan, the write)
+        # and are not cached: they are the size of the change, so re-reading them costs less
+        # than building an in-memory cache that each query would then scan.
         try:
             return self._merge(loads, cdc, change_schema)
         except Exception as error:
@@ -330,9 +335,6 @@ class _TableMerge:
             if mapped is not None:
                 raise mapped from error
             raise
-        finally:
-            if cdc is not None:
-                cdc.unpersist()
 
     def _merge(self, loads: DataFrame | None, cdc: DataFrame | None, change_schema: T.StructType) -> dict:
         """Base rows (what survives of the table) plus incoming rows (the newest changes).
@@ -351,7 +353,6 @@ class _TableMerge:
         if loads is not None:
             # LOAD rows are counted while they are written: no extra pass over the table.
             loads = loads.observe(load_ops, *_op_counters())
-        lake = self.files.list_data_files(plan.lake_table_path)
         keyed = bool(plan.primary_key)
 
         incoming: list[DataFrame] = []
@@ -366,7 +367,7 @@ class _TableMerge:
         base: list[DataFrame] = []
         lake_sources: list[tuple[str, T.StructType]] = []
         if plan.mode == "full":
-            replaced = lake
+            replaced = self.files.list_data_files(plan.lake_table_path)
             if loads is not None:
                 load_rows = rules.lake_rows(rules.inserts_only(loads)) if not keyed else rules.lake_rows(loads)
                 if changed_keys is not None:
@@ -374,7 +375,7 @@ class _TableMerge:
                 base.append(load_rows)
         elif changed_keys is not None:
             key_types = {k: change_schema[k].dataType for k in plan.primary_key}
-            replaced = self._files_holding_keys(lake, changed_keys, key_types, bounds)
+            replaced = self._files_holding_keys(changed_keys, key_types, bounds)
             if replaced:
                 frame, label = self._read_lake_files(replaced, change_schema)
                 base.append(rules.without_keys(frame, changed_keys, plan.primary_key))

@@ -92,14 +92,17 @@ def unify_schemas(sources: list[tuple[str, T.StructType]]) -> T.StructType:
 
 
 def conform(frame: DataFrame, schema: T.StructType) -> DataFrame:
-    """Select ``schema``'s columns from ``frame``: missing ones as typed nulls, others cast."""
-    present = set(frame.columns)
-    columns = [
-        (F.col(field.name) if field.name in present else F.lit(None))
-        .cast(field.dataType)
-        .alias(field.name)
-        for field in schema.fields
-    ]
+    """Select ``schema``'s columns from ``frame``: missing ones as typed nulls, others cast
+    where their type differs (each expression costs a round trip to the JVM)."""
+    present = {field.name: field.dataType for field in frame.schema.fields}
+    columns = []
+    for field in schema.fields:
+        if field.name not in present:
+            columns.append(F.lit(None).cast(field.dataType).alias(field.name))
+        elif present[field.name] != field.dataType:
+            columns.append(F.col(field.name).cast(field.dataType).alias(field.name))
+        else:
+            columns.append(field.name)
     return frame.select(*columns)
 
 
