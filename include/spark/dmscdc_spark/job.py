@@ -218,8 +218,8 @@ class _TableMerge:
 
     def _count_and_bound(self, cdc: DataFrame) -> tuple[list[tuple], dict]:
         """One pass over the CDC rows: rows per (file, Op), and the min/max of each key column
-        that is not a partition column (the range ``_files_holding_keys`` pushes down)."""
-        data_keys = [k for k in self.plan.primary_key if k not in self.plan.partition_key]
+        (the range ``_files_holding_keys`` pushes down)."""
+        data_keys = self.plan.primary_key
         groups = cdc.groupBy(rules.FILE_SEQ, rules.OP).agg(
             F.count(F.lit(1)).alias("count"),
             *[F.min(k).alias(f"min_{i}") for i, k in enumerate(data_keys)],
@@ -265,7 +265,8 @@ class _TableMerge:
         Only the key columns are read, behind a min/max range filter (``bounds``: column ->
         (min, max) of the changed keys) that Spark pushes into the Parquet reader: files and
         row groups whose footer statistics lie outside the range are skipped without reading
-        data. The exact match is a semi-join. The key columns' schema is given, so Spark runs
+        data. On a key column that is also a partition column the range prunes partition
+        folders before any file is opened. The exact match is a semi-join. The key columns' schema is given, so Spark runs
         no job to infer it, and the files come with their sizes, so the table is not listed
         file by file from the driver.
         """
@@ -281,7 +282,9 @@ class _TableMerge:
                 *key_columns, F.col("_metadata.file_path").alias("_dmscdc_file"),
                 F.col("_metadata.file_size").alias("_dmscdc_size"))
             for column, (low, high) in bounds.items():
-                stored = stored.where(F.col(column).between(low, high))
+                # Partition values come from folder names (strings): compare them as the key's type.
+                value = F.col(column).cast(key_types[column]) if column in self.plan.partition_key else F.col(column)
+                stored = stored.where(value.between(low, high))
             stored = stored.select(*[F.col(k).cast(key_types[k]).alias(k) for k in key_columns],
                                    "_dmscdc_file", "_dmscdc_size")
             hits = stored.join(keys, on=key_columns, how="left_semi").select("_dmscdc_file", "_dmscdc_size")
