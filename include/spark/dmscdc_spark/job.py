@@ -219,15 +219,15 @@ class _TableMerge:
     def _count_and_bound(self, cdc: DataFrame) -> tuple[list[tuple], dict]:
         """One pass over the CDC rows: rows per (file, Op), and the min/max of each key column
         (the range ``_files_holding_keys`` pushes down)."""
-        data_keys = self.plan.primary_key
+        key_columns = self.plan.primary_key
         groups = cdc.groupBy(rules.FILE_SEQ, rules.OP).agg(
             F.count(F.lit(1)).alias("count"),
-            *[F.min(k).alias(f"min_{i}") for i, k in enumerate(data_keys)],
-            *[F.max(k).alias(f"max_{i}") for i, k in enumerate(data_keys)],
+            *[F.min(k).alias(f"min_{i}") for i, k in enumerate(key_columns)],
+            *[F.max(k).alias(f"max_{i}") for i, k in enumerate(key_columns)],
         ).collect()
         counts = [(r[rules.FILE_SEQ], r[rules.OP], r["count"]) for r in groups]
         bounds = {}
-        for i, key in enumerate(data_keys):
+        for i, key in enumerate(key_columns):
             lows = [r[f"min_{i}"] for r in groups if r[f"min_{i}"] is not None]
             highs = [r[f"max_{i}"] for r in groups if r[f"max_{i}"] is not None]
             if lows and highs:
@@ -266,9 +266,9 @@ class _TableMerge:
         (min, max) of the changed keys) that Spark pushes into the Parquet reader: files and
         row groups whose footer statistics lie outside the range are skipped without reading
         data. On a key column that is also a partition column the range prunes partition
-        folders before any file is opened. The exact match is a semi-join. The key columns' schema is given, so Spark runs
-        no job to infer it, and the files come with their sizes, so the table is not listed
-        file by file from the driver.
+        folders before any file is opened. The exact match is a semi-join. The key columns'
+        schema is given, so Spark runs no job to infer it, and the files come with their
+        sizes, so the table is not listed file by file from the driver.
         """
         root = self.plan.lake_table_path.rstrip("/")
         if not self.files.exists(root):
