@@ -260,6 +260,36 @@ def test_copy_on_write_rewrites_only_files_holding_changed_keys(lake):
     assert result.outcomes[0].summary["files_removed"] == 1
 
 
+def write_file_with_damaged_data_pages(path: str, rows: list[dict], schema: pa.Schema) -> None:
+    """A Parquet file whose footer (schema, min/max statistics) is intact and whose data pages
+    are not: reading its footer works, reading any of its values fails."""
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows, schema), path, compression="snappy")
+    with open(path, "rb") as handle:
+        data = bytearray(handle.read())
+    footer_start = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    data[4:footer_start] = b"\xff" * (footer_start - 4)  # keep the leading PAR1 magic
+    with open(path, "wb") as handle:
+        handle.write(bytes(data))
+
+
+def test_files_outside_the_changed_key_range_are_judged_by_their_footer_alone(lake):
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [item("I", i, f"n{i}") for i in range(1, 6)], ITEM)
+    lake.run_ok()
+    # Ids 1000-1099 by its footer statistics; its values cannot be read. The change (ids 2 and
+    # 7) lies outside that range, so the key scan must skip the file on its footer.
+    damaged = os.path.join(lake.table_path("s.t"), "part-damaged.parquet")
+    write_file_with_damaged_data_pages(
+        damaged, [item("I", i, "far") for i in range(1000, 1100)], pa.schema([("Op", pa.string())] + list(ITEM)))
+    lake.cdc("s.t", [item("U", 2, "changed"), item("I", 7, "new")], ITEM)
+    result = lake.run_ok()
+    os.remove(damaged)
+    assert names(lake.rows("s.t")) == {1: "n1", 2: "changed", 3: "n3", 4: "n4", 5: "n5", 7: "new"}
+    assert result.outcomes[0].summary["files_removed"] == 1
+
+
 @pytest.fixture
 def without_dynamic_partition_pruning(spark):
     """Spark prunes partitions by itself only when the changed keys are broadcast; without it,
