@@ -59,12 +59,12 @@ def run_name(engine_plan: dict) -> str:
     return f"dmscdc {engine_plan['table']} {engine_plan['plan_id']} {engine_plan['attempt_id']}"
 
 
-def parse_run_name(name: str) -> tuple[str, str, str] | None:
-    """``(table, plan_id, attempt_id)`` of a name ``run_name`` made, else None."""
+def attempt_of_named_run(engine_plan: dict, name: str | None) -> str | None:
+    """The attempt a run runs, if ``run_name`` named it for ``engine_plan``'s plan, else None."""
     parts = (name or "").split(" ")
-    if len(parts) != 4 or parts[0] != "dmscdc":
+    if len(parts) != 4 or parts[0] != "dmscdc" or parts[2] != engine_plan["plan_id"]:
         return None
-    return parts[1], parts[2], parts[3]
+    return parts[3]
 
 
 def make_job_ref(engine: str, attempt_id: str, plan_uri: str, **ids: str) -> str:

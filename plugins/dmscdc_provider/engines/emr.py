@@ -15,9 +15,9 @@ import logging
 from dmscdc_provider.aws.artifacts import SparkArtifacts
 from dmscdc_provider.aws.remote_engine import (
     S3SparkJobEngine,
+    attempt_of_named_run,
     make_job_ref,
     parse_job_ref,
-    parse_run_name,
     plan_uri_of_attempt,
     run_name,
 )
@@ -82,9 +82,8 @@ class EmrMergeEngine(S3SparkJobEngine):
         paginator = self.hook().conn.get_paginator("list_steps")
         for page in paginator.paginate(ClusterId=self.cluster_id, StepStates=ACTIVE_STATES):
             for step in page.get("Steps", []):
-                parsed = parse_run_name(step.get("Name", ""))
-                if parsed and parsed[1] == engine_plan["plan_id"]:
-                    attempt_id = parsed[2]
+                attempt_id = attempt_of_named_run(engine_plan, step.get("Name"))
+                if attempt_id:
                     return make_job_ref("emr", attempt_id, plan_uri_of_attempt(engine_plan, attempt_id),
                                         cluster_id=self.cluster_id, step_id=step["Id"])
         return None

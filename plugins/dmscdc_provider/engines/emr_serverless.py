@@ -14,9 +14,9 @@ import logging
 from dmscdc_provider.aws.artifacts import SparkArtifacts
 from dmscdc_provider.aws.remote_engine import (
     S3SparkJobEngine,
+    attempt_of_named_run,
     make_job_ref,
     parse_job_ref,
-    parse_run_name,
     plan_uri_of_attempt,
     run_name,
 )
@@ -76,11 +76,9 @@ class EmrServerlessMergeEngine(S3SparkJobEngine):
         except client.exceptions.ResourceNotFoundException:
             return None  # StartJobRun names the missing application clearly
         for job_run in job_runs:
-            parsed = parse_run_name(job_run.get("name", ""))
-            if parsed and parsed[1] == engine_plan["plan_id"]:
-                attempt_id = parsed[2]
-                plan_uri = plan_uri_of_attempt(engine_plan, attempt_id)
-                return make_job_ref("emr_serverless", attempt_id, plan_uri,
+            attempt_id = attempt_of_named_run(engine_plan, job_run.get("name"))
+            if attempt_id:
+                return make_job_ref("emr_serverless", attempt_id, plan_uri_of_attempt(engine_plan, attempt_id),
                                     application_id=self.application_id, job_run_id=job_run["id"])
         return None
 
