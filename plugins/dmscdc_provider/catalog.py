@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from dmscdc_provider.storage import is_hidden
+
 DEFAULT_CATALOG_ENV = "DMSCDC_CATALOG"
 DEFAULT_CATALOG_FILE = "dmscdc_catalog.duckdb"
 
@@ -62,7 +64,7 @@ def refresh_duckdb(lake_root: str, tables: list[str], path: str | None = None) -
 
 def _has_parquet(folder: str) -> bool:
     for _root, _dirs, names in os.walk(folder):
-        if any(n.endswith(".parquet") and not n.startswith(("_", ".")) for n in names):
+        if any(n.endswith(".parquet") and not is_hidden(n) for n in names):
             return True
     return False
 

@@ -47,8 +47,9 @@ def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *[p.strip("/") for p in parts if p]])
 
 
-def _hidden(name: str) -> bool:
-    return name.startswith(("_", "."))
+def is_hidden(relative_path: str) -> bool:
+    """A ``_`` or ``.`` name anywhere in the path: readers and crawlers skip it, so does dmscdc."""
+    return any(part.startswith(("_", ".")) for part in relative_path.split("/"))
 
 
 class LocalStorage:
@@ -59,9 +60,9 @@ class LocalStorage:
             raise FileNotFoundError(f"folder {root} does not exist or is not readable")
         found = []
         for folder, subfolders, names in os.walk(root, onerror=_raise):
-            subfolders[:] = sorted(d for d in subfolders if not _hidden(d))
+            subfolders[:] = sorted(d for d in subfolders if not is_hidden(d))
             for name in sorted(names):
-                if _hidden(name):
+                if is_hidden(name):
                     continue
                 path = os.path.join(folder, name)
                 stat = os.stat(path)
@@ -74,7 +75,7 @@ class LocalStorage:
         if not os.path.isdir(root):
             raise FileNotFoundError(f"folder {root} does not exist or is not readable")
         return sorted(
-            entry.name for entry in os.scandir(root) if entry.is_dir() and not _hidden(entry.name)
+            entry.name for entry in os.scandir(root) if entry.is_dir() and not is_hidden(entry.name)
         )
 
     def move(self, source: str, target: str) -> None:

@@ -35,8 +35,8 @@ class HadoopFiles:
         fs = hadoop_path.getFileSystem(self._conf)
         return fs, fs.makeQualified(hadoop_path)
 
-    def list_data_files(self, root: str, suffix: str = ".parquet") -> list[StoredFile]:
-        """Files under ``root`` (recursively) that readers see: no ``_`` or ``.`` in any name."""
+    def list_data_files(self, root: str) -> list[StoredFile]:
+        """Parquet files under ``root`` (recursively) that readers see: no ``_`` or ``.`` in any name."""
         fs, qualified = self._fs_and_path(root)
         if not fs.exists(qualified):
             return []
@@ -46,11 +46,8 @@ class HadoopFiles:
         while iterator.hasNext():
             status = iterator.next()
             relative = status.getPath().toString()[len(prefix):]
-            if not relative.endswith(suffix):
-                continue
-            if is_hidden(relative):
-                continue
-            found.append(StoredFile(relative, status.getLen()))
+            if relative.endswith(".parquet") and not is_hidden(relative):
+                found.append(StoredFile(relative, status.getLen()))
         return sorted(found, key=lambda f: f.relative_path)
 
     def exists(self, path: str) -> bool:

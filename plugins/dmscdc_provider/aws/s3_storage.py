@@ -10,16 +10,12 @@ from __future__ import annotations
 import logging
 
 from dmscdc_provider.aws.clients import aws_client, error_code, parse_s3_uri, s3_uri
-from dmscdc_provider.storage import StoredObject
+from dmscdc_provider.storage import StoredObject, is_hidden
 
 log = logging.getLogger(__name__)
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
-
-
-def _hidden(relative_key: str) -> bool:
-    return any(part.startswith(("_", ".")) for part in relative_key.split("/"))
 
 
 def _folder_prefix(key: str) -> str:
@@ -63,7 +59,7 @@ class S3Storage:
         for page in self._pages(bucket, prefix):
             for entry in page.get("Contents", []):
                 relative = entry["Key"][len(prefix):]
-                if not relative or relative.endswith("/") or _hidden(relative):
+                if not relative or relative.endswith("/") or is_hidden(relative):
                     continue  # folder markers the console creates, staging, _SUCCESS, .crc
                 found.append(StoredObject(s3_uri(bucket, entry["Key"]), entry["Size"], entry["LastModified"]))
         return sorted(found, key=lambda stored: stored.path)
@@ -75,7 +71,7 @@ class S3Storage:
         for page in self._pages(bucket, prefix, Delimiter="/"):
             for common in page.get("CommonPrefixes", []):
                 name = common["Prefix"][len(prefix):].strip("/")
-                if name and not _hidden(name):
+                if name and not is_hidden(name):
                     names.add(name)
         return sorted(names)
 
