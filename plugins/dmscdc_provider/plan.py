@@ -29,6 +29,9 @@ class TablePlan:
     :param new_last_full_load_date: LastFullLoadDate after a successful merge.
     :param new_last_incremental_file: LastIncrementalFile after a successful merge.
     :param superseded_files: CDC files a full load skips because the reload supersedes them.
+    :param engine: the engine that merges this plan (``auto`` resolves it per table at planning
+        time); None: the caller's configured engine.
+    :param engine_reason: why that engine was chosen (shown in progress lines and task logs).
     """
 
     table: str
@@ -45,6 +48,8 @@ class TablePlan:
     csv_delimiter: str = ","
     csv_null_value: str = "NULL"
     superseded_files: list[str] = field(default_factory=list)
+    engine: str | None = None
+    engine_reason: str | None = None
 
     @property
     def schema_name(self) -> str:

@@ -1,0 +1,64 @@
+"""Arrow file systems for the provider side: footers, the in-process engine, S3 without downloads.
+
+``pyarrow.fs`` ships its S3 client inside the pyarrow wheel, so reading and writing ``s3://``
+needs nothing installed at run time (MWAA workers often have no internet). The task's AWS
+connection gives the credentials, region and endpoint, as it does for every boto3 client.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import unquote, urlparse
+
+import pyarrow.fs as pafs
+
+
+def arrow_filesystem(
+    uri: str, aws_conn_id: str | None = None, region_name: str | None = None
+) -> tuple[pafs.FileSystem, str]:
+    """The Arrow file system for ``uri`` and the path to use on it.
+
+    :param uri: a local path, ``file://`` URI or ``s3://bucket/key``.
+    :param aws_conn_id: Airflow AWS connection (None: boto3's default chain, as the CLI uses).
+    :param region_name: AWS region; None takes the connection's or the environment's.
+    :return: ``(filesystem, path)``; for S3 the path is ``bucket/key``.
+    """
+    if uri.startswith("s3://"):
+        return s3_filesystem(aws_conn_id, region_name), uri[len("s3://"):].rstrip("/")
+    return pafs.LocalFileSystem(), local_path(uri)
+
+
+def local_path(uri: str) -> str:
+    """``file:///x/y`` or ``file:/x/y`` -> ``/x/y``; a plain path is made absolute."""
+    if uri.startswith("file:"):
+        return unquote(urlparse(uri).path)
+    return os.path.abspath(uri)
+
+
+def s3_filesystem(aws_conn_id: str | None = None, region_name: str | None = None) -> pafs.S3FileSystem:
+    """An Arrow S3 file system with the credentials, region and endpoint boto3 would use."""
+    session, endpoint_url = _boto3_session(aws_conn_id, region_name)
+    credentials = session.get_credentials()
+    options: dict = {"region": session.region_name or region_name or "us-east-1"}
+    if credentials is not None:
+        frozen = credentials.get_frozen_credentials()
+        options.update(access_key=frozen.access_key, secret_key=frozen.secret_key,
+                       session_token=frozen.token)
+    endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint_url:
+        parsed = urlparse(endpoint_url)
+        options["endpoint_override"] = parsed.netloc or parsed.path
+        options["scheme"] = parsed.scheme or "https"
+    return pafs.S3FileSystem(**options)
+
+
+def _boto3_session(aws_conn_id: str | None, region_name: str | None):
+    """The boto3 session (and the connection's S3 endpoint, if it sets one) for the connection."""
+    if aws_conn_id:
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3", region_name=region_name)
+        return hook.get_session(region_name=region_name), hook.conn_config.get_service_endpoint_url("s3")
+    import boto3
+
+    return boto3.session.Session(region_name=region_name), None
