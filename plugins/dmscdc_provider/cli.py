@@ -1,7 +1,7 @@
 """The ``dmscdc`` command line: the same library calls the Airflow DAG makes.
 
-    dmscdc run       --raw PATH --lake PATH [--state URI] [--catalog PATH] [--tables GLOB]
-    dmscdc plan      --raw PATH [--state URI] [--tables GLOB]
+    dmscdc run       --raw PATH --lake PATH [--state URI] [--catalog PATH] [--tables GLOB] [--engine auto|...]
+    dmscdc plan      --raw PATH [--state URI] [--tables GLOB] [--lake PATH] [--engine auto|...]
     dmscdc tables    --raw PATH [--state URI]
     dmscdc configure SCHEMA.TABLE --raw PATH [--state URI] [--active|--inactive] ...
     dmscdc query     "SQL" [--catalog PATH]
@@ -17,10 +17,12 @@ import json
 import logging
 import os
 import sys
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from dmscdc_provider.catalog import CATALOG_REFRESHERS, catalog_refresher, default_catalog_path, query
-from dmscdc_provider.engines import ENGINE_CLASSES
+from dmscdc_provider.engines.choice import (
+    AUTO, DEFAULT_INPROCESS_MAX_BYTES, IN_PROCESS_ENGINE, SPARK_ENGINES, EngineConfig, parse_size)
 from dmscdc_provider.planner import Planner, PlanningReport, controller_path
 from dmscdc_provider.state.base import ControllerStore, StateError, TableState, open_store
 from dmscdc_provider.storage import open_storage
@@ -56,6 +58,17 @@ def _raw_options(parser: argparse.ArgumentParser, csv: bool = True) -> None:
     parser.add_argument("--csv-null-value", default="NULL", help="DMS csvNullValue (default 'NULL')")
 
 
+def _engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", default=AUTO, choices=[AUTO, IN_PROCESS_ENGINE, *SPARK_ENGINES],
+                        help="auto (default): per table, duckdb in this process when the merge reads less "
+                        "than --inprocess-max-bytes, else the Spark engine; or one engine for every table")
+    parser.add_argument("--spark-engine", default=None, choices=SPARK_ENGINES,
+                        help="the Spark engine auto uses for large tables (default: local)")
+    parser.add_argument("--inprocess-max-bytes", default=None, type=parse_size, metavar="SIZE",
+                        help="auto merges a table in-process when it reads less than this, e.g. 512MB, 2GiB "
+                        f"(default: {DEFAULT_INPROCESS_MAX_BYTES >> 30}GiB)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dmscdc", description="Keep a Parquet lake in sync with AWS DMS output.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -69,11 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rebuild matching tables from their LOAD files, then CDC (repeatable)")
     run.add_argument("--cdc-before", type=_utc_instant, metavar="ISO-TIME",
                      help="apply only CDC files named before this UTC time")
-    run.add_argument("--engine", default="local", choices=sorted(ENGINE_CLASSES),
-                     help="where the Spark merge runs (default: local Spark in this process)")
+    _engine_options(run)
     run.add_argument("--engine-setting", action="append", default=[], metavar="KEY=VALUE",
-                     help="engine setting, e.g. artifacts_uri=s3://... role_arn=... (repeatable; "
+                     help="Spark engine setting, e.g. artifacts_uri=s3://... role_arn=... (repeatable; "
                      "values are read as JSON when they parse, so numbers and true/false work)")
+    run.add_argument("--duckdb-setting", action="append", default=[], metavar="KEY=VALUE",
+                     help="in-process engine setting, e.g. memory_limit=2GB temp_directory=/tmp/x threads=2 "
+                     "(repeatable)")
     run.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
                      help="extra Spark setting for the local engine (repeatable)")
     run.add_argument("--catalog-mode", choices=["none", *sorted(CATALOG_REFRESHERS)], default=None,
@@ -84,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="print the plans a run would execute (JSON); registers new tables only")
     _raw_options(plan)
     plan.add_argument("--lake", default="LAKE", help="lake location to put in the plans (default: a placeholder)")
+    _engine_options(plan)
 
     tables = commands.add_parser("tables", help="show each table's configuration and watermarks")
     _raw_options(tables, csv=False)
@@ -151,9 +167,33 @@ def _store(args) -> ControllerStore:
     return open_store(args.state or default_state_uri())
 
 
-def _planner(args, store: ControllerStore, lake: str) -> Planner:
+def _planner(args, store: ControllerStore, lake: str, engines: EngineConfig | None = None) -> Planner:
     return Planner(args.raw, lake, store, open_storage(args.raw), args.tables,
-                   getattr(args, "csv_delimiter", ","), getattr(args, "csv_null_value", "NULL"))
+                   getattr(args, "csv_delimiter", ","), getattr(args, "csv_null_value", "NULL"),
+                   choose_engine=engines.choose if engines else None)
+
+
+def _engine_config(args) -> EngineConfig:
+    """The run's engine choice and settings from ``--engine`` and the flags that go with it."""
+    spark_settings = _settings(getattr(args, "engine_setting", []), "--engine-setting")
+    spark_conf = getattr(args, "spark_conf", [])
+    if args.inprocess_max_bytes is not None and args.engine != AUTO:
+        raise CliError(f"--inprocess-max-bytes is for --engine auto, not --engine {args.engine}")
+    try:
+        config = EngineConfig(
+            engine=args.engine, spark_engine=args.spark_engine,
+            inprocess_max_bytes=DEFAULT_INPROCESS_MAX_BYTES if args.inprocess_max_bytes is None
+            else args.inprocess_max_bytes,
+            spark_settings=spark_settings,
+            duckdb_settings=_settings(getattr(args, "duckdb_setting", []), "--duckdb-setting"))
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    if spark_conf:
+        if config.spark != "local" or config.engine == IN_PROCESS_ENGINE:
+            raise CliError("--spark-conf is for the local engine; a remote engine takes --engine-setting")
+        config = replace(config, spark_settings={
+            **config.spark_settings, "spark_conf": dict(item.split("=", 1) for item in spark_conf)})
+    return config
 
 
 def _settings(items: list[str], flag: str) -> dict:
@@ -171,33 +211,32 @@ def _settings(items: list[str], flag: str) -> dict:
 
 
 def cmd_run(args) -> int:
-    from dmscdc_provider.engines import make_engine
+    from dmscdc_provider.engines.choice import RunEngines
     from dmscdc_provider.runner import run_source
 
-    engine_settings = _settings(args.engine_setting, "--engine-setting")
-    if args.spark_conf:
-        if args.engine != "local":
-            raise CliError("--spark-conf is for the local engine; a remote engine takes --engine-setting")
-        engine_settings["spark_conf"] = dict(item.split("=", 1) for item in args.spark_conf)
+    engine_config = _engine_config(args)
     try:
-        engine = make_engine(args.engine, **engine_settings)
+        engines = RunEngines(engine_config)
     except TypeError as error:
-        raise CliError(f"engine {args.engine}: {error}") from error
+        raise CliError(f"engine settings: {error}") from error
     catalog_mode = args.catalog_mode or ("none" if "://" in args.lake else "duckdb")
     catalog_settings = _settings(args.catalog_setting, "--catalog-setting")
     if catalog_mode == "duckdb":
         catalog_settings.setdefault("path", args.catalog or default_catalog_path())
     store = _store(args)
-    planner = _planner(args, store, args.lake)
+    planner = _planner(args, store, args.lake, engine_config)
     print(f"dmscdc run: raw {args.raw} -> lake {args.lake}", flush=True)
+    engine_of_table = {}
 
     def started(index, total, plan):
-        print(f"[{index}/{total}] {plan.table}: {plan.mode} merge of {len(plan.files)} file(s) ...", flush=True)
+        engine_of_table[plan.table] = plan.engine
+        print(f"[{index}/{total}] {plan.table}: {plan.mode} merge of {len(plan.files)} file(s) "
+              f"on {plan.engine} ({plan.engine_reason}) ...", flush=True)
 
     def done(index, total, outcome):
         print(f"[{index}/{total}] {outcome.table}: {_outcome_line(outcome)}", flush=True)
 
-    result = run_source(planner, engine, open_storage(args.lake), cdc_before=args.cdc_before,
+    result = run_source(planner, engines.for_plan, open_storage(args.lake), cdc_before=args.cdc_before,
                         full_refresh=tuple(args.full_refresh), on_table_start=started, on_table_done=done)
     report = result.report
     for name in result.finished_commits:
@@ -220,7 +259,7 @@ def cmd_run(args) -> int:
         refreshed = catalog_refresher(catalog_mode)(args.lake, tables, **catalog_settings)
         where = catalog_settings.get("path") or catalog_settings.get("database") or catalog_settings.get("crawler_name")
         print(f"catalog {catalog_mode} {where}: {len(refreshed)} table(s) ({', '.join(refreshed)})")
-    _print_summary(result.outcomes)
+    _print_summary(result.outcomes, engine_of_table)
     failed = [o for o in result.outcomes if not o.succeeded]
     for outcome in failed:
         _print_failure(outcome)
@@ -260,24 +299,27 @@ def _print_failure(outcome) -> None:
     print("\n".join(lines), file=sys.stderr)
 
 
-def _print_summary(outcomes) -> None:
+def _print_summary(outcomes, engine_of_table: dict) -> None:
     if not outcomes:
         print("summary: nothing to merge")
         return
-    header = f"{'table':<32} {'status':<10} {'files':>5} {'I':>8} {'U':>8} {'D':>8} {'written':>9} {'+files':>6} {'-files':>6} {'secs':>7}"
+    header = (f"{'table':<32} {'engine':<14} {'status':<10} {'files':>5} {'I':>8} {'U':>8} {'D':>8} "
+              f"{'written':>9} {'+files':>6} {'-files':>6} {'secs':>7}")
     print("summary:")
     print(header)
     for o in outcomes:
         s = o.summary or {}
         read = s.get("rows_read", {})
-        print(f"{o.table:<32} {o.status:<10} {s.get('files_read', ''):>5} {read.get('I', ''):>8} "
+        print(f"{o.table:<32} {engine_of_table.get(o.table) or '':<14} {o.status:<10} "
+              f"{s.get('files_read', ''):>5} {read.get('I', ''):>8} "
               f"{read.get('U', ''):>8} {read.get('D', ''):>8} {s.get('rows_written', ''):>9} "
               f"{s.get('files_added', ''):>6} {s.get('files_removed', ''):>6} {o.seconds:>7.1f}")
 
 
 def cmd_plan(args) -> int:
+    engine_config = _engine_config(args)
     store = _store(args)
-    report = _planner(args, store, args.lake).plan()
+    report = _planner(args, store, args.lake, engine_config).plan()
     print(json.dumps({
         "plans": [p.to_dict() for p in report.plans],
         "registered": report.registered,

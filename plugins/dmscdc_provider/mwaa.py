@@ -64,11 +64,11 @@ def build_bundle(out: str, dags: str | None = None, airflow_version: str | None 
     shutil.rmtree(dags_out, ignore_errors=True)
     shutil.copytree(dags, dags_out, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for config_path in sorted(glob.glob(os.path.join(dags_out, "sources", "*.y*ml"))):
-        if load_source_config(config_path).engine == "local":
+        if "local" in load_source_config(config_path).engine_config.engines:
             # MWAA workers have no Spark; such a source would fail there on every run.
             os.remove(config_path)
-            log.warning("left out %s: its engine is local; MWAA needs glue, emr or emr_serverless",
-                        os.path.basename(config_path))
+            log.warning("left out %s: it merges with local Spark; on MWAA use engine duckdb, or auto "
+                        "with spark_engine glue, emr or emr_serverless", os.path.basename(config_path))
 
     plugins_zip = os.path.join(out, "plugins.zip")
     package_root = os.path.dirname(dmscdc_provider.__file__)

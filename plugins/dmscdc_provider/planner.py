@@ -17,6 +17,7 @@ import fnmatch
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Callable
 
 from dmscdc_provider.dms_files import DmsFile, classify, dms_sort_key, file_name
 from dmscdc_provider.plan import TablePlan
@@ -185,6 +186,8 @@ class Planner:
     :param store: the controller store.
     :param storage: storage for ``raw_root``.
     :param tables: comma-separated globs on ``schema.table``.
+    :param choose_engine: names the engine of each plan (``EngineConfig.choose``); None: plans
+        name no engine.
     """
 
     def __init__(
@@ -196,6 +199,7 @@ class Planner:
         tables: str | None = None,
         csv_delimiter: str = ",",
         csv_null_value: str = "NULL",
+        choose_engine: Callable[[TablePlan], TablePlan] | None = None,
     ):
         self.raw_root = raw_root
         self.lake_root = lake_root
@@ -204,6 +208,7 @@ class Planner:
         self.tables = tables
         self.csv_delimiter = csv_delimiter
         self.csv_null_value = csv_null_value
+        self.choose_engine = choose_engine
 
     def discover(self) -> list[tuple[str, str]]:
         """``(schema, table)`` folders under the raw root."""
@@ -272,5 +277,5 @@ class Planner:
             if plan is None:
                 report.up_to_date.append(state.name)
             else:
-                report.plans.append(plan)
+                report.plans.append(self.choose_engine(plan) if self.choose_engine else plan)
         return report

@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from dmscdc_provider.engines import MergeEngine
 from dmscdc_provider.commit import StepCallback, _no_steps, commit_record, finish, record
@@ -196,7 +196,7 @@ class SourceRun:
 
 def run_source(
     planner: "Planner",
-    engine: MergeEngine,
+    engine: MergeEngine | Callable[[TablePlan], MergeEngine],
     lake_storage: Storage,
     *,
     cdc_before=None,
@@ -207,6 +207,9 @@ def run_source(
     """Finish commits left by crashed runs, plan, and merge every planned table in turn.
 
     A failing table does not stop the others; its state stays where it was.
+
+    :param engine: the engine for every table, or a function giving the engine a plan names
+        (``RunEngines.for_plan``).
     """
     selected = [s for s in (planner.store.get(p) for p in planner.selected_paths()) if s is not None]
     finished = finish_pending_commits(planner.store, lake_storage, selected)
@@ -216,7 +219,8 @@ def run_source(
         if on_table_start:
             on_table_start(index, len(report.plans), plan)
         try:
-            table_outcome = run_table(plan, engine, planner.store, lake_storage)
+            table_engine = engine if isinstance(engine, MergeEngine) else engine(plan)
+            table_outcome = run_table(plan, table_engine, planner.store, lake_storage)
         except Exception as error:  # one table's infrastructure error must not stop the others
             log.exception("%s: run failed", plan.table)
             table_outcome = TableOutcome(plan.table, FAILED, plan.plan_id, error={

@@ -28,7 +28,9 @@ def test_minimal_config_gets_defaults_and_trailing_slashes_are_dropped(tmp_path)
 
     assert config.dag_id == "dmscdc_sales"
     assert config.raw == "s3://dms-bucket/raw"
-    assert (config.engine, config.catalog_mode, config.schedule) == ("local", "duckdb", "@hourly")
+    assert (config.engine, config.catalog_mode, config.schedule) == ("auto", "duckdb", "@hourly")
+    assert config.engine_config.engines == ("duckdb", "local")
+    assert config.inprocess_max_bytes == 2**30
     assert config.wait_for_changes.mode == "reschedule"
     assert config.merge.retries == 2
     assert config.aws_conn_id == "aws_default"
@@ -71,6 +73,46 @@ def test_config_errors_name_the_file_and_the_key(tmp_path, extra, message):
 
     with pytest.raises(SourceConfigError, match="sales.yaml") as raised:
         load_source_config(path)
+
+    assert message in str(raised.value)
+
+
+def test_engine_auto_takes_a_spark_engine_a_threshold_and_settings_for_each_engine(tmp_path, monkeypatch):
+    monkeypatch.setenv("INPROCESS_MAX", "256MiB")
+    config = load_source_config(write(tmp_path, "sales.yaml", MINIMAL + """
+engine:
+  name: auto
+  spark_engine: glue
+  inprocess_max_bytes: ${INPROCESS_MAX}
+  settings: {role_arn: "arn:aws:iam::123456789012:role/glue", artifacts_uri: s3://lake-bucket/artifacts}
+  duckdb_settings: {memory_limit: 1GB, temp_directory: /tmp/dmscdc-spill}
+"""))
+
+    engines = config.engine_config
+    assert (engines.engine, engines.spark, engines.inprocess_max_bytes) == ("auto", "glue", 256 * 2**20)
+    assert engines.settings_for("glue") == {"role_arn": "arn:aws:iam::123456789012:role/glue",
+                                            "artifacts_uri": "s3://lake-bucket/artifacts"}
+    assert engines.settings_for("duckdb") == {"memory_limit": "1GB", "temp_directory": "/tmp/dmscdc-spill"}
+
+
+def test_an_existing_single_engine_config_keeps_its_meaning(tmp_path):
+    config = load_source_config(write(tmp_path, "sales.yaml", MINIMAL + """
+engine: {name: glue, settings: {role_arn: r, artifacts_uri: s3://a}}
+"""))
+
+    assert config.engine_config.engines == ("glue",)
+    assert config.engine_settings == {"role_arn": "r", "artifacts_uri": "s3://a"}
+
+
+@pytest.mark.parametrize(("engine", "message"), [
+    ("engine: {name: glue, spark_engine: emr}", "spark_engine 'emr' is for engine auto"),
+    ("engine: {name: auto, inprocess_max_bytes: lots}", "not a size"),
+    ("engine: {name: auto, spark: glue}", "engine must be a name or a mapping"),
+    ("engine: spark", "unknown engine 'spark'"),
+])
+def test_engine_config_errors_name_the_file(tmp_path, engine, message):
+    with pytest.raises(SourceConfigError, match="sales.yaml") as raised:
+        load_source_config(write(tmp_path, "sales.yaml", MINIMAL + engine + "\n"))
 
     assert message in str(raised.value)
 

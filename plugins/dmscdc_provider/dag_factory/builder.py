@@ -34,10 +34,16 @@ def _doc(config: SourceConfig) -> str:
         f"{config.description}\n\n" if config.description else ""
     ) + (
         f"Keeps the lake `{config.lake}` in sync with the DMS output `{config.raw}` "
-        f"(controller `{config.state}`, engine `{config.engine}`, catalog `{config.catalog_mode}`).\n\n"
+        f"(controller `{config.state}`, engine `{_engine_text(config)}`, catalog `{config.catalog_mode}`).\n\n"
         f"Built from `{config.path}`. A run applies the CDC files named before its data interval end; "
         "set the `full_refresh` param to rebuild tables from their LOAD files."
     )
+
+
+def _engine_text(config: SourceConfig) -> str:
+    if config.engine == "auto":
+        return f"auto: duckdb under {config.inprocess_max_bytes:,} bytes read, else {config.engine_config.spark}"
+    return config.engine
 
 
 def build_source_dag(config: SourceConfig) -> DAG:
@@ -86,13 +92,18 @@ def build_source_dag(config: SourceConfig) -> DAG:
             full_refresh=FULL_REFRESH_TEMPLATE,
             csv_delimiter=config.csv_delimiter,
             csv_null_value=config.csv_null_value,
+            engine=config.engine,
+            spark_engine=config.spark_engine,
+            inprocess_max_bytes=config.inprocess_max_bytes,
             **aws,
         )
         merged = DmsCdcMergeOperator.partial(
             task_id="merge",
             state_uri=config.state,
             engine=config.engine,
+            spark_engine=config.spark_engine,
             engine_settings=config.engine_settings,
+            duckdb_settings=config.duckdb_settings,
             deferrable=merge.deferrable,
             poll_interval=merge.poll_interval,
             retries=merge.retries,

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from dmscdc_provider.engines.choice import AUTO, DEFAULT_INPROCESS_MAX_BYTES, EngineConfig, parse_size
+
 SENSOR_MODES = ("poke", "reschedule", "deferrable")
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
@@ -68,7 +70,10 @@ class SourceConfig:
     :param tables: comma-separated globs on ``schema.table``; empty: every table.
     :param schedule: cron expression or preset; a run applies CDC files named before its
         data interval end. Empty: manual runs only.
-    :param engine: merge engine name and its settings (Spark settings for ``local``).
+    :param engine: ``auto`` (per table: in-process under ``inprocess_max_bytes``, else
+        ``spark_engine``), or one engine for every table (``duckdb``, ``local``, ``glue``,
+        ``emr``, ``emr_serverless``); ``engine_settings`` are the Spark engine's settings and
+        ``duckdb_settings`` the in-process engine's (docs/engines.md).
     :param catalog_mode: ``duckdb`` locally; AWS modes once registered.
     """
 
@@ -82,8 +87,11 @@ class SourceConfig:
     schedule: str | None = "@hourly"
     start_date: datetime = datetime(2024, 1, 1, tzinfo=timezone.utc)
     catchup: bool = False
-    engine: str = "local"
+    engine: str = AUTO
     engine_settings: dict = field(default_factory=dict)
+    spark_engine: str | None = None
+    inprocess_max_bytes: int = DEFAULT_INPROCESS_MAX_BYTES
+    duckdb_settings: dict = field(default_factory=dict)
     catalog_mode: str = "duckdb"
     catalog_settings: dict = field(default_factory=dict)
     wait_for_changes: SensorConfig = field(default_factory=SensorConfig)
@@ -98,6 +106,11 @@ class SourceConfig:
     @property
     def dag_id(self) -> str:
         return f"dmscdc_{self.source}"
+
+    @property
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(self.engine, self.spark_engine, self.inprocess_max_bytes,
+                            self.engine_settings, self.duckdb_settings)
 
 
 def expand_variables(value: Any, where: str = "") -> Any:
@@ -150,7 +163,7 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
 
 
 def _named(document: dict, key: str, default_name: str, name_key: str, path: str) -> tuple[str, dict]:
-    """``engine: local`` or ``engine: {name: local, settings: {...}}``."""
+    """``catalog: duckdb`` or ``catalog: {mode: duckdb, settings: {...}}``."""
     value = document.pop(key, None)
     if value is None:
         return default_name, {}
@@ -159,6 +172,32 @@ def _named(document: dict, key: str, default_name: str, name_key: str, path: str
     if not isinstance(value, dict) or not set(value) <= {name_key, "settings"}:
         raise SourceConfigError(f"{path}: {key} must be a name or {{{name_key}: ..., settings: {{...}}}}")
     return str(value.get(name_key, default_name)), dict(value.get("settings") or {})
+
+
+ENGINE_KEYS = ("name", "settings", "spark_engine", "inprocess_max_bytes", "duckdb_settings")
+
+
+def _engine(document: dict, path: str) -> dict:
+    """``engine: glue`` or ``engine: {name: auto, spark_engine: glue, inprocess_max_bytes: 1GiB,
+    settings: {...}, duckdb_settings: {...}}`` as SourceConfig fields, checked together."""
+    value = document.pop("engine", None)
+    if value is None or isinstance(value, str):
+        value = {"name": value or AUTO}
+    if not isinstance(value, dict) or not set(value) <= set(ENGINE_KEYS):
+        raise SourceConfigError(f"{path}: engine must be a name or a mapping of {', '.join(ENGINE_KEYS)}")
+    try:
+        engine = EngineConfig(
+            engine=str(value.get("name") or AUTO),
+            spark_engine=value.get("spark_engine"),
+            inprocess_max_bytes=parse_size(value.get("inprocess_max_bytes", DEFAULT_INPROCESS_MAX_BYTES)),
+            spark_settings=dict(value.get("settings") or {}),
+            duckdb_settings=dict(value.get("duckdb_settings") or {}),
+        )
+    except ValueError as error:
+        raise SourceConfigError(f"{path}: engine: {error}") from None
+    return {"engine": engine.engine, "spark_engine": engine.spark_engine,
+            "inprocess_max_bytes": engine.inprocess_max_bytes, "engine_settings": engine.spark_settings,
+            "duckdb_settings": engine.duckdb_settings}
 
 
 def _start_date(value: Any, path: str) -> datetime:
@@ -185,7 +224,7 @@ def parse_source_config(document: dict, path: str = "<config>") -> SourceConfig:
             raise SourceConfigError(f"{path}: {required} is required")
     if not _SOURCE_NAME.match(str(document["source"])):
         raise SourceConfigError(f"{path}: source {document['source']!r} may use letters, digits and _ only")
-    engine, engine_settings = _named(document, "engine", "local", "name", path)
+    engine = _engine(document, path)
     catalog_mode, catalog_settings = _named(document, "catalog", "duckdb", "mode", path)
     sensor = _section(document, "wait_for_changes", SensorConfig, path)
     if sensor.mode not in SENSOR_MODES:
@@ -206,8 +245,7 @@ def parse_source_config(document: dict, path: str = "<config>") -> SourceConfig:
     return SourceConfig(
         **document,
         path=path,
-        engine=engine,
-        engine_settings=engine_settings,
+        **engine,
         catalog_mode=catalog_mode,
         catalog_settings=catalog_settings,
         wait_for_changes=sensor,

@@ -12,11 +12,13 @@ from __future__ import annotations
 import importlib
 import inspect
 from datetime import datetime
+from functools import partial
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsGenericHook
 
 from dmscdc_provider.catalog import catalog_refresher
 from dmscdc_provider.engines import ENGINE_CLASSES, MergeEngine, make_engine
+from dmscdc_provider.engines.choice import EngineConfig
 from dmscdc_provider.planner import Planner, PlanningReport
 from dmscdc_provider.state.base import ControllerStore, open_store
 from dmscdc_provider.storage import Storage, open_storage
@@ -79,10 +81,15 @@ class DmsCdcHook(AwsGenericHook):
         tables: str | None = None,
         csv_delimiter: str = ",",
         csv_null_value: str = "NULL",
+        engines: EngineConfig | None = None,
     ) -> Planner:
-        """A planner over ``raw_root`` that writes plans for ``lake_root``."""
+        """A planner over ``raw_root`` that writes plans for ``lake_root``; with ``engines``, each
+        plan names its engine (Parquet footers are read with the task's connection)."""
+        choose_engine = None
+        if engines is not None:
+            choose_engine = partial(engines.choose, aws_conn_id=self.aws_conn_id, region_name=self.region_name)
         return Planner(raw_root, lake_root, store, self.open_storage(raw_root), tables or None,
-                       csv_delimiter, csv_null_value)
+                       csv_delimiter, csv_null_value, choose_engine)
 
     def tables_with_changes(
         self,

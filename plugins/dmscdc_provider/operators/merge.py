@@ -10,6 +10,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, conf
 
 from dmscdc_provider.engines import RemoteMergeEngine
+from dmscdc_provider.engines.choice import AUTO, EngineConfig
 from dmscdc_provider.hooks.dmscdc import DmsCdcHook
 from dmscdc_provider.plan import TablePlan
 from dmscdc_provider.runner import CONFLICT, SUCCEEDED, TableOutcome, complete_attempt, run_table, start_attempt
@@ -46,16 +47,20 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
 
     :param plan: ``TablePlan.to_dict()`` from the plan task.
     :param state_uri: the controller store.
-    :param engine: merge engine name: ``local`` (Spark in the worker), or a remote one
-        (``glue``, ``emr``, ``emr_serverless``) once registered.
-    :param engine_settings: the engine's settings.
+    :param engine: ``auto`` (the engine the plan names: the plan task chose it per table), or
+        one engine for every table: ``duckdb`` (in the worker, no JVM), ``local`` (Spark in the
+        worker), ``glue``, ``emr`` or ``emr_serverless``.
+    :param spark_engine: the Spark engine ``auto`` uses for large tables (default ``local``).
+    :param engine_settings: the Spark engine's settings.
+    :param duckdb_settings: the in-process engine's settings (``memory_limit``, ``temp_directory``, ``threads``).
     :param deferrable: with a remote engine, wait for the job in the triggerer.
     :param poll_interval: seconds between job status checks while deferred.
     """
 
     aws_hook_class = DmsCdcHook
-    template_fields: Sequence[str] = aws_template_fields("plan", "state_uri", "engine", "engine_settings")
-    template_fields_renderers = {"plan": "json", "engine_settings": "json"}
+    template_fields: Sequence[str] = aws_template_fields(
+        "plan", "state_uri", "engine", "spark_engine", "engine_settings", "duckdb_settings")
+    template_fields_renderers = {"plan": "json", "engine_settings": "json", "duckdb_settings": "json"}
     ui_color = "#fdf1e3"
 
     def __init__(
@@ -63,8 +68,10 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         *,
         plan: dict,
         state_uri: str,
-        engine: str = "local",
+        engine: str = AUTO,
+        spark_engine: str | None = None,
         engine_settings: dict | None = None,
+        duckdb_settings: dict | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 30.0,
         **kwargs,
@@ -73,7 +80,9 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         self.plan = plan
         self.state_uri = state_uri
         self.engine = engine
+        self.spark_engine = spark_engine
         self.engine_settings = engine_settings or {}
+        self.duckdb_settings = duckdb_settings or {}
         self.deferrable = deferrable
         self.poll_interval = poll_interval
 
@@ -81,14 +90,23 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
     def table_plan(self) -> TablePlan:
         return TablePlan.from_dict(self.plan)
 
+    def _table_engine(self, plan: TablePlan) -> tuple[str, dict]:
+        """The engine that merges ``plan`` (the one its planning chose) and that engine's settings."""
+        config = EngineConfig(engine=self.engine, spark_engine=self.spark_engine,
+                              spark_settings=self.engine_settings, duckdb_settings=self.duckdb_settings)
+        name = config.engine_for(plan)
+        return name, config.settings_for(name)
+
     def _log_step(self, step: str, detail: dict) -> None:
         if not step.startswith("file_"):  # one line per protocol step, not per file
             self.log.info("%s: %s %s", self.table_plan.table, step, detail or "")
 
     def execute(self, context: Context) -> dict:
         plan = self.table_plan
-        self.log.info("%s: %s merge of %d file(s), plan %s", plan.table, plan.mode, len(plan.files), plan.plan_id)
-        engine = self.hook.make_engine(self.engine, self.engine_settings)
+        engine_name, engine_settings = self._table_engine(plan)
+        self.log.info("%s: %s merge of %d file(s) on %s (%s), plan %s", plan.table, plan.mode, len(plan.files),
+                      engine_name, plan.engine_reason or "configured", plan.plan_id)
+        engine = self.hook.make_engine(engine_name, engine_settings)
         store = self.hook.open_store(self.state_uri)
         try:
             lake_storage = self.hook.open_storage(plan.lake_root)
@@ -99,7 +117,7 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
                     self.log.info("%s: submitted job %s for attempt %s", plan.table, job_ref, start.attempt_id)
                     self.defer(
                         trigger=DmsCdcMergeJobTrigger(
-                            engine=self.engine, engine_settings=self.engine_settings, job_ref=job_ref,
+                            engine=engine_name, engine_settings=engine_settings, job_ref=job_ref,
                             attempt_id=start.attempt_id, poll_interval=self.poll_interval,
                             aws_conn_id=self.aws_conn_id, region_name=self.region_name),
                         method_name="execute_complete",
@@ -123,7 +141,7 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
                 "table": plan.table, "file": None, "problem": event.get("message"),
                 "remedy": "see the log; the table's state is unchanged, clear the task to run it again"}}
         else:
-            engine = self.hook.make_engine(self.engine, self.engine_settings)
+            engine = self.hook.make_engine(*self._table_engine(plan))
             result = engine.fetch_result(event["job_ref"], engine_plan)
         store = self.hook.open_store(self.state_uri)
         try:

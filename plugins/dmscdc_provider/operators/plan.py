@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
+from dmscdc_provider.engines.choice import AUTO, DEFAULT_INPROCESS_MAX_BYTES, EngineConfig
 from dmscdc_provider.hooks.dmscdc import DmsCdcHook
 from dmscdc_provider.runner import finish_pending_commits
 from dmscdc_provider.sensors.raw_files import interval_end, split_globs
@@ -36,6 +37,10 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
     :param full_refresh: globs (list or comma-separated) of tables to rebuild from LOAD files.
     :param csv_delimiter: DMS ``csvDelimiter``.
     :param csv_null_value: DMS ``csvNullValue``.
+    :param engine: ``auto`` names each plan's engine from the bytes its merge reads (Parquet
+        footers only); another engine name is recorded in every plan.
+    :param spark_engine: the Spark engine ``auto`` uses for large tables (default ``local``).
+    :param inprocess_max_bytes: ``auto`` merges a table in-process when it reads less than this.
     """
 
     aws_hook_class = DmsCdcHook
@@ -54,6 +59,9 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         full_refresh: str | Sequence[str] = (),
         csv_delimiter: str = ",",
         csv_null_value: str = "NULL",
+        engine: str = AUTO,
+        spark_engine: str | None = None,
+        inprocess_max_bytes: int = DEFAULT_INPROCESS_MAX_BYTES,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -65,14 +73,18 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         self.full_refresh = full_refresh
         self.csv_delimiter = csv_delimiter
         self.csv_null_value = csv_null_value
+        self.engine = engine
+        self.spark_engine = spark_engine
+        self.inprocess_max_bytes = inprocess_max_bytes
 
     def execute(self, context: Context) -> list[dict]:
         cdc_before = parse_instant(self.cdc_before) if self.cdc_before else interval_end(context)
         full_refresh = split_globs(self.full_refresh)
+        engines = EngineConfig(self.engine, self.spark_engine, self.inprocess_max_bytes)
         store = self.hook.open_store(self.state_uri)
         try:
             planner = self.hook.planner(self.raw_root, self.lake_root, store, self.tables,
-                                        self.csv_delimiter, self.csv_null_value)
+                                        self.csv_delimiter, self.csv_null_value, engines)
             selected = [s for s in (store.get(p) for p in planner.selected_paths()) if s is not None]
             finished = finish_pending_commits(store, self.hook.open_storage(self.lake_root), selected)
             report = planner.plan(cdc_before=cdc_before, full_refresh=full_refresh)
@@ -93,7 +105,8 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         for problem in report.problems:
             self.log.error("%s: cannot plan: %s", problem.table, problem.problem)
         for plan in report.plans:
-            self.log.info("%s: %s merge of %d file(s), plan %s", plan.table, plan.mode, len(plan.files), plan.plan_id)
+            self.log.info("%s: %s merge of %d file(s) on %s (%s), plan %s", plan.table, plan.mode,
+                          len(plan.files), plan.engine, plan.engine_reason, plan.plan_id)
 
         context["ti"].xcom_push(key=REPORT_KEY, value={
             "planned": [plan.table for plan in report.plans],
