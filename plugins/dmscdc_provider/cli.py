@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 
 from dmscdc_provider.catalog import CATALOG_REFRESHERS, catalog_refresher, default_catalog_path, query
 from dmscdc_provider.engines.choice import (
-    AUTO, DEFAULT_INPROCESS_MAX_BYTES, IN_PROCESS_ENGINE, SPARK_ENGINES, EngineConfig, parse_size)
+    AUTO, DEFAULT_INPROCESS_MAX_BYTES, IN_PROCESS_ENGINE, EngineConfig, engine_names, parse_size, spark_engine_names)
 from dmscdc_provider.planner import Planner, PlanningReport, controller_path
 from dmscdc_provider.state.base import ControllerStore, StateError, TableState, open_store
 from dmscdc_provider.storage import open_storage
@@ -59,10 +59,10 @@ def _raw_options(parser: argparse.ArgumentParser, csv: bool = True) -> None:
 
 
 def _engine_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--engine", default=AUTO, choices=[AUTO, IN_PROCESS_ENGINE, *SPARK_ENGINES],
+    parser.add_argument("--engine", default=AUTO, choices=engine_names(),
                         help="auto (default): per table, duckdb in this process when the merge reads less "
                         "than --inprocess-max-bytes, else the Spark engine; or one engine for every table")
-    parser.add_argument("--spark-engine", default=None, choices=SPARK_ENGINES,
+    parser.add_argument("--spark-engine", default=None, choices=spark_engine_names(),
                         help="the Spark engine auto uses for large tables (default: local)")
     parser.add_argument("--inprocess-max-bytes", default=None, type=parse_size, metavar="SIZE",
                         help="auto merges a table in-process when it reads less than this, e.g. 512MB, 2GiB "

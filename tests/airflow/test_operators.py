@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+import pyarrow as pa
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, AirflowSkipException
 from airflow.sdk import Asset, AssetAlias
@@ -11,13 +12,15 @@ from airflow.sdk.exceptions import TaskDeferred
 from airflow_env import utc
 from dmscdc_provider.catalog import query
 from dmscdc_provider.demo import prepare_demo_source, write_change_batch
+from dmscdc_provider.dms_writer import load_file_name, write_dms_file
+from dmscdc_provider.engines.choice import parse_size
 from dmscdc_provider.engines import ENGINE_CLASSES
 from dmscdc_provider.operators.catalog import DmsCdcRefreshCatalogOperator, lake_table_uri
 from dmscdc_provider.operators.merge import DmsCdcMergeOperator
 from dmscdc_provider.operators.plan import DmsCdcPlanOperator
 from dmscdc_provider.operators.summary import DmsCdcRunSummaryOperator
 from dmscdc_provider.planner import controller_path
-from dmscdc_provider.state.base import open_store
+from dmscdc_provider.state.base import TableState, open_store
 from dmscdc_provider.triggers.merge_job import DmsCdcMergeJobTrigger
 from fakes import FakeTaskInstance, ScriptedRemoteEngine, make_context
 
@@ -88,6 +91,26 @@ class TestDmsCdcPlanOperator:
         assert report["inactive"] == ["sales.customer"]
         assert report["cdc_before"] == "2024-03-02T00:00:00+00:00"
         assert state(source, "sales.customer").active is False
+
+    def test_on_mwaa_small_tables_merge_in_the_worker_and_a_large_one_goes_to_glue(self, source, capsys):
+        schema = pa.schema([("id", pa.int64()), ("note", pa.string())])
+        rows = [{"Op": "I", "id": i, "note": f"order note {i:032x}"} for i in range(60_000)]
+        write_dms_file(f"{source['raw_root']}/sales/bigorder/{load_file_name(1)}", rows, schema)
+        store = open_store(source["state_uri"])
+        path = controller_path(source["raw_root"], "sales", "bigorder")
+        store.register(TableState(path=path, schema="sales", table="bigorder"))
+        store.update(path, active=True, primary_key=("id",))
+        store.close()
+
+        plans = plans_by_table(source, BEFORE_CHANGES, spark_engine="glue", inprocess_max_bytes=parse_size("100KiB"))
+
+        engines = {table: plan["engine"] for table, plan in plans.items()}
+        assert engines == {"sales.bigorder": "glue", "sales.product": "duckdb",
+                           "sales.productorder": "duckdb", "sales.store": "duckdb"}
+        assert "not under the in-process limit of 100.0 KiB" in plans["sales.bigorder"]["engine_reason"]
+        log = capsys.readouterr().out
+        assert "sales.bigorder: full merge of 1 file(s) on glue (auto: " in log
+        assert "sales.store: full merge of 1 file(s) on duckdb (auto: " in log
 
     def test_cdc_files_are_planned_only_by_runs_whose_interval_ends_after_their_name(self, source):
         write_change_batch(source["raw_root"])
@@ -174,9 +197,9 @@ class TestDmsCdcMergeOperator:
             merge_task(source, plan).execute(make_context())
 
     def test_deferrable_with_a_local_engine_runs_in_the_worker(self, source, spark):
-        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+        plan = plans_by_table(source, BEFORE_CHANGES, engine="local")["sales.store"]
 
-        assert merge_task(source, plan, deferrable=True).execute(make_context())["status"] == "succeeded"
+        assert merge_task(source, plan, engine="local", deferrable=True).execute(make_context())["status"] == "succeeded"
 
 
 @pytest.fixture
@@ -188,7 +211,7 @@ def scripted_engine(monkeypatch):
 
 class TestRemoteEngineDeferral:
     def test_defers_on_a_job_trigger_after_submitting_the_pinned_plan(self, source, scripted_engine):
-        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+        plan = plans_by_table(source, BEFORE_CHANGES, engine=scripted_engine)["sales.store"]
         op = merge_task(source, plan, engine=scripted_engine, engine_settings={"statuses": ["running", "succeeded"]},
                         deferrable=True, poll_interval=5)
 
@@ -207,7 +230,7 @@ class TestRemoteEngineDeferral:
         assert state(source, "sales.store").version == 1  # nothing committed while the job runs
 
     def test_execute_complete_fetches_the_result_and_commits(self, source, scripted_engine, spark):
-        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+        plan = plans_by_table(source, BEFORE_CHANGES, engine=scripted_engine)["sales.store"]
         op = merge_task(source, plan, engine=scripted_engine, deferrable=True)
         with pytest.raises(TaskDeferred) as deferred:
             op.execute(make_context())
@@ -221,7 +244,7 @@ class TestRemoteEngineDeferral:
         assert len(lake_rows(spark, source, "sales.store")) == 8
 
     def test_a_polling_error_fails_the_instance_and_leaves_the_state(self, source, scripted_engine):
-        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+        plan = plans_by_table(source, BEFORE_CHANGES, engine=scripted_engine)["sales.store"]
         op = merge_task(source, plan, engine=scripted_engine, deferrable=True)
         with pytest.raises(TaskDeferred) as deferred:
             op.execute(make_context())

@@ -12,18 +12,27 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from dmscdc_provider.engines import MergeEngine, make_engine
+from dmscdc_provider.engines import ENGINE_CLASSES, MergeEngine, make_engine
 from dmscdc_provider.plan import TablePlan
 
 AUTO = "auto"
 IN_PROCESS_ENGINE = "duckdb"
-SPARK_ENGINES = ("local", "glue", "emr", "emr_serverless")
 DEFAULT_SPARK_ENGINE = "local"
 # Sized for Amazon MWAA's smallest worker (mw1.small: 1 vCPU, 2 GB, several tasks at once):
 # one vCPU reads and rewrites about 1 GiB of Parquet in 10-20 s, about the time a Glue or EMR
 # Serverless job needs just to start; memory is bounded by the in-process engine's
 # memory_limit and spilling, not by this threshold. docs/engines.md has the reasoning.
 DEFAULT_INPROCESS_MAX_BYTES = 1 << 30
+
+def spark_engine_names() -> list[str]:
+    """The registered engines that run Spark (``local``, ``glue``, ``emr``, ``emr_serverless``)."""
+    return sorted(name for name in ENGINE_CLASSES if name != IN_PROCESS_ENGINE)
+
+
+def engine_names() -> list[str]:
+    """What ``engine`` may be: ``auto``, the in-process engine, or a Spark engine."""
+    return [AUTO, IN_PROCESS_ENGINE, *spark_engine_names()]
+
 
 _SIZE = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[KMGT]?i?B?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
@@ -61,19 +70,19 @@ class EngineConfig:
     duckdb_settings: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        names = (AUTO, IN_PROCESS_ENGINE, *SPARK_ENGINES)
-        if self.engine not in names:
-            raise ValueError(f"unknown engine {self.engine!r}; choose one of {', '.join(names)}")
+        if self.engine not in engine_names():
+            raise ValueError(f"unknown engine {self.engine!r}; choose one of {', '.join(engine_names())}")
         if self.spark_engine is not None:
-            if self.spark_engine not in SPARK_ENGINES:
-                raise ValueError(f"unknown Spark engine {self.spark_engine!r}; choose one of {', '.join(SPARK_ENGINES)}")
+            if self.spark_engine not in spark_engine_names():
+                raise ValueError(f"unknown Spark engine {self.spark_engine!r}; "
+                                 f"choose one of {', '.join(spark_engine_names())}")
             if self.engine != AUTO and self.spark_engine != self.engine:
                 raise ValueError(f"spark_engine {self.spark_engine!r} is for engine auto; engine "
                                  f"{self.engine!r} merges every table itself")
         if self.engine == IN_PROCESS_ENGINE and self.spark_settings:
             raise ValueError("Spark engine settings were given, but engine duckdb runs no Spark; "
                              "its own settings are the duckdb settings")
-        if self.engine in SPARK_ENGINES and self.duckdb_settings:
+        if self.engine in spark_engine_names() and self.duckdb_settings:
             raise ValueError(f"duckdb settings were given, but engine {self.engine!r} never merges in-process")
         if self.inprocess_max_bytes < 0:
             raise ValueError("the in-process threshold cannot be negative")
@@ -81,7 +90,7 @@ class EngineConfig:
     @property
     def spark(self) -> str:
         """The Spark engine of this config (``auto``'s engine for large tables)."""
-        if self.engine in SPARK_ENGINES:
+        if self.engine not in (AUTO, IN_PROCESS_ENGINE):
             return self.engine
         return self.spark_engine or DEFAULT_SPARK_ENGINE
 

@@ -55,11 +55,14 @@ class ReadEstimate:
         return self.planned_bytes + self.lake_bytes
 
     def describe(self, plan: TablePlan) -> str:
-        kinds = "LOAD and CDC files" if plan.mode == "full" else "CDC files"
-        text = f"{format_size(self.planned_bytes)} of {kinds}"
-        if self.lake_files is not None:
-            text += f" + {format_size(self.lake_bytes)} in {self.lake_files_read} of {self.lake_files} lake files"
-        return ("more than " if self.stopped_early else "") + f"{format_size(self.total)} to read ({text})"
+        """``20.3 MiB to read (0.9 MiB of CDC files + 19.4 MiB in 2 of 40 lake files)``."""
+        kinds = sorted({f["kind"].upper() for f in plan.files})  # CDC, LOAD
+        files = f"{' and '.join(reversed(kinds))} files"
+        more = "more than " if self.stopped_early else ""
+        if self.lake_files is None:
+            return f"{more}{format_size(self.total)} of {files} to read"
+        return (f"{more}{format_size(self.total)} to read ({format_size(self.planned_bytes)} of {files} + "
+                f"{format_size(self.lake_bytes)} in {self.lake_files_read} of {self.lake_files} lake files)")
 
 
 KeyRange = tuple[object, object]
