@@ -24,7 +24,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 bench: setup
-	$(BIN)/python bench/run_bench.py --out work/bench-results.json
+	$(BIN)/python bench/run_bench.py --out bench/results/latest.json
 
 clean:
 	rm -rf $(VENV) work .pytest_cache
