@@ -36,9 +36,14 @@ LOCAL_ENGINES = ["local", "duckdb"]
 
 
 @pytest.fixture(params=LOCAL_ENGINES)
-def engine(request):
+def engine_name(request):
+    return request.param
+
+
+@pytest.fixture
+def engine(engine_name, request):
     """Each engine that runs here, in turn (Spark's on the shared session)."""
-    if request.param == "local":
+    if engine_name == "local":
         return request.getfixturevalue("local_engine")
     from dmscdc_provider.engines.duckdb import DuckDBMergeEngine
 

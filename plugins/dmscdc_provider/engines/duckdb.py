@@ -612,7 +612,7 @@ class _TableMerge:
                             for f, m in holding]
 
         # Lake files first: the lake's types win ties.
-        schema = self._unify(lake_sources + [("the changes", change_schema)],
+        schema = self._unify(lake_sources + [(c.path, c.schema) for c in loads + cdc],
                              "The lake file and the new changes disagree on the column's type; rebuild the "
                              "table in the new type with a full load (`dmscdc run --full-refresh`).")
         schema = pa.schema([schema.field(OP)] + [f for f in schema if f.name != OP])
