@@ -1,4 +1,4 @@
-"""Merge engines: where the Spark merge of one table runs.
+"""Merge engines: where the merge of one table runs (in this process, or Spark here or on AWS).
 
 Every engine takes the engine plan document (``TablePlan.engine_plan``) and returns the
 engine's result document (docs/plan-and-result.md); publishing and the state commit stay
@@ -40,6 +40,7 @@ class RemoteMergeEngine(MergeEngine, Protocol):
 # name -> "module:Class"; classes are imported only when an engine is made, so parsing a DAG
 # never imports pyspark or an AWS SDK module it does not need.
 ENGINE_CLASSES = {
+    "duckdb": "dmscdc_provider.engines.duckdb:DuckDBMergeEngine",
     "local": "dmscdc_provider.engines.local:LocalSparkEngine",
     "glue": "dmscdc_provider.engines.glue:GlueMergeEngine",
     "emr": "dmscdc_provider.engines.emr:EmrMergeEngine",
