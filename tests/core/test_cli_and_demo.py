@@ -84,6 +84,22 @@ def test_plan_names_each_tables_engine_auto_by_default(tmp_path, capsys):
     assert plan["engine"] == "glue" and "not under the in-process limit of 10 B" in plan["engine_reason"]
 
 
+def test_run_merges_in_process_by_default_and_shows_the_engine_in_progress_and_summary(tmp_path, capsys):
+    lake = LakeHarness(tmp_path, engine=None)
+    lake.configure("sales.item", primary_key=["id"])
+    lake.load("sales.item", [{"Op": "I", "id": 1, "name": "one"}], ITEM)
+    state = ["--raw", lake.raw, "--state", f"sqlite://{lake.store.path}", "--lake", lake.lake,
+             "--catalog-mode", "none"]
+
+    assert main(["run", *state]) == 0
+    out = capsys.readouterr().out
+    assert "[1/1] sales.item: full merge of 1 file(s) on duckdb (auto: " in out
+    header, row = out.split("summary:\n", 1)[1].splitlines()[:2]
+    assert header.split()[:3] == ["table", "engine", "status"]
+    assert row.split()[:3] == ["sales.item", "duckdb", "succeeded"]
+    assert lake.rows("sales.item") == [{"Op": "I", "id": 1, "name": "one"}]
+
+
 @pytest.mark.parametrize(("flags", "message"), [
     (["--engine", "glue", "--inprocess-max-bytes", "1GB"], "--inprocess-max-bytes is for --engine auto"),
     (["--engine", "glue", "--spark-engine", "emr"], "spark_engine 'emr' is for engine auto"),
