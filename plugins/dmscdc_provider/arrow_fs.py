@@ -24,16 +24,8 @@ def arrow_filesystem(
     :return: ``(filesystem, path)``; for S3 the path is ``bucket/key``.
     """
     if uri.startswith("s3://"):
-        return s3_filesystem(aws_conn_id, region_name), arrow_path(uri)
-    return pafs.LocalFileSystem(), arrow_path(uri)
-
-
-def arrow_path(uri: str) -> str:
-    """The path of ``uri`` on its Arrow file system (``bucket/key`` for S3): many files of one
-    location share one file system."""
-    if uri.startswith("s3://"):
-        return uri[len("s3://"):].rstrip("/")
-    return local_path(uri)
+        return s3_filesystem(aws_conn_id, region_name), uri[len("s3://"):].rstrip("/")
+    return pafs.LocalFileSystem(), local_path(uri)
 
 
 def local_path(uri: str) -> str:

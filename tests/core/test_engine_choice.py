@@ -100,6 +100,22 @@ def test_a_composite_key_excludes_a_file_disjoint_in_any_key_column(tmp_path):
     assert (estimate.lake_files_read, estimate.lake_bytes) == (1, second)
 
 
+def test_a_partition_folder_outside_the_changed_keys_is_not_counted(tmp_path):
+    lake = LakeHarness(tmp_path, engine=None)
+    lake.configure("s.t", primary_key=["region", "id"], partition_key=["region"])
+    lake.load("s.t", [{"Op": "I", "region": 1, "id": 1, "name": "a"}], PAIR)
+    lake.store.update(lake.state("s.t").path, last_full_load_date="2100-01-01 00:00:00")
+    rows = [{"Op": "I", "id": i, "name": "a"} for i in range(100)]  # region lives in the folder name
+    write_lake_file(lake, "s.t", "region=1/part-0.parquet", rows)
+    second = write_lake_file(lake, "s.t", "region=2/part-0.parquet", rows)
+    lake.cdc("s.t", [{"Op": "U", "region": 2, "id": 5, "name": "b"}], PAIR)
+
+    (plan,) = lake.planner("s.t").plan().plans
+    estimate = estimate_read_bytes(plan)
+
+    assert (estimate.lake_files_read, estimate.lake_files, estimate.lake_bytes) == (1, 2, second)
+
+
 def test_a_csv_cdc_file_has_no_footer_so_every_lake_file_counts(tmp_path):
     lake = LakeHarness(tmp_path, engine=None)
     sizes = incremental_table(lake)

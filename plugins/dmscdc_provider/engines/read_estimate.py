@@ -5,8 +5,9 @@
 - An incremental merge reads its CDC files plus the lake files it rewrites: those whose key
   range, per the lake file's footer, overlaps the CDC files' key range, per their footers (the
   range pruning the Spark merge pushes into its Parquet reader). A CSV CDC file has no footer,
-  so its keys may be anywhere and every lake file counts. The estimate never undercounts what
-  that pruning keeps.
+  so its keys may be anywhere and every lake file counts. A key column that is a partition
+  column rules out folders by their values, as both engines do. The estimate never
+  undercounts what that pruning keeps.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from dmscdc_provider.arrow_fs import arrow_filesystem, arrow_path
+from dmscdc_provider.engines import hive_paths
 from dmscdc_provider.plan import TablePlan
-from dmscdc_provider.storage import is_hidden
+
+if TYPE_CHECKING:
+    from dmscdc_provider.engines.duckdb import ArrowFiles, LakeFile
 
 log = logging.getLogger(__name__)
 
@@ -99,23 +103,31 @@ def _disjoint(a: KeyRange, b: KeyRange) -> bool:
         return False
 
 
-def _footer(fs: pafs.FileSystem, path: str) -> pq.FileMetaData | None:
+def _footer(files: "ArrowFiles", uri: str) -> pq.FileMetaData | None:
     try:
-        return pq.read_metadata(path, filesystem=fs)
+        with files.open_input(uri) as handle:
+            return pq.read_metadata(handle)
     except (OSError, pa.ArrowException) as error:
         # The merge reads this file too and reports it with its remedy; the estimate only
         # cannot use its footer.
-        log.info("cannot read the Parquet footer of %s (%s); counting it as unbounded", path, error)
+        log.info("cannot read the Parquet footer of %s (%s); counting it as unbounded", uri, error)
         return None
 
 
-def changed_key_ranges(plan: TablePlan, fs: pafs.FileSystem, paths: list[str]) -> dict[str, KeyRange]:
-    """The range of each key column over the plan's CDC files, from their footers; a key column
-    missing from the result is unbounded (a CSV file, or a footer without statistics)."""
+def changed_key_ranges(plan: TablePlan, files: "ArrowFiles") -> tuple[dict[str, KeyRange], dict[str, pa.DataType]]:
+    """The range of each key column over the plan's CDC files, from their footers, and the key
+    columns' types; a key column missing from the ranges is unbounded (a CSV file, or a footer
+    without statistics)."""
     combined: dict[str, KeyRange] | None = None
-    for path in paths:
-        metadata = _footer(fs, path) if path.endswith(".parquet") else None
-        ranges = _footer_ranges(metadata, plan.primary_key) if metadata is not None else {}
+    key_types: dict[str, pa.DataType] = {}
+    for entry in plan.files:
+        metadata = _footer(files, entry["path"]) if entry["path"].endswith(".parquet") else None
+        ranges = {}
+        if metadata is not None:
+            ranges = _footer_ranges(metadata, plan.primary_key)
+            schema = metadata.schema.to_arrow_schema()
+            key_types.update({k: schema.field(k).type for k in plan.primary_key
+                              if k in schema.names and k not in key_types})
         if combined is None:
             combined = ranges
             continue
@@ -127,7 +139,22 @@ def changed_key_ranges(plan: TablePlan, fs: pafs.FileSystem, paths: list[str]) -
                 except TypeError:
                     pass
         combined = merged
-    return combined or {}
+    return combined or {}, key_types
+
+
+def _outside_by_folder(lake_file: "LakeFile", changed: dict[str, KeyRange], key_types: dict[str, pa.DataType]) -> bool:
+    """A key column that is a partition column: its folder value, outside the changed range
+    (or null, which matches no key), rules the file out without opening it."""
+    for column, text in lake_file.partition_text.items():
+        if column not in changed or column not in key_types:
+            continue
+        try:
+            value = hive_paths.typed_value(text, key_types[column])
+        except pa.ArrowException:
+            continue
+        if value is None or _disjoint((value, value), changed[column]):
+            return True
+    return False
 
 
 def estimate_read_bytes(
@@ -140,34 +167,33 @@ def estimate_read_bytes(
 
     :param stop_above: stop reading lake footers once the total passes this many bytes.
     """
+    from dmscdc_provider.engines.duckdb import ArrowFiles  # the in-process engine's file access
+
     planned = sum(int(f.get("size") or 0) for f in plan.files)
     if plan.mode == "full" or not plan.primary_key:
         # A full load replaces the table without reading it; a table without a key only appends.
         return ReadEstimate(planned)
     if stop_above is not None and planned > stop_above:
         return ReadEstimate(planned, stopped_early=True)
-    cdc_fs, _ = arrow_filesystem(plan.files[0]["path"], aws_conn_id, region_name)
-    cdc_paths = [arrow_path(f["path"]) for f in plan.files]
-    changed = changed_key_ranges(plan, cdc_fs, cdc_paths)
-
-    lake_fs, table_root = arrow_filesystem(plan.lake_table_path, aws_conn_id, region_name)
+    files = ArrowFiles(aws_conn_id, region_name)
+    changed, key_types = changed_key_ranges(plan, files)
     try:
-        listed = lake_fs.get_file_info(pafs.FileSelector(table_root, recursive=True, allow_not_found=True))
+        lake_files = files.list_data_files(plan.lake_table_path)
     except OSError as error:
-        log.info("cannot list %s (%s); counting no lake files", table_root, error)
-        listed = []
-    prefix = table_root.rstrip("/") + "/"
-    lake_files = [info for info in listed if info.type == pafs.FileType.File
-                  and not is_hidden(info.path[len(prefix):]) and info.path.endswith(".parquet")]
+        log.info("cannot list %s (%s); counting no lake files", plan.lake_table_path, error)
+        lake_files = []
+    root = plan.lake_table_path.rstrip("/")
     lake_bytes, read = 0, 0
-    for index, info in enumerate(lake_files):
+    for lake_file in lake_files:
         if stop_above is not None and planned + lake_bytes > stop_above:
             return ReadEstimate(planned, lake_bytes, read, len(lake_files), stopped_early=True)
-        metadata = _footer(lake_fs, info.path) if changed else None
+        if changed and _outside_by_folder(lake_file, changed, key_types):
+            continue
+        metadata = _footer(files, f"{root}/{lake_file.relative_path}") if changed else None
         if metadata is not None:
             ranges = _footer_ranges(metadata, list(changed))
             if any(_disjoint(ranges[c], changed[c]) for c in changed if c in ranges):
                 continue
-        lake_bytes += info.size
+        lake_bytes += lake_file.size
         read += 1
     return ReadEstimate(planned, lake_bytes, read, len(lake_files))
