@@ -327,21 +327,25 @@ def main() -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     sizes = [int(s) for s in args.sizes.split(",")]
     results = {}
+
+    def save(partial: dict | None = None) -> None:
+        if args.out:
+            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+            with open(args.out, "w") as handle:
+                json.dump({**results, **({"whole": partial} if partial else {})}, handle, indent=2, default=str)
+
     if "whole" in modes:
         import whole_process
 
         results["whole"] = whole_process.run(args.workdir, sizes, args.files, args.changes, args.repeats,
-                                             args.tables, [s.strip() for s in args.scenarios.split(",")])
+                                             args.tables, [s.strip() for s in args.scenarios.split(",")], save)
         print("\nwhole processes (medians):")
         for line in whole_process.report(results["whole"]):
             print(f"  {line}")
     spark_modes = [m for m in modes if m in ("cold", "warm")]
     if spark_modes:
         results["spark_merge"] = spark_merge_modes(args, sizes, spark_modes)
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as handle:
-            json.dump(results, handle, indent=2, default=str)
+    save()
     return 0
 
 

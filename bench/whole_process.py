@@ -269,17 +269,23 @@ def demo(workdir: str, repeats: int) -> dict:
 
 
 def run(workdir: str, sizes: list[int], files: int, changes: int, repeats: int,
-        tables: int, scenarios: list[str]) -> dict:
+        tables: int, scenarios: list[str], save=lambda results: None) -> dict:
+    """Every scenario in turn; ``save`` gets the results so far after each one (a long run
+    that is stopped keeps what it measured)."""
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     results: dict = {"machine": machine(), "repeats": repeats}
     if "orders" in scenarios:
-        results["orders"] = {str(rows): orders(workdir, rows, files, changes, repeats) for rows in sizes}
+        results["orders"] = {}
+        for rows in sizes:
+            results["orders"][str(rows)] = orders(workdir, rows, files, changes, repeats)
+            save(results)
         if len(sizes) > 1:
             results["auto_largest_vs_smallest"] = (results["orders"][str(sizes[-1])]["auto"]["seconds"]
                                                    / results["orders"][str(sizes[0])]["auto"]["seconds"])
     if "many" in scenarios:
         results["many_tables"] = many_tables(workdir, tables, 2000, 20, repeats)
+        save(results)
     if "demo" in scenarios:
         results["demo"] = demo(workdir, repeats)
     return results
