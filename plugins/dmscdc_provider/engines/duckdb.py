@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import shutil
 import tempfile
 import time
@@ -719,6 +720,7 @@ class StagedWriter:
         self._sink = None
         self._current: dict | None = None
         self._folder: str | None = None
+        self._bytes_per_row: float | None = None  # written Parquet bytes per row, to size files
 
     def write_all(self, relation) -> list[dict]:
         if relation is None:
@@ -746,15 +748,20 @@ class StagedWriter:
             self._close()
             self._folder = folder
         data = pa.RecordBatch.from_arrays([batch.column(f.name) for f in self.file_schema], schema=self.file_schema)
+        if self._bytes_per_row is None and data.num_rows:
+            # A first guess (Snappy Parquet is a few times smaller than Arrow), then measured.
+            self._bytes_per_row = max(1.0, data.nbytes / data.num_rows / 4)
         offset = 0
         while offset < data.num_rows:
             if self._writer is None:
                 self._open(folder)
             room = self.plan.max_records_per_file - self._current["rows"]
-            piece = data.slice(offset, min(room, data.num_rows - offset))
+            fits = math.ceil(max(0, self.plan.target_file_bytes - self._sink.tell()) / self._bytes_per_row)
+            piece = data.slice(offset, max(1, min(room, fits, data.num_rows - offset)))
             self._writer.write_batch(piece, row_group_size=ROW_GROUP_ROWS)
             self._current["rows"] += piece.num_rows
             offset += piece.num_rows
+            self._bytes_per_row = max(1.0, self._sink.tell() / self._current["rows"])
             if self._current["rows"] >= self.plan.max_records_per_file or self._sink.tell() >= self.plan.target_file_bytes:
                 self._close()
 
