@@ -770,7 +770,8 @@ class StagedWriter:
         relative = f"{folder}/{name}" if folder else name
         self._sink = self.files.open_output(f"{self.plan.staging_path.rstrip('/')}/{relative}")
         self._writer = pq.ParquetWriter(self._sink, self.file_schema, compression="snappy",
-                                        coerce_timestamps="us", allow_truncated_timestamps=True)
+                                        coerce_timestamps="us", allow_truncated_timestamps=True,
+                                        store_decimal_as_integer=True)
         self._current = {"path": relative, "rows": 0, "bytes": 0}
 
     def _close(self) -> None:
