@@ -40,6 +40,9 @@ KNOWN_OPS = ("I", "U", "D")
 # that per-batch overhead vanishes, small enough that a batch of a wide table stays in tens of MB.
 BATCH_ROWS = 128 * 1024
 ROW_GROUP_ROWS = 256 * 1024
+# Input files (LOAD files, rewritten lake files) are read into Arrow in groups of about this many
+# Parquet bytes: DuckDB scans an in-memory Arrow table in parallel, many times faster than a stream.
+REWRITE_GROUP_BYTES = 64 * 1024 * 1024
 # Footers of lake files are read in parallel: on S3 each one is a round trip.
 FOOTER_THREADS = 16
 
@@ -314,35 +317,29 @@ class _TableMerge:
                 present = [n for n in (columns or parquet.schema_arrow.names) if n in parquet.schema_arrow.names]
                 yield from parquet.iter_batches(batch_size=BATCH_ROWS, columns=present or None, use_threads=True)
 
-    def _change_batches(self, change: ChangeFile, schema: pa.Schema, with_position: bool = True
-                        ) -> Iterator[pa.RecordBatch]:
-        """The file's rows conformed to ``schema``; ``with_position`` adds the file's place in the
-        plan and each row's place in the file (what orders changes to one key)."""
-        position = 0
-        out_schema = with_order_columns(schema) if with_position else schema
+    def _read_change_table(self, change: ChangeFile, schema: pa.Schema, with_position: bool) -> pa.Table:
+        """The file's rows in file order, conformed to ``schema``; ``with_position`` adds the file's
+        place in the plan and each row's place in the file (what orders changes to one key)."""
         try:
-            for batch in self._raw_batches(change):
-                rows = batch.num_rows
-                if not change.has_op:
-                    batch = batch.append_column(OP, pa.repeat(pa.scalar("I", pa.string()), rows))
-                conformed = self._conform(batch, schema, change.path)
-                if not with_position:
-                    yield conformed
-                    continue
-                columns = conformed.columns + [pa.repeat(pa.scalar(change.seq, pa.int32()), rows),
-                                               _positions(position, rows)]
-                position += rows
-                yield pa.RecordBatch.from_arrays(columns, schema=out_schema)
-        except MergeInputError as error:
-            self._stream_error = error
-            raise
+            if is_csv(change.path):
+                table = pa.Table.from_batches(list(self._raw_batches(change)))
+            else:
+                with self.files.open_input(change.path) as handle:
+                    table = pq.ParquetFile(handle).read(use_threads=True)
         except (OSError, pa.ArrowException) as error:
-            self._stream_error = self._unreadable(change.path, error)
-            raise
+            raise self._unreadable(change.path, error) from error
+        rows = table.num_rows
+        if not change.has_op:
+            table = table.append_column(OP, pa.repeat(pa.scalar("I", pa.string()), rows))
+        table = self._conform(table, schema, change.path)
+        if with_position:
+            table = table.append_column(FILE_SEQ, pa.repeat(pa.scalar(change.seq, pa.int32()), rows))
+            table = table.append_column(ROW_POS, _positions(0, rows))
+        return table
 
-    def _conform(self, batch: pa.RecordBatch, schema: pa.Schema, path: str) -> pa.RecordBatch:
+    def _conform(self, rows, schema: pa.Schema, path: str):
         try:
-            return arrow_schema.conform_batch(batch, schema)
+            return arrow_schema.conform_batch(rows, schema)
         except pa.ArrowInvalid as error:
             raise self._fail(
                 path, f"a value does not fit the table's column type ({_first_line(error)})",
@@ -521,29 +518,21 @@ class _TableMerge:
         numbers = sorted(number for (number,) in found)
         return [(row_groups[n][0], row_groups[n][1]) for n in numbers]
 
-    def _lake_batches(self, stored: list[LakeFile], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-        """Every row of the lake files a merge rewrites, with partition columns, conformed to ``schema``."""
-        root = self.plan.lake_table_path.rstrip("/")
-        for lake_file in stored:
-            path = f"{root}/{lake_file.relative_path}"
-            folder_values = lake_file.partition_text
-            try:
-                with self.files.open_input(path) as handle:
-                    for batch in pq.ParquetFile(handle).iter_batches(batch_size=BATCH_ROWS, use_threads=True):
-                        for column, text in folder_values.items():
-                            if column in batch.schema.names or column not in schema.names:
-                                continue
-                            data_type = schema.field(column).type
-                            batch = batch.append_column(
-                                column, pa.repeat(pa.scalar(hive_paths.typed_value(text, data_type), data_type),
-                                                  batch.num_rows))
-                        yield self._conform(batch, schema, path)
-            except MergeInputError as error:
-                self._stream_error = error
-                raise
-            except (OSError, pa.ArrowException) as error:
-                self._stream_error = self._unreadable(path, error)
-                raise
+    def _read_lake_table(self, lake_file: LakeFile, schema: pa.Schema) -> pa.Table:
+        """Every row of a lake file the merge rewrites, with its partition columns, conformed to ``schema``."""
+        path = f"{self.plan.lake_table_path.rstrip('/')}/{lake_file.relative_path}"
+        try:
+            with self.files.open_input(path) as handle:
+                table = pq.ParquetFile(handle).read(use_threads=True)
+            for column, text in lake_file.partition_text.items():
+                if column in table.schema.names or column not in schema.names:
+                    continue
+                data_type = schema.field(column).type
+                value = pa.scalar(hive_paths.typed_value(text, data_type), data_type)
+                table = table.append_column(column, pa.repeat(value, table.num_rows))
+        except (OSError, pa.ArrowException) as error:
+            raise self._unreadable(path, error) from error
+        return self._conform(table, schema, path)
 
     # -- queries ----------------------------------------------------------------------------
     def _query(self, sql: str, **streams: pa.RecordBatchReader):
@@ -555,15 +544,13 @@ class _TableMerge:
         return self.db.sql(sql)
 
     def _load_changes(self, changes: list[ChangeFile], schema: pa.Schema) -> None:
-        """The CDC rows, conformed to ``schema``, into the ``changes`` table (spills past memory)."""
-        def batches():
-            for change in changes:
-                yield from self._change_batches(change, schema)
-
-        out_schema = with_order_columns(schema)
-        self._query("CREATE TABLE changes AS SELECT * FROM change_stream",
-                    change_stream=self._stream(out_schema, batches()))
-        self.db.unregister("change_stream")
+        """The CDC rows, conformed to ``schema``, into the ``changes`` table (which spills past
+        the memory limit); one file in Arrow memory at a time."""
+        self.db.execute(f"CREATE TABLE changes AS SELECT * FROM {_empty(with_order_columns(schema))}")
+        for change in changes:
+            self.db.register("change_rows", self._read_change_table(change, schema, with_position=True))
+            self.db.execute("INSERT INTO changes SELECT * FROM change_rows")
+            self.db.unregister("change_rows")
 
     # -- the merge ----------------------------------------------------------------------------
     def run(self) -> dict:
@@ -617,8 +604,8 @@ class _TableMerge:
                              "The lake file and the new changes disagree on the column's type; rebuild the "
                              "table in the new type with a full load (`dmscdc run --full-refresh`).")
         schema = pa.schema([schema.field(OP)] + [f for f in schema if f.name != OP])
-        output = self._output_query(schema, loads, change_schema, replaced, keyed, bool(cdc))
-        written = StagedWriter(self.files, plan, schema).write_all(output)
+        queries = self._output_queries(schema, loads, change_schema, replaced, keyed, bool(cdc))
+        written = StagedWriter(self.files, plan, schema).write_all(queries)
         return {
             "status": "succeeded",
             "rows_read": rows_read,
@@ -641,30 +628,55 @@ class _TableMerge:
             f"CREATE TABLE incoming AS SELECT * FROM changes "
             f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {newest_first}) = 1 AND {_q(OP)} <> 'D'")
 
-    def _output_query(self, schema: pa.Schema, loads: list[ChangeFile], change_schema: pa.Schema,
-                      replaced: list[LakeFile], keyed: bool, has_cdc: bool):
-        """Base rows (what survives of the table) plus incoming rows, sorted by partition."""
+    def _output_queries(self, schema: pa.Schema, loads: list[ChangeFile], change_schema: pa.Schema,
+                        replaced: list[LakeFile], keyed: bool, has_cdc: bool) -> Iterator:
+        """Base rows (the LOAD files, or what survives of the rewritten lake files) plus the
+        incoming rows, sorted by partition; one query per group of about ``REWRITE_GROUP_BYTES``
+        of input files, so Arrow memory stays bounded however many files a merge reads."""
         plan = self.plan
-        parts, streams = [], {}
         using = ", ".join(_q(k) for k in plan.primary_key)
         without_changed = f" ANTI JOIN changed_keys USING ({using})" if keyed and has_cdc else ""
-        select = ", ".join(_q(f.name) for f in schema)
-        if plan.mode == "full" and loads:
-            def load_batches():
-                for change in loads:
-                    yield from self._change_batches(change, change_schema, with_position=False)
-            streams["load_rows"] = self._stream(change_schema, load_batches())
-            only_inserts = "" if keyed else f" WHERE {_q(OP)} = 'I'"
-            parts.append(f"SELECT {_cast_list(schema, change_schema)} FROM load_rows{without_changed}{only_inserts}")
-        elif replaced:
-            streams["lake_rows"] = self._stream(schema, self._lake_batches(replaced, schema))
-            parts.append(f"SELECT {select} FROM lake_rows{without_changed}")
-        if has_cdc:
-            parts.append(f"SELECT {_cast_list(schema, change_schema)} FROM incoming")
-        if not parts:
-            return None
         order = f" ORDER BY {', '.join(_q(c) for c in plan.partition_key)}" if plan.partition_key else ""
-        return self._query(" UNION ALL ".join(parts) + order, **streams)
+        incoming = f"SELECT {_cast_list(schema, change_schema)} FROM incoming" if has_cdc else None
+        if plan.mode == "full":
+            only_inserts = "" if keyed else f" WHERE {_q(OP)} = 'I'"
+            sources = [(c, int(plan.files[c.seq].get("size") or 0)) for c in loads]
+            base = f"SELECT {_cast_list(schema, change_schema)} FROM base_rows{without_changed}{only_inserts}"
+
+            def read(change: ChangeFile) -> pa.Table:
+                return self._read_change_table(change, change_schema, with_position=False)
+        else:
+            sources = [(f, f.size) for f in replaced]
+            base = f"SELECT {', '.join(_q(f.name) for f in schema)} FROM base_rows{without_changed}"
+
+            def read(lake_file: LakeFile) -> pa.Table:
+                return self._read_lake_table(lake_file, schema)
+        groups = _groups(sources, REWRITE_GROUP_BYTES)
+        for number, group in enumerate(groups, start=1):
+            self.db.register("base_rows", pa.concat_tables([read(source) for source in group]))
+            last = number == len(groups) and incoming
+            yield self.db.sql((f"{base} UNION ALL {incoming}" if last else base) + order)
+            self.db.unregister("base_rows")  # the writer has drained the query: free the group
+        if incoming and not groups:
+            yield self.db.sql(incoming + order)
+
+
+def _groups(sources: list[tuple[object, int]], budget: int) -> list[list]:
+    """Consecutive sources in groups of at most ``budget`` bytes (a bigger source alone)."""
+    groups, size = [], 0
+    for source, source_bytes in sources:
+        if not groups or size + source_bytes > budget:
+            groups.append([])
+            size = 0
+        groups[-1].append(source)
+        size += source_bytes
+    return groups
+
+
+def _empty(schema: pa.Schema) -> str:
+    """A SQL row source with ``schema``'s columns and no rows."""
+    return "(SELECT " + ", ".join(
+        f"CAST(NULL AS {arrow_schema.duckdb_type(f.type)}) AS {_q(f.name)}" for f in schema) + " LIMIT 0)"
 
 
 def _positions(first: int, rows: int) -> pa.Array:
@@ -721,15 +733,15 @@ class StagedWriter:
         self._current: dict | None = None
         self._folder: str | None = None
         self._bytes_per_row: float | None = None  # written Parquet bytes per row, to size files
+        self._dictionary_columns: list[str] | None = None
 
-    def write_all(self, relation) -> list[dict]:
-        if relation is None:
-            return []
+    def write_all(self, relations: Iterator) -> list[dict]:
+        """Write the rows of each query in turn; a partition's rows may come from several."""
         try:
-            reader = relation.to_arrow_reader(ROW_GROUP_ROWS)
-            for batch in reader:
-                if batch.num_rows:
-                    self._write(batch.cast(self.schema) if batch.schema != self.schema else batch)
+            for relation in relations:
+                for batch in relation.to_arrow_reader(ROW_GROUP_ROWS):
+                    if batch.num_rows:
+                        self._write(batch.cast(self.schema) if batch.schema != self.schema else batch)
         finally:
             self._close()
         return self.written
@@ -748,6 +760,8 @@ class StagedWriter:
             self._close()
             self._folder = folder
         data = pa.RecordBatch.from_arrays([batch.column(f.name) for f in self.file_schema], schema=self.file_schema)
+        if self._dictionary_columns is None:
+            self._dictionary_columns = _repetitive_columns(data)
         if self._bytes_per_row is None and data.num_rows:
             # A first guess (Snappy Parquet is a few times smaller than Arrow), then measured.
             self._bytes_per_row = max(1.0, data.nbytes / data.num_rows / 4)
@@ -770,6 +784,7 @@ class StagedWriter:
         relative = f"{folder}/{name}" if folder else name
         self._sink = self.files.open_output(f"{self.plan.staging_path.rstrip('/')}/{relative}")
         self._writer = pq.ParquetWriter(self._sink, self.file_schema, compression="snappy",
+                                        use_dictionary=self._dictionary_columns,
                                         coerce_timestamps="us", allow_truncated_timestamps=True,
                                         store_decimal_as_integer=True)
         self._current = {"path": relative, "rows": 0, "bytes": 0}
@@ -782,6 +797,16 @@ class StagedWriter:
         self._sink.close()
         self.written.append(self._current)
         self._writer = self._sink = self._current = None
+
+
+def _repetitive_columns(batch: pa.RecordBatch, sample_rows: int = 8192) -> list[str]:
+    """Columns worth dictionary encoding: few distinct values in a sample. Trying a dictionary on
+    a column of unique values (ids, notes, timestamps) and falling back costs most of a write."""
+    sample = batch.slice(0, sample_rows)
+    if not sample.num_rows:
+        return []
+    return [name for name, column in zip(sample.schema.names, sample.columns)
+            if pc.count_distinct(column, mode="all").as_py() <= sample.num_rows // 2]
 
 
 def _runs(batch: pa.RecordBatch, columns: list[str]) -> list[tuple[int, int]]:
