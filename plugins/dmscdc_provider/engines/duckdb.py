@@ -47,6 +47,7 @@ REWRITE_GROUP_BYTES = 64 * 1024 * 1024
 FOOTER_THREADS = 16
 
 DEFAULT_MEMORY_LIMIT = "1GB"
+DEFAULT_TARGET_FILE_BYTES = 32 * 1024 * 1024
 
 
 class MergeInputError(Exception):
@@ -69,6 +70,9 @@ class DuckDBMergeEngine:
     :param temp_directory: where DuckDB spills; default a fresh folder in the system's temp
         folder, removed after each merge.
     :param threads: DuckDB worker threads (default: one per core).
+    :param target_file_bytes: size of the files written when the plan does not set one. Smaller
+        than the Spark engine's 128 MiB: a merge rewrites whole files, so in a worker the cost of
+        an update follows the size of the files that hold it.
     :param aws_conn_id: Airflow AWS connection for ``s3://`` raw and lake (None: boto3's chain).
     :param region_name: AWS region for S3.
     """
@@ -78,19 +82,21 @@ class DuckDBMergeEngine:
         memory_limit: str = DEFAULT_MEMORY_LIMIT,
         temp_directory: str | None = None,
         threads: int | None = None,
+        target_file_bytes: int = DEFAULT_TARGET_FILE_BYTES,
         aws_conn_id: str | None = None,
         region_name: str | None = None,
     ):
         self.memory_limit = str(memory_limit)
         self.temp_directory = temp_directory
         self.threads = int(threads) if threads else None
+        self.target_file_bytes = int(target_file_bytes)
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
 
     def run(self, engine_plan: dict) -> dict:
         """Merge one table's planned files into staged Parquet files and describe the outcome."""
         started = time.monotonic()
-        plan = MergePlan.from_dict(engine_plan)
+        plan = MergePlan.from_dict({"target_file_bytes": self.target_file_bytes, **engine_plan})
         files = ArrowFiles(self.aws_conn_id, self.region_name)
         spill = self.temp_directory or tempfile.mkdtemp(prefix="dmscdc-duckdb-")
         try:
