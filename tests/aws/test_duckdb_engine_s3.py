@@ -4,6 +4,7 @@ S3 client (``AWS_ENDPOINT_URL`` honoured), with no download at run time."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 import boto3
@@ -87,3 +88,31 @@ def test_full_load_and_incremental_merges_on_s3_through_the_cli(moto_server, tmp
     item = boto3.client("dynamodb", region_name=REGION).get_item(
         TableName="DMSCDC_Controller", Key={"path": {"S": f"{RAW_BUCKET}/dms/sales/orders/"}})["Item"]
     assert item["LastIncrementalFile"]["S"].endswith(second)
+
+
+def test_engine_made_by_the_hook_reaches_s3_through_the_task_connection(moto_server, tmp_path, monkeypatch):  # noqa: F811
+    """The hook passes the task's connection; its endpoint (not the environment's) reaches S3."""
+    from dmscdc_provider.hooks.dmscdc import DmsCdcHook
+
+    s3 = boto3.client("s3", region_name=REGION)
+    for bucket in (RAW_BUCKET, LAKE_BUCKET):
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    upload(s3, tmp_path, "LOAD00000001.parquet", [{"Op": "I", "id": 1, "name": "one", "dept": "a", "updated": T0}])
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.setenv("AIRFLOW_CONN_DMSCDC_AWS", json.dumps(
+        {"conn_type": "aws", "extra": {"endpoint_url": moto_server, "region_name": REGION}}))
+
+    engine = DmsCdcHook(aws_conn_id="dmscdc_aws", region_name=REGION).make_engine("duckdb", {"memory_limit": "256MB"})
+    assert (engine.aws_conn_id, engine.region_name) == ("dmscdc_aws", REGION)
+    staging = f"{LAKE}/_dmscdc_staging/sales/orders/attempt-1"
+    result = engine.run({
+        "table": "sales.orders", "plan_id": "p", "attempt_id": "attempt-1", "mode": "full",
+        "files": [{"path": f"{RAW}/sales/orders/LOAD00000001.parquet", "kind": "load", "size": 1}],
+        "lake_table_path": f"{LAKE}/sales/orders", "staging_path": staging,
+        "primary_key": ["id"], "partition_key": [],
+    })
+    assert result["status"] == "succeeded", result
+    (added,) = result["files_added"]
+    staged = boto3.client("s3", region_name=REGION, endpoint_url=moto_server).head_object(
+        Bucket=LAKE_BUCKET, Key=f"lake/_dmscdc_staging/sales/orders/attempt-1/{added['path']}")
+    assert staged["ContentLength"] == added["bytes"]

@@ -357,4 +357,3 @@ def test_output_file_count_follows_size_and_uses_every_core():
     assert output_file_count(120 * mib, 128 * mib, 2) == 2  # both cores write
     assert output_file_count(320 * mib, 128 * mib, 2) == 4  # 3 by size, rounded to whole rounds
     assert output_file_count(2000 * mib, 128 * mib, 8) == 16
-
