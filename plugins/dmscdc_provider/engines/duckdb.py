@@ -227,11 +227,10 @@ class ArrowFiles:
 
     def delete_tree(self, uri: str) -> None:
         fs, path = self.resolve(uri)
-        if fs.get_file_info(path).type != pafs.FileType.NotFound or not isinstance(fs, pafs.LocalFileSystem):
-            try:
-                fs.delete_dir(path)
-            except FileNotFoundError:
-                pass
+        try:
+            fs.delete_dir(path)
+        except FileNotFoundError:  # nothing was staged
+            pass
 
 
 def is_csv(path: str) -> bool:
