@@ -84,12 +84,15 @@ def parquet_shape(path: str) -> list[tuple]:
             for i in range(len(schema))]
 
 
-def test_both_engines_write_the_same_parquet_columns_and_partition_folders(tmp_path, local_engine, duckdb_engine):
+@pytest.mark.parametrize("partition_key", [["dept"], ["day", "qty"]])
+def test_both_engines_write_the_same_parquet_columns_and_partition_folders(
+        tmp_path, local_engine, duckdb_engine, partition_key):
     lakes = {}
     for name, engine in (("spark", local_engine), ("duckdb", duckdb_engine)):
         lake = LakeHarness(tmp_path / name, engine)
-        lake.configure("s.t", primary_key=["id"], partition_key=["dept"])
-        lake.load("s.t", [row("I", 1, "x", "a/b c"), row("I", 2, "y", None), row("I", 3, "z", "q=1%")], ROW)
+        lake.configure("s.t", primary_key=["id"], partition_key=partition_key)
+        lake.load("s.t", [row("I", 1, "x", "a/b c", qty=-3), row("I", 2, "y", None, at=T0 + timedelta(days=40)),
+                          row("I", 3, "z", "q=1%", qty=12)], ROW)
         lake.run_ok()
         lakes[name] = lake
     spark_files, duckdb_files = (sorted(lakes[n].data_files("s.t")) for n in ("spark", "duckdb"))
