@@ -46,8 +46,8 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
 
     :param plan: ``TablePlan.to_dict()`` from the plan task.
     :param state_uri: the controller store.
-    :param engine: merge engine name: ``local`` (Spark in the worker), or a remote one
-        (``glue``, ``emr``, ``emr_serverless``) once registered.
+    :param engine: merge engine name: ``duckdb`` (in the worker, no JVM), ``local`` (Spark in
+        the worker), or a remote one (``glue``, ``emr``, ``emr_serverless``).
     :param engine_settings: the engine's settings.
     :param deferrable: with a remote engine, wait for the job in the triggerer.
     :param poll_interval: seconds between job status checks while deferred.
