@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 import shutil
 import tempfile
@@ -31,6 +32,8 @@ from dmscdc_provider.arrow_fs import arrow_filesystem
 from dmscdc_provider.engines import arrow_schema, hive_paths
 from dmscdc_provider.engines.arrow_schema import TypeConflict, unify_schemas
 from dmscdc_provider.storage import is_hidden
+
+log = logging.getLogger(__name__)
 
 OP = "Op"
 FILE_SEQ = "_dmscdc_file_seq"
@@ -120,6 +123,10 @@ class DuckDBMergeEngine:
                 shutil.rmtree(spill, ignore_errors=True)
         result.update(table=plan.table, plan_id=plan.plan_id, attempt_id=plan.attempt_id, mode=plan.mode,
                       seconds=round(time.monotonic() - started, 3))
+        if result["status"] == "succeeded":
+            log.info("%s: %s merge in process read %d file(s), rewrote %d lake file(s), staged %d row(s) "
+                     "in %d file(s) in %.1f s", plan.table, plan.mode, len(plan.files), len(result["files_removed"]),
+                     result["rows_written"], len(result["files_added"]), result["seconds"])
         return result
 
     def _connect(self, spill: str) -> duckdb.DuckDBPyConnection:
