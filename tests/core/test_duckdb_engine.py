@@ -103,3 +103,41 @@ def test_csv_quoted_values_keep_quotes_delimiters_newlines_and_empty_strings(tmp
     lake.run_ok()
     rows = lake.rows("s.t", order_by="CAST(id AS INTEGER)")
     assert {r["id"]: r["name"] for r in rows} == {str(k): v for k, v in values.items()}
+
+
+@pytest.fixture
+def one_file_per_group(monkeypatch):
+    """Every input file its own group, as inputs larger than the group size are read."""
+    monkeypatch.setattr("dmscdc_provider.engines.duckdb.REWRITE_GROUP_BYTES", 1)
+
+
+def test_input_read_in_several_groups_still_writes_one_file_per_partition(tmp_path, one_file_per_group):
+    schema = pa.schema([("id", pa.int64()), ("name", pa.string()), ("dept", pa.string())])
+    lake = LakeHarness(tmp_path, DuckDBMergeEngine())
+    lake.configure("s.t", primary_key=["id"], partition_key=["dept"])
+    for counter in range(1, 4):
+        lake.load("s.t", [{"Op": "I", "id": counter * 10 + i, "name": "load", "dept": "ab"[i % 2]} for i in range(4)],
+                  schema, counter=counter)
+    lake.cdc("s.t", [{"Op": "U", "id": 11, "name": "changed", "dept": "c"}, {"Op": "D", "id": 20, "name": "", "dept": "a"}],
+             schema)
+    lake.run_ok()
+    assert sorted(p.split("/")[0] for p in lake.data_files("s.t")) == ["dept=a", "dept=b", "dept=c"]
+    rows = {r["id"]: (r["name"], r["dept"]) for r in lake.rows("s.t")}
+    assert len(rows) == 11 and rows[11] == ("changed", "c") and 20 not in rows
+
+
+def test_rewrite_of_several_groups_of_lake_files_keeps_every_surviving_row(tmp_path, one_file_per_group):
+    schema = pa.schema([("id", pa.int64()), ("name", pa.string())])
+    lake = LakeHarness(tmp_path, DuckDBMergeEngine())
+    lake.configure("s.t", primary_key=["id"])
+    for batch in range(3):  # three runs: three lake files
+        lake.cdc("s.t", [{"Op": "I", "id": batch * 10 + i, "name": "first"} for i in range(5)], schema)
+        lake.run_ok()
+    assert len(lake.data_files("s.t")) == 3
+    lake.cdc("s.t", [{"Op": "U", "id": key, "name": "changed"} for key in (1, 12, 23)] + [
+        {"Op": "D", "id": 4, "name": ""}], schema)
+    result = lake.run_ok()
+    assert result.outcomes[0].summary["files_removed"] == 3
+    rows = {r["id"]: r["name"] for r in lake.rows("s.t")}
+    assert rows == {**{k: "first" for b in range(3) for k in range(b * 10, b * 10 + 5) if k != 4},
+                    1: "changed", 12: "changed", 23: "changed"}

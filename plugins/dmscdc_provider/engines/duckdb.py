@@ -44,8 +44,9 @@ KNOWN_OPS = ("I", "U", "D")
 BATCH_ROWS = 128 * 1024
 ROW_GROUP_ROWS = 256 * 1024
 # Input files (LOAD files, rewritten lake files) are read into Arrow in groups of about this many
-# Parquet bytes: DuckDB scans an in-memory Arrow table in parallel, many times faster than a stream.
-REWRITE_GROUP_BYTES = 64 * 1024 * 1024
+# Parquet bytes (two groups at a time: one written, the next read): DuckDB scans an in-memory
+# Arrow table in parallel, many times faster than a stream.
+REWRITE_GROUP_BYTES = 32 * 1024 * 1024
 # Footers of lake files are read in parallel: on S3 each one is a round trip.
 FOOTER_THREADS = 16
 
@@ -664,13 +665,28 @@ class _TableMerge:
             def read(lake_file: LakeFile) -> pa.Table:
                 return self._read_lake_table(lake_file, schema)
         groups = _groups(sources, REWRITE_GROUP_BYTES)
-        for number, group in enumerate(groups, start=1):
-            self.db.register("base_rows", pa.concat_tables([read(source) for source in group]))
-            last = number == len(groups) and incoming
-            yield self.db.sql((f"{base} UNION ALL {incoming}" if last else base) + order)
-            self.db.unregister("base_rows")  # the writer has drained the query: free the group
-        if incoming and not groups:
+        # One file per partition value needs all of a partition's rows in one sorted query: with
+        # several groups, a partitioned table's rows are first collected in DuckDB (which spills).
+        collect = bool(plan.partition_key) and len(groups) > 1
+        # The next group is read while the current one is written (both release the GIL).
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            pending = reader.submit(_read_group, read, groups[0]) if groups else None
+            for number, group in enumerate(groups, start=1):
+                self.db.register("base_rows", pending.result())
+                pending = reader.submit(_read_group, read, groups[number]) if number < len(groups) else None
+                last = number == len(groups)
+                if collect:
+                    self.db.execute(f"{'CREATE TABLE base AS' if number == 1 else 'INSERT INTO base'} {base}")
+                else:
+                    yield self.db.sql((f"{base} UNION ALL {incoming}" if last and incoming else base) + order)
+                self.db.unregister("base_rows")  # the writer has drained the query: free the group
+        if collect:
+            yield self.db.sql(("SELECT * FROM base" + (f" UNION ALL {incoming}" if incoming else "")) + order)
+        elif incoming and not groups:
             yield self.db.sql(incoming + order)
+
+def _read_group(read, group: list) -> pa.Table:
+    return pa.concat_tables([read(source) for source in group])
 
 
 def _groups(sources: list[tuple[object, int]], budget: int) -> list[list]:
