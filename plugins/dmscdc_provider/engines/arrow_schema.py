@@ -132,15 +132,15 @@ def cast_column(values: pa.Array | pa.ChunkedArray, data_type: pa.DataType):
     return pc.cast(values, data_type, safe=not lossy)
 
 
-def conform_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """``schema``'s columns from ``batch``: missing ones as nulls, others cast where they differ."""
-    present = set(batch.schema.names)
+def conform_batch(rows: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.RecordBatch | pa.Table:
+    """``schema``'s columns from a batch or table: missing ones as nulls, others cast where they differ."""
+    present = set(rows.schema.names)
     columns = [
-        cast_column(batch.column(field.name), field.type) if field.name in present
-        else pa.nulls(batch.num_rows, field.type)
+        cast_column(rows.column(field.name), field.type) if field.name in present
+        else pa.nulls(rows.num_rows, field.type)
         for field in schema
     ]
-    return pa.RecordBatch.from_arrays(columns, schema=schema)
+    return type(rows).from_arrays(columns, schema=schema)
 
 
 def duckdb_type(data_type: pa.DataType) -> str:

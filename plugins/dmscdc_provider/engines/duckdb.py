@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
+import math
 import shutil
 import tempfile
 import time
@@ -31,6 +33,8 @@ from dmscdc_provider.engines import arrow_schema, hive_paths
 from dmscdc_provider.engines.arrow_schema import TypeConflict, unify_schemas
 from dmscdc_provider.storage import is_hidden
 
+log = logging.getLogger(__name__)
+
 OP = "Op"
 FILE_SEQ = "_dmscdc_file_seq"
 ROW_POS = "_dmscdc_row_pos"
@@ -39,10 +43,15 @@ KNOWN_OPS = ("I", "U", "D")
 # that per-batch overhead vanishes, small enough that a batch of a wide table stays in tens of MB.
 BATCH_ROWS = 128 * 1024
 ROW_GROUP_ROWS = 256 * 1024
+# Input files (LOAD files, rewritten lake files) are read into Arrow in groups of about this many
+# Parquet bytes (two groups at a time: one written, the next read): DuckDB scans an in-memory
+# Arrow table in parallel, many times faster than a stream.
+REWRITE_GROUP_BYTES = 32 * 1024 * 1024
 # Footers of lake files are read in parallel: on S3 each one is a round trip.
 FOOTER_THREADS = 16
 
 DEFAULT_MEMORY_LIMIT = "1GB"
+DEFAULT_TARGET_FILE_BYTES = 32 * 1024 * 1024
 
 
 class MergeInputError(Exception):
@@ -65,6 +74,9 @@ class DuckDBMergeEngine:
     :param temp_directory: where DuckDB spills; default a fresh folder in the system's temp
         folder, removed after each merge.
     :param threads: DuckDB worker threads (default: one per core).
+    :param target_file_bytes: size of the files written when the plan does not set one. Smaller
+        than the Spark engine's 128 MiB: a merge rewrites whole files, so in a worker the cost of
+        an update follows the size of the files that hold it.
     :param aws_conn_id: Airflow AWS connection for ``s3://`` raw and lake (None: boto3's chain).
     :param region_name: AWS region for S3.
     """
@@ -74,19 +86,21 @@ class DuckDBMergeEngine:
         memory_limit: str = DEFAULT_MEMORY_LIMIT,
         temp_directory: str | None = None,
         threads: int | None = None,
+        target_file_bytes: int = DEFAULT_TARGET_FILE_BYTES,
         aws_conn_id: str | None = None,
         region_name: str | None = None,
     ):
         self.memory_limit = str(memory_limit)
         self.temp_directory = temp_directory
         self.threads = int(threads) if threads else None
+        self.target_file_bytes = int(target_file_bytes)
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
 
     def run(self, engine_plan: dict) -> dict:
         """Merge one table's planned files into staged Parquet files and describe the outcome."""
         started = time.monotonic()
-        plan = MergePlan.from_dict(engine_plan)
+        plan = MergePlan.from_dict({"target_file_bytes": self.target_file_bytes, **engine_plan})
         files = ArrowFiles(self.aws_conn_id, self.region_name)
         spill = self.temp_directory or tempfile.mkdtemp(prefix="dmscdc-duckdb-")
         try:
@@ -101,7 +115,7 @@ class DuckDBMergeEngine:
                 "table": plan.table, "file": None,
                 "problem": f"the merge needs more memory than the duckdb engine's memory_limit "
                            f"{self.memory_limit} ({_first_line(error)})",
-                "remedy": "Raise the engine's memory_limit (--engine-setting memory_limit=4GB), give "
+                "remedy": "Raise the engine's memory_limit (--duckdb-setting memory_limit=4GB), give "
                           "temp_directory a folder with more free space, or merge this table with a "
                           "Spark engine; the table's state was left unchanged.",
             }}
@@ -110,6 +124,10 @@ class DuckDBMergeEngine:
                 shutil.rmtree(spill, ignore_errors=True)
         result.update(table=plan.table, plan_id=plan.plan_id, attempt_id=plan.attempt_id, mode=plan.mode,
                       seconds=round(time.monotonic() - started, 3))
+        if result["status"] == "succeeded":
+            log.info("%s: %s merge in process read %d file(s), rewrote %d lake file(s), staged %d row(s) "
+                     "in %d file(s) in %.1f s", plan.table, plan.mode, len(plan.files), len(result["files_removed"]),
+                     result["rows_written"], len(result["files_added"]), result["seconds"])
         return result
 
     def _connect(self, spill: str) -> duckdb.DuckDBPyConnection:
@@ -217,11 +235,10 @@ class ArrowFiles:
 
     def delete_tree(self, uri: str) -> None:
         fs, path = self.resolve(uri)
-        if fs.get_file_info(path).type != pafs.FileType.NotFound or not isinstance(fs, pafs.LocalFileSystem):
-            try:
-                fs.delete_dir(path)
-            except FileNotFoundError:
-                pass
+        try:
+            fs.delete_dir(path)
+        except FileNotFoundError:  # nothing was staged
+            pass
 
 
 def is_csv(path: str) -> bool:
@@ -313,35 +330,29 @@ class _TableMerge:
                 present = [n for n in (columns or parquet.schema_arrow.names) if n in parquet.schema_arrow.names]
                 yield from parquet.iter_batches(batch_size=BATCH_ROWS, columns=present or None, use_threads=True)
 
-    def _change_batches(self, change: ChangeFile, schema: pa.Schema, with_position: bool = True
-                        ) -> Iterator[pa.RecordBatch]:
-        """The file's rows conformed to ``schema``; ``with_position`` adds the file's place in the
-        plan and each row's place in the file (what orders changes to one key)."""
-        position = 0
-        out_schema = with_order_columns(schema) if with_position else schema
+    def _read_change_table(self, change: ChangeFile, schema: pa.Schema, with_position: bool) -> pa.Table:
+        """The file's rows in file order, conformed to ``schema``; ``with_position`` adds the file's
+        place in the plan and each row's place in the file (what orders changes to one key)."""
         try:
-            for batch in self._raw_batches(change):
-                rows = batch.num_rows
-                if not change.has_op:
-                    batch = batch.append_column(OP, pa.repeat(pa.scalar("I", pa.string()), rows))
-                conformed = self._conform(batch, schema, change.path)
-                if not with_position:
-                    yield conformed
-                    continue
-                columns = conformed.columns + [pa.repeat(pa.scalar(change.seq, pa.int32()), rows),
-                                               _positions(position, rows)]
-                position += rows
-                yield pa.RecordBatch.from_arrays(columns, schema=out_schema)
-        except MergeInputError as error:
-            self._stream_error = error
-            raise
+            if is_csv(change.path):
+                table = pa.Table.from_batches(list(self._raw_batches(change)))
+            else:
+                with self.files.open_input(change.path) as handle:
+                    table = pq.ParquetFile(handle).read(use_threads=True)
         except (OSError, pa.ArrowException) as error:
-            self._stream_error = self._unreadable(change.path, error)
-            raise
+            raise self._unreadable(change.path, error) from error
+        rows = table.num_rows
+        if not change.has_op:
+            table = table.append_column(OP, pa.repeat(pa.scalar("I", pa.string()), rows))
+        table = self._conform(table, schema, change.path)
+        if with_position:
+            table = table.append_column(FILE_SEQ, pa.repeat(pa.scalar(change.seq, pa.int32()), rows))
+            table = table.append_column(ROW_POS, _positions(0, rows))
+        return table
 
-    def _conform(self, batch: pa.RecordBatch, schema: pa.Schema, path: str) -> pa.RecordBatch:
+    def _conform(self, rows, schema: pa.Schema, path: str):
         try:
-            return arrow_schema.conform_batch(batch, schema)
+            return arrow_schema.conform_batch(rows, schema)
         except pa.ArrowInvalid as error:
             raise self._fail(
                 path, f"a value does not fit the table's column type ({_first_line(error)})",
@@ -520,29 +531,21 @@ class _TableMerge:
         numbers = sorted(number for (number,) in found)
         return [(row_groups[n][0], row_groups[n][1]) for n in numbers]
 
-    def _lake_batches(self, stored: list[LakeFile], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-        """Every row of the lake files a merge rewrites, with partition columns, conformed to ``schema``."""
-        root = self.plan.lake_table_path.rstrip("/")
-        for lake_file in stored:
-            path = f"{root}/{lake_file.relative_path}"
-            folder_values = lake_file.partition_text
-            try:
-                with self.files.open_input(path) as handle:
-                    for batch in pq.ParquetFile(handle).iter_batches(batch_size=BATCH_ROWS, use_threads=True):
-                        for column, text in folder_values.items():
-                            if column in batch.schema.names or column not in schema.names:
-                                continue
-                            data_type = schema.field(column).type
-                            batch = batch.append_column(
-                                column, pa.repeat(pa.scalar(hive_paths.typed_value(text, data_type), data_type),
-                                                  batch.num_rows))
-                        yield self._conform(batch, schema, path)
-            except MergeInputError as error:
-                self._stream_error = error
-                raise
-            except (OSError, pa.ArrowException) as error:
-                self._stream_error = self._unreadable(path, error)
-                raise
+    def _read_lake_table(self, lake_file: LakeFile, schema: pa.Schema) -> pa.Table:
+        """Every row of a lake file the merge rewrites, with its partition columns, conformed to ``schema``."""
+        path = f"{self.plan.lake_table_path.rstrip('/')}/{lake_file.relative_path}"
+        try:
+            with self.files.open_input(path) as handle:
+                table = pq.ParquetFile(handle).read(use_threads=True)
+            for column, text in lake_file.partition_text.items():
+                if column in table.schema.names or column not in schema.names:
+                    continue
+                data_type = schema.field(column).type
+                value = pa.scalar(hive_paths.typed_value(text, data_type), data_type)
+                table = table.append_column(column, pa.repeat(value, table.num_rows))
+        except (OSError, pa.ArrowException) as error:
+            raise self._unreadable(path, error) from error
+        return self._conform(table, schema, path)
 
     # -- queries ----------------------------------------------------------------------------
     def _query(self, sql: str, **streams: pa.RecordBatchReader):
@@ -554,15 +557,13 @@ class _TableMerge:
         return self.db.sql(sql)
 
     def _load_changes(self, changes: list[ChangeFile], schema: pa.Schema) -> None:
-        """The CDC rows, conformed to ``schema``, into the ``changes`` table (spills past memory)."""
-        def batches():
-            for change in changes:
-                yield from self._change_batches(change, schema)
-
-        out_schema = with_order_columns(schema)
-        self._query("CREATE TABLE changes AS SELECT * FROM change_stream",
-                    change_stream=self._stream(out_schema, batches()))
-        self.db.unregister("change_stream")
+        """The CDC rows, conformed to ``schema``, into the ``changes`` table (which spills past
+        the memory limit); one file in Arrow memory at a time."""
+        self.db.execute(f"CREATE TABLE changes AS SELECT * FROM {_empty(with_order_columns(schema))}")
+        for change in changes:
+            self.db.register("change_rows", self._read_change_table(change, schema, with_position=True))
+            self.db.execute("INSERT INTO changes SELECT * FROM change_rows")
+            self.db.unregister("change_rows")
 
     # -- the merge ----------------------------------------------------------------------------
     def run(self) -> dict:
@@ -616,8 +617,8 @@ class _TableMerge:
                              "The lake file and the new changes disagree on the column's type; rebuild the "
                              "table in the new type with a full load (`dmscdc run --full-refresh`).")
         schema = pa.schema([schema.field(OP)] + [f for f in schema if f.name != OP])
-        output = self._output_query(schema, loads, change_schema, replaced, keyed, bool(cdc))
-        written = StagedWriter(self.files, plan, schema).write_all(output)
+        queries = self._output_queries(schema, loads, change_schema, replaced, keyed, bool(cdc))
+        written = StagedWriter(self.files, plan, schema).write_all(queries)
         return {
             "status": "succeeded",
             "rows_read": rows_read,
@@ -640,30 +641,70 @@ class _TableMerge:
             f"CREATE TABLE incoming AS SELECT * FROM changes "
             f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {newest_first}) = 1 AND {_q(OP)} <> 'D'")
 
-    def _output_query(self, schema: pa.Schema, loads: list[ChangeFile], change_schema: pa.Schema,
-                      replaced: list[LakeFile], keyed: bool, has_cdc: bool):
-        """Base rows (what survives of the table) plus incoming rows, sorted by partition."""
+    def _output_queries(self, schema: pa.Schema, loads: list[ChangeFile], change_schema: pa.Schema,
+                        replaced: list[LakeFile], keyed: bool, has_cdc: bool) -> Iterator:
+        """Base rows (the LOAD files, or what survives of the rewritten lake files) plus the
+        incoming rows, sorted by partition; one query per group of about ``REWRITE_GROUP_BYTES``
+        of input files, so Arrow memory stays bounded however many files a merge reads."""
         plan = self.plan
-        parts, streams = [], {}
         using = ", ".join(_q(k) for k in plan.primary_key)
         without_changed = f" ANTI JOIN changed_keys USING ({using})" if keyed and has_cdc else ""
-        select = ", ".join(_q(f.name) for f in schema)
-        if plan.mode == "full" and loads:
-            def load_batches():
-                for change in loads:
-                    yield from self._change_batches(change, change_schema, with_position=False)
-            streams["load_rows"] = self._stream(change_schema, load_batches())
-            only_inserts = "" if keyed else f" WHERE {_q(OP)} = 'I'"
-            parts.append(f"SELECT {_cast_list(schema, change_schema)} FROM load_rows{without_changed}{only_inserts}")
-        elif replaced:
-            streams["lake_rows"] = self._stream(schema, self._lake_batches(replaced, schema))
-            parts.append(f"SELECT {select} FROM lake_rows{without_changed}")
-        if has_cdc:
-            parts.append(f"SELECT {_cast_list(schema, change_schema)} FROM incoming")
-        if not parts:
-            return None
         order = f" ORDER BY {', '.join(_q(c) for c in plan.partition_key)}" if plan.partition_key else ""
-        return self._query(" UNION ALL ".join(parts) + order, **streams)
+        incoming = f"SELECT {_cast_list(schema, change_schema)} FROM incoming" if has_cdc else None
+        if plan.mode == "full":
+            only_inserts = "" if keyed else f" WHERE {_q(OP)} = 'I'"
+            sources = [(c, int(plan.files[c.seq].get("size") or 0)) for c in loads]
+            base = f"SELECT {_cast_list(schema, change_schema)} FROM base_rows{without_changed}{only_inserts}"
+
+            def read(change: ChangeFile) -> pa.Table:
+                return self._read_change_table(change, change_schema, with_position=False)
+        else:
+            sources = [(f, f.size) for f in replaced]
+            base = f"SELECT {', '.join(_q(f.name) for f in schema)} FROM base_rows{without_changed}"
+
+            def read(lake_file: LakeFile) -> pa.Table:
+                return self._read_lake_table(lake_file, schema)
+        groups = _groups(sources, REWRITE_GROUP_BYTES)
+        # One file per partition value needs all of a partition's rows in one sorted query: with
+        # several groups, a partitioned table's rows are first collected in DuckDB (which spills).
+        collect = bool(plan.partition_key) and len(groups) > 1
+        # The next group is read while the current one is written (both release the GIL).
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            pending = reader.submit(_read_group, read, groups[0]) if groups else None
+            for number, group in enumerate(groups, start=1):
+                self.db.register("base_rows", pending.result())
+                pending = reader.submit(_read_group, read, groups[number]) if number < len(groups) else None
+                last = number == len(groups)
+                if collect:
+                    self.db.execute(f"{'CREATE TABLE base AS' if number == 1 else 'INSERT INTO base'} {base}")
+                else:
+                    yield self.db.sql((f"{base} UNION ALL {incoming}" if last and incoming else base) + order)
+                self.db.unregister("base_rows")  # the writer has drained the query: free the group
+        if collect:
+            yield self.db.sql(("SELECT * FROM base" + (f" UNION ALL {incoming}" if incoming else "")) + order)
+        elif incoming and not groups:
+            yield self.db.sql(incoming + order)
+
+def _read_group(read, group: list) -> pa.Table:
+    return pa.concat_tables([read(source) for source in group])
+
+
+def _groups(sources: list[tuple[object, int]], budget: int) -> list[list]:
+    """Consecutive sources in groups of at most ``budget`` bytes (a bigger source alone)."""
+    groups, size = [], 0
+    for source, source_bytes in sources:
+        if not groups or size + source_bytes > budget:
+            groups.append([])
+            size = 0
+        groups[-1].append(source)
+        size += source_bytes
+    return groups
+
+
+def _empty(schema: pa.Schema) -> str:
+    """A SQL row source with ``schema``'s columns and no rows."""
+    return "(SELECT " + ", ".join(
+        f"CAST(NULL AS {arrow_schema.duckdb_type(f.type)}) AS {_q(f.name)}" for f in schema) + " LIMIT 0)"
 
 
 def _positions(first: int, rows: int) -> pa.Array:
@@ -719,15 +760,16 @@ class StagedWriter:
         self._sink = None
         self._current: dict | None = None
         self._folder: str | None = None
+        self._bytes_per_row: float | None = None  # written Parquet bytes per row, to size files
+        self._dictionary_columns: list[str] | None = None
 
-    def write_all(self, relation) -> list[dict]:
-        if relation is None:
-            return []
+    def write_all(self, relations: Iterator) -> list[dict]:
+        """Write the rows of each query in turn; a partition's rows may come from several."""
         try:
-            reader = relation.to_arrow_reader(ROW_GROUP_ROWS)
-            for batch in reader:
-                if batch.num_rows:
-                    self._write(batch.cast(self.schema) if batch.schema != self.schema else batch)
+            for relation in relations:
+                for batch in relation.to_arrow_reader(ROW_GROUP_ROWS):
+                    if batch.num_rows:
+                        self._write(batch.cast(self.schema) if batch.schema != self.schema else batch)
         finally:
             self._close()
         return self.written
@@ -746,15 +788,22 @@ class StagedWriter:
             self._close()
             self._folder = folder
         data = pa.RecordBatch.from_arrays([batch.column(f.name) for f in self.file_schema], schema=self.file_schema)
+        if self._dictionary_columns is None:
+            self._dictionary_columns = _repetitive_columns(data)
+        if self._bytes_per_row is None and data.num_rows:
+            # A first guess (Snappy Parquet is a few times smaller than Arrow), then measured.
+            self._bytes_per_row = max(1.0, data.nbytes / data.num_rows / 4)
         offset = 0
         while offset < data.num_rows:
             if self._writer is None:
                 self._open(folder)
             room = self.plan.max_records_per_file - self._current["rows"]
-            piece = data.slice(offset, min(room, data.num_rows - offset))
+            fits = math.ceil(max(0, self.plan.target_file_bytes - self._sink.tell()) / self._bytes_per_row)
+            piece = data.slice(offset, max(1, min(room, fits, data.num_rows - offset)))
             self._writer.write_batch(piece, row_group_size=ROW_GROUP_ROWS)
             self._current["rows"] += piece.num_rows
             offset += piece.num_rows
+            self._bytes_per_row = max(1.0, self._sink.tell() / self._current["rows"])
             if self._current["rows"] >= self.plan.max_records_per_file or self._sink.tell() >= self.plan.target_file_bytes:
                 self._close()
 
@@ -763,7 +812,9 @@ class StagedWriter:
         relative = f"{folder}/{name}" if folder else name
         self._sink = self.files.open_output(f"{self.plan.staging_path.rstrip('/')}/{relative}")
         self._writer = pq.ParquetWriter(self._sink, self.file_schema, compression="snappy",
-                                        coerce_timestamps="us", allow_truncated_timestamps=True)
+                                        use_dictionary=self._dictionary_columns,
+                                        coerce_timestamps="us", allow_truncated_timestamps=True,
+                                        store_decimal_as_integer=True)
         self._current = {"path": relative, "rows": 0, "bytes": 0}
 
     def _close(self) -> None:
@@ -774,6 +825,16 @@ class StagedWriter:
         self._sink.close()
         self.written.append(self._current)
         self._writer = self._sink = self._current = None
+
+
+def _repetitive_columns(batch: pa.RecordBatch, sample_rows: int = 8192) -> list[str]:
+    """Columns worth dictionary encoding: few distinct values in a sample. Trying a dictionary on
+    a column of unique values (ids, notes, timestamps) and falling back costs most of a write."""
+    sample = batch.slice(0, sample_rows)
+    if not sample.num_rows:
+        return []
+    return [name for name, column in zip(sample.schema.names, sample.columns)
+            if pc.count_distinct(column, mode="all").as_py() <= sample.num_rows // 2]
 
 
 def _runs(batch: pa.RecordBatch, columns: list[str]) -> list[tuple[int, int]]:
