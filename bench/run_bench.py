@@ -295,6 +295,8 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=40, help="LOAD files (and, in cold/warm, lake files) per table (F)")
     parser.add_argument("--changes", type=int, default=20000, help="changes in the CDC file (K)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--spark-repeats", type=int, default=None,
+                        help="whole mode: runs of each Spark baseline (default: --repeats); each takes a new JVM")
     parser.add_argument("--tables", type=int, default=100, help="tables of the many-tables scenario")
     parser.add_argument("--modes", default="whole",
                         help="whole: whole processes from DMS LOAD files (dmscdc run with engine auto and local "
@@ -337,8 +339,9 @@ def main() -> int:
     if "whole" in modes:
         import whole_process
 
+        spark_repeats = args.spark_repeats or args.repeats
         results["whole"] = whole_process.run(args.workdir, sizes, args.files, args.changes, args.repeats,
-                                             args.tables, [s.strip() for s in args.scenarios.split(",")], save)
+                                             spark_repeats, args.tables, [s.strip() for s in args.scenarios.split(",")], save)
         print("\nwhole processes (medians):")
         for line in whole_process.report(results["whole"]):
             print(f"  {line}")

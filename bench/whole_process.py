@@ -140,8 +140,9 @@ def spark_job_argv(job: str, source: str, target: str) -> list[str]:
 
 
 # -- scenarios --------------------------------------------------------------------------------------
-def orders(workdir: str, rows: int, files: int, changes: int, repeats: int) -> dict:
-    """Full load and incremental of the orders table at ``rows`` rows."""
+def orders(workdir: str, rows: int, files: int, changes: int, repeats: int, spark_repeats: int) -> dict:
+    """Full load and incremental of the orders table at ``rows`` rows; the Spark baselines run
+    ``spark_repeats`` times."""
     root = os.path.join(workdir, f"orders-n{rows}")
     shutil.rmtree(root, ignore_errors=True)
     raw = os.path.join(root, "raw")
@@ -165,7 +166,7 @@ def orders(workdir: str, rows: int, files: int, changes: int, repeats: int) -> d
     for index in range(1, repeats):
         shutil.rmtree(os.path.join(root, f"full-{index}"))
     copies = []
-    for index in range(repeats):
+    for index in range(spark_repeats):
         target = os.path.join(root, f"copy-{index}")
         copies.append(timed(spark_job_argv("copy", load_dir, target)))
         shutil.rmtree(target)
@@ -186,7 +187,7 @@ def orders(workdir: str, rows: int, files: int, changes: int, repeats: int) -> d
     }
     for kind, run_kind in kinds.items():
         runs = []
-        for index in range(repeats):
+        for index in range(repeats if kind == "auto" else spark_repeats):
             lake, state = copy_run(base, os.path.join(root, f"{kind}-{index}"))
             runs.append(run_kind(lake, state))
             rows_after = lake_rows(os.path.join(lake, "bench", "orders"))
@@ -268,17 +269,17 @@ def demo(workdir: str, repeats: int) -> dict:
     return result
 
 
-def run(workdir: str, sizes: list[int], files: int, changes: int, repeats: int,
+def run(workdir: str, sizes: list[int], files: int, changes: int, repeats: int, spark_repeats: int,
         tables: int, scenarios: list[str], save=lambda results: None) -> dict:
     """Every scenario in turn; ``save`` gets the results so far after each one (a long run
     that is stopped keeps what it measured)."""
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
-    results: dict = {"machine": machine(), "repeats": repeats}
+    results: dict = {"machine": machine(), "repeats": repeats, "spark_repeats": spark_repeats}
     if "orders" in scenarios:
         results["orders"] = {}
         for rows in sizes:
-            results["orders"][str(rows)] = orders(workdir, rows, files, changes, repeats)
+            results["orders"][str(rows)] = orders(workdir, rows, files, changes, repeats, spark_repeats)
             save(results)
         if len(sizes) > 1:
             results["auto_largest_vs_smallest"] = (results["orders"][str(sizes[-1])]["auto"]["seconds"]
