@@ -325,5 +325,50 @@ def report(results: dict) -> list[str]:
     return lines
 
 
+def markdown(results: dict) -> str:
+    """The results as the README's table (``python bench/whole_process.py --markdown RESULTS.json``)."""
+    sizes = list(results.get("orders", {}))
+    head = ["| whole process, median (runs) | " + " | ".join(f"N={int(n) / 1e6:g}M" for n in sizes) + " |",
+            "|---|" + "---|" * len(sizes)]
+
+    def cell(entry: dict) -> str:
+        return f"{entry['seconds']:.2f} s ({', '.join(f'{x:g}' for x in entry['all_seconds'])})"
+
+    orders = [results["orders"][n] for n in sizes]
+    rows = [
+        ("LOAD files", [f"{o['load_mb']} MB in {o['load_files']} files" for o in orders]),
+        ("full load, `dmscdc run` (engine chosen)",
+         [f"{cell(o['full_load'])}, {'/'.join(o['full_load']['engines'])}, {o['full_load']['lake_files']} lake files"
+          for o in orders]),
+        ("plain Spark Parquet copy of the LOAD files, new JVM", [cell(o["plain_spark_copy"]) for o in orders]),
+        ("full load / plain copy", [f"**{o['full_load_vs_plain_copy']:.2f}x**" for o in orders]),
+        ("incremental, `dmscdc run` (auto)",
+         [f"{cell(o['auto'])}, {'/'.join(o['auto']['engines'])}" for o in orders]),
+        ("incremental, `dmscdc run --engine local`", [cell(o["spark_local"]) for o in orders]),
+        ("incremental, the blog's algorithm, new JVM", [cell(o["blog_new_jvm"]) for o in orders]),
+        ("auto faster than the blog / than local Spark",
+         [f"**{o['auto_faster_than_blog']:.1f}x** / **{o['auto_faster_than_spark_local']:.1f}x**" for o in orders]),
+        ("peak RSS of the incremental: auto / local Spark / blog",
+         [f"{o['auto']['peak_rss_mb']} / {o['spark_local']['peak_rss_mb']} / {o['blog_new_jvm']['peak_rss_mb']} MB"
+          for o in orders]),
+    ]
+    lines = head + [f"| {label} | " + " | ".join(values) + " |" for label, values in rows]
+    if "auto_largest_vs_smallest" in results:
+        lines.append(f"\nauto incremental at N={int(sizes[-1]) / 1e6:g}M: "
+                     f"{results['auto_largest_vs_smallest']:.2f}x its time at N={int(sizes[0]) / 1e6:g}M.")
+    if "many_tables" in results:
+        many = results["many_tables"]
+        lines.append(f"\n{many['tables']} tables of {many['rows_per_table']:,} rows, {many['changes_per_table']} changes "
+                     f"each: incremental `dmscdc run` (auto) {cell(many['incremental_auto'])}, peak RSS "
+                     f"{many['incremental_auto']['peak_rss_mb']} MB; with `--engine local` (one run) "
+                     f"{many['incremental_spark_local_one_run']['seconds']:.2f} s.")
+    if "demo" in results:
+        lines.append(f"\n`dmscdc demo` (whole process: writes the sample, two runs, queries): {cell(results['demo'])}.")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["--spark-job"]:
     spark_job(*sys.argv[2:5])
+elif __name__ == "__main__" and sys.argv[1:2] == ["--markdown"]:
+    with open(sys.argv[2]) as handle:
+        print(markdown(json.load(handle).get("whole", {})))
