@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -87,6 +88,12 @@ def engines_used(output: str) -> dict[str, int]:
             engine = line.split(" on ", 1)[1].split(" ", 1)[0]
             counts[engine] = counts.get(engine, 0) + 1
     return counts
+
+
+def files_rewritten(output: str) -> int:
+    """Lake files a ``dmscdc run`` replaced, from its progress lines (``+2/-1 files``)."""
+    found = re.findall(r", \+\d+/-(\d+) files", output)
+    return sum(int(count) for count in found)
 
 
 def configure(state: str, raw: str, tables: list[str]) -> None:
@@ -195,6 +202,7 @@ def orders(workdir: str, rows: int, files: int, changes: int, repeats: int, spar
         result[kind] = {**summarize(runs), "rows_after": rows_after}
         if kind != "blog_new_jvm":
             result[kind]["engines"] = engines_used(runs[0]["output"])
+            result[kind]["files_rewritten"] = files_rewritten(runs[0]["output"])
         print(f"  incremental {kind:<13} {result[kind]['all_seconds']}  peak {result[kind]['peak_rss_mb']} MB  "
               f"rows after {rows_after:,}", flush=True)
     shutil.rmtree(root, ignore_errors=True)
