@@ -57,7 +57,8 @@ def timed(argv: list[str], watch_rss: bool = False) -> dict:
     seconds = time.perf_counter() - started
     if process.returncode != 0:
         raise SystemExit(f"failed ({process.returncode}): {' '.join(argv)}\n{output[-3000:]}\n{errors[-3000:]}")
-    result = {"seconds": seconds, "output": output}
+    # The 1-minute load average as the run ends: other work on the machine shows here.
+    result = {"seconds": seconds, "output": output, "load_average": round(os.getloadavg()[0], 1)}
     if watch_rss:
         result["peak_rss_mb"] = peak // 2**20
     return result
@@ -65,7 +66,8 @@ def timed(argv: list[str], watch_rss: bool = False) -> dict:
 
 def summarize(runs: list[dict]) -> dict:
     summary = {"seconds": statistics.median(r["seconds"] for r in runs),
-               "all_seconds": [round(r["seconds"], 2) for r in runs]}
+               "all_seconds": [round(r["seconds"], 2) for r in runs],
+               "load_averages": [r["load_average"] for r in runs]}
     if "peak_rss_mb" in runs[0]:
         summary["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
     return summary
