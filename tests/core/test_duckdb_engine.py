@@ -141,3 +141,19 @@ def test_rewrite_of_several_groups_of_lake_files_keeps_every_surviving_row(tmp_p
     rows = {r["id"]: r["name"] for r in lake.rows("s.t")}
     assert rows == {**{k: "first" for b in range(3) for k in range(b * 10, b * 10 + 5) if k != 4},
                     1: "changed", 12: "changed", 23: "changed"}
+
+
+def test_gzipped_csv_files_are_read_like_plain_ones(tmp_path):
+    import gzip
+    import shutil
+
+    schema = pa.schema([("id", pa.int64()), ("name", pa.string())])
+    lake = LakeHarness(tmp_path, DuckDBMergeEngine())
+    lake.configure("s.t", primary_key=["id"])
+    plain = lake.cdc("s.t", [{"Op": "I", "id": 1, "name": "one"}, {"Op": "I", "id": 2, "name": None}], schema,
+                     extension="csv")
+    with open(plain, "rb") as source, gzip.open(plain + ".gz", "wb") as target:
+        shutil.copyfileobj(source, target)
+    os.remove(plain)
+    lake.run_ok()
+    assert {r["id"]: r["name"] for r in lake.rows("s.t", order_by="id")} == {"1": "one", "2": None}

@@ -338,7 +338,7 @@ class _TableMerge:
                 table = pa.Table.from_batches(list(self._raw_batches(change)))
             else:
                 with self.files.open_input(change.path) as handle:
-                    table = pq.ParquetFile(handle).read(use_threads=True)
+                    table = pq.ParquetFile(handle, pre_buffer=True).read(use_threads=True)
         except (OSError, pa.ArrowException) as error:
             raise self._unreadable(change.path, error) from error
         rows = table.num_rows
@@ -536,7 +536,7 @@ class _TableMerge:
         path = f"{self.plan.lake_table_path.rstrip('/')}/{lake_file.relative_path}"
         try:
             with self.files.open_input(path) as handle:
-                table = pq.ParquetFile(handle).read(use_threads=True)
+                table = pq.ParquetFile(handle, pre_buffer=True).read(use_threads=True)
             for column, text in lake_file.partition_text.items():
                 if column in table.schema.names or column not in schema.names:
                     continue
