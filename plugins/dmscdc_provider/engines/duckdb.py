@@ -360,9 +360,6 @@ class _TableMerge:
                 "table's state was left unchanged.",
             ) from error
 
-    def _stream(self, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> pa.RecordBatchReader:
-        return pa.RecordBatchReader.from_batches(schema, batches)
-
     def _ops_by_file(self, changes: list[ChangeFile]) -> list[tuple[int, object, int]]:
         """``(file_seq, Op, rows)`` from the ``Op`` column alone (read before anything else)."""
         counts = []
@@ -457,22 +454,19 @@ class _TableMerge:
                 return False
 
         # Partition folders first: a folder outside the range is never opened.
-        candidates = []
-        for lake_file in lake_files:
-            folder_values = lake_file.partition_text
-            typed = {}
-            pruned = False
-            for column in keys:
-                if column in folder_values:
-                    try:
-                        typed[column] = hive_paths.typed_value(folder_values[column], key_types[column])
-                    except pa.ArrowException:
-                        typed[column] = None
-                        continue
-                    if typed[column] is None or outside(typed[column], typed[column], column):
-                        pruned = True  # a null key matches nothing
-            if not pruned:
-                candidates.append(lake_file)
+        def folder_outside(lake_file: LakeFile) -> bool:
+            for column, text in lake_file.partition_text.items():
+                if column not in keys:
+                    continue
+                try:
+                    value = hive_paths.typed_value(text, key_types[column])
+                except pa.ArrowException:
+                    continue  # a folder value the key's type cannot hold: let the file decide
+                if value is None or outside(value, value, column):  # a null key matches nothing
+                    return True
+            return False
+
+        candidates = [lake_file for lake_file in lake_files if not folder_outside(lake_file)]
         footers = self._footers(candidates)
         row_groups: list[tuple[LakeFile, pq.FileMetaData, list[int]]] = []
         for lake_file, metadata in zip(candidates, footers):
@@ -523,11 +517,12 @@ class _TableMerge:
                     self._stream_error = self._unreadable(path, error)
                     raise
 
-        stream = self._stream(key_schema, batches())
+        # Key columns only, so a stream: DuckDB reads it once, as the semi-join consumes it.
+        self.db.register("lake_keys", pa.RecordBatchReader.from_batches(key_schema, batches()))
         using = ", ".join(_q(k) for k in keys)
-        found = self._query(
-            f"SELECT DISTINCT _dmscdc_file FROM lake_keys SEMI JOIN changed_keys USING ({using})",
-            lake_keys=stream).fetchall()
+        found = self.db.sql(
+            f"SELECT DISTINCT _dmscdc_file FROM lake_keys SEMI JOIN changed_keys USING ({using})").fetchall()
+        self.db.unregister("lake_keys")
         numbers = sorted(number for (number,) in found)
         return [(row_groups[n][0], row_groups[n][1]) for n in numbers]
 
@@ -546,15 +541,6 @@ class _TableMerge:
         except (OSError, pa.ArrowException) as error:
             raise self._unreadable(path, error) from error
         return self._conform(table, schema, path)
-
-    # -- queries ----------------------------------------------------------------------------
-    def _query(self, sql: str, **streams: pa.RecordBatchReader):
-        """Run ``sql`` with Arrow streams visible under the given names."""
-        for name, stream in streams.items():
-            self.db.register(name, stream)
-        if sql.lstrip().upper().startswith("CREATE"):
-            return self.db.execute(sql)
-        return self.db.sql(sql)
 
     def _load_changes(self, changes: list[ChangeFile], schema: pa.Schema) -> None:
         """The CDC rows, conformed to ``schema``, into the ``changes`` table (which spills past
