@@ -10,6 +10,7 @@ engine (docs/plan-and-result.md, docs/merge-semantics.md, docs/engines.md).
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import logging
 import math
@@ -721,8 +722,6 @@ def _q(name: str) -> str:
 
 def _comparable(value):
     """Footer statistics and DuckDB values compared alike: instants as naive UTC."""
-    import datetime as dt
-
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return value
