@@ -261,6 +261,8 @@ class ChangeFile:
 # -- the merge --------------------------------------------------------------------------------
 
 class _TableMerge:
+    """One table's merge on one DuckDB connection: read, check, find the files to rewrite, write."""
+
     def __init__(self, connection: duckdb.DuckDBPyConnection, files: ArrowFiles, plan: MergePlan):
         self.db, self.files, self.plan = connection, files, plan
         self.warnings: list[str] = []
