@@ -201,6 +201,20 @@ class TestDmsCdcMergeOperator:
 
         assert merge_task(source, plan, engine="local", deferrable=True).execute(make_context())["status"] == "succeeded"
 
+    def test_in_process_engine_merges_in_the_worker(self, source):
+        """``engine: duckdb``: the merge runs in the worker, no Spark and no job to wait for."""
+        import duckdb
+
+        plan = plans_by_table(source, BEFORE_CHANGES, engine="duckdb")["sales.store"]
+        op = merge_task(source, plan, engine="duckdb", duckdb_settings={"memory_limit": "256MB"}, deferrable=True)
+        outcome = op.execute(make_context())
+
+        assert outcome["status"] == "succeeded"
+        lake_glob = f"{source['lake_root']}/sales/store/**/*.parquet"
+        (count,) = duckdb.sql(f"SELECT count(*) FROM read_parquet('{lake_glob}')").fetchall()[0]
+        assert count == outcome["summary"]["rows_written"] > 0
+        assert state(source, "sales.store").version > plan["base_version"]
+
 
 @pytest.fixture
 def scripted_engine(monkeypatch):

@@ -107,7 +107,7 @@ def test_csv_quoted_values_keep_quotes_delimiters_newlines_and_empty_strings(tmp
 
 @pytest.fixture
 def one_file_per_group(monkeypatch):
-    """Every input file its own group, as inputs larger than the group size are read."""
+    """Every row group its own group, as inputs larger than the group size are read."""
     monkeypatch.setattr("dmscdc_provider.engines.duckdb.REWRITE_GROUP_BYTES", 1)
 
 
@@ -117,7 +117,7 @@ def test_input_read_in_several_groups_still_writes_one_file_per_partition(tmp_pa
     lake.configure("s.t", primary_key=["id"], partition_key=["dept"])
     for counter in range(1, 4):
         lake.load("s.t", [{"Op": "I", "id": counter * 10 + i, "name": "load", "dept": "ab"[i % 2]} for i in range(4)],
-                  schema, counter=counter)
+                  schema, counter=counter, row_group_size=2)  # and each file read in two pieces
     lake.cdc("s.t", [{"Op": "U", "id": 11, "name": "changed", "dept": "c"}, {"Op": "D", "id": 20, "name": "", "dept": "a"}],
              schema)
     lake.run_ok()
@@ -141,3 +141,28 @@ def test_rewrite_of_several_groups_of_lake_files_keeps_every_surviving_row(tmp_p
     rows = {r["id"]: r["name"] for r in lake.rows("s.t")}
     assert rows == {**{k: "first" for b in range(3) for k in range(b * 10, b * 10 + 5) if k != 4},
                     1: "changed", 12: "changed", 23: "changed"}
+
+
+def test_gzipped_csv_files_are_read_like_plain_ones(tmp_path):
+    import gzip
+    import shutil
+
+    schema = pa.schema([("id", pa.int64()), ("name", pa.string())])
+    lake = LakeHarness(tmp_path, DuckDBMergeEngine())
+    lake.configure("s.t", primary_key=["id"])
+    plain = lake.cdc("s.t", [{"Op": "I", "id": 1, "name": "one"}, {"Op": "I", "id": 2, "name": None}], schema,
+                     extension="csv")
+    with open(plain, "rb") as source, gzip.open(plain + ".gz", "wb") as target:
+        shutil.copyfileobj(source, target)
+    os.remove(plain)
+    lake.run_ok()
+    assert {r["id"]: r["name"] for r in lake.rows("s.t", order_by="id")} == {"1": "one", "2": None}
+
+
+def test_empty_load_file_loads_an_empty_table(tmp_path):
+    schema = pa.schema([("id", pa.int64()), ("name", pa.string())])
+    lake = LakeHarness(tmp_path, DuckDBMergeEngine())
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [], schema)
+    (outcome,) = lake.run_ok().outcomes
+    assert outcome.summary["rows_written"] == 0 and lake.data_files("s.t") == {}

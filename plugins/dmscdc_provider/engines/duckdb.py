@@ -10,6 +10,7 @@ engine (docs/plan-and-result.md, docs/merge-semantics.md, docs/engines.md).
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import logging
 import math
@@ -43,10 +44,10 @@ KNOWN_OPS = ("I", "U", "D")
 # that per-batch overhead vanishes, small enough that a batch of a wide table stays in tens of MB.
 BATCH_ROWS = 128 * 1024
 ROW_GROUP_ROWS = 256 * 1024
-# Input files (LOAD files, rewritten lake files) are read into Arrow in groups of about this many
-# Parquet bytes (two groups at a time: one written, the next read): DuckDB scans an in-memory
-# Arrow table in parallel, many times faster than a stream.
-REWRITE_GROUP_BYTES = 32 * 1024 * 1024
+# Input (LOAD files, rewritten lake files) is read into Arrow in groups of whole row groups of
+# about this many uncompressed bytes (two groups at a time: one written, the next read): DuckDB
+# scans an in-memory Arrow table in parallel, many times faster than a stream.
+REWRITE_GROUP_BYTES = 128 * 1024 * 1024
 # Footers of lake files are read in parallel: on S3 each one is a round trip.
 FOOTER_THREADS = 16
 
@@ -254,11 +255,14 @@ class ChangeFile:
     kind: str
     schema: pa.Schema  # spark_view types, ``Op`` included (added as "I" when the file has none)
     has_op: bool
+    row_group_bytes: list[int] | None = None  # Parquet: each row group's uncompressed size
 
 
 # -- the merge --------------------------------------------------------------------------------
 
 class _TableMerge:
+    """One table's merge on one DuckDB connection: read, check, find the files to rewrite, write."""
+
     def __init__(self, connection: duckdb.DuckDBPyConnection, files: ArrowFiles, plan: MergePlan):
         self.db, self.files, self.plan = connection, files, plan
         self.warnings: list[str] = []
@@ -292,15 +296,18 @@ class _TableMerge:
             if is_csv(path):
                 names = self._csv_header(path)
                 schema = pa.schema([pa.field(name, pa.string()) for name in names])
+                row_group_bytes = None
             else:
                 with self.files.open_input(path) as handle:
-                    schema = arrow_schema.spark_view_schema(pq.ParquetFile(handle).schema_arrow)
+                    parquet = pq.ParquetFile(handle)
+                    schema = arrow_schema.spark_view_schema(parquet.schema_arrow)
+                    row_group_bytes = _row_group_bytes(parquet.metadata)
         except (OSError, pa.ArrowException, ValueError) as error:
             raise self._unreadable(path, error) from error
         has_op = OP in schema.names
         if not has_op:
             schema = pa.schema([pa.field(OP, pa.string())] + list(schema))
-        return ChangeFile(seq, path, entry["kind"], schema, has_op)
+        return ChangeFile(seq, path, entry["kind"], schema, has_op, row_group_bytes)
 
     def _csv_header(self, path: str) -> list[str]:
         with self.files.open_stream(path) as stream:
@@ -330,15 +337,16 @@ class _TableMerge:
                 present = [n for n in (columns or parquet.schema_arrow.names) if n in parquet.schema_arrow.names]
                 yield from parquet.iter_batches(batch_size=BATCH_ROWS, columns=present or None, use_threads=True)
 
-    def _read_change_table(self, change: ChangeFile, schema: pa.Schema, with_position: bool) -> pa.Table:
-        """The file's rows in file order, conformed to ``schema``; ``with_position`` adds the file's
-        place in the plan and each row's place in the file (what orders changes to one key)."""
+    def _read_change_table(self, change: ChangeFile, schema: pa.Schema, with_position: bool,
+                           row_groups: list[int] | None = None) -> pa.Table:
+        """The file's rows in file order (of ``row_groups`` only, if given), conformed to
+        ``schema``; ``with_position`` adds the file's place in the plan and each row's place in
+        the file (what orders changes to one key)."""
         try:
             if is_csv(change.path):
                 table = pa.Table.from_batches(list(self._raw_batches(change)))
             else:
-                with self.files.open_input(change.path) as handle:
-                    table = pq.ParquetFile(handle).read(use_threads=True)
+                table = self._read_parquet(change.path, row_groups)
         except (OSError, pa.ArrowException) as error:
             raise self._unreadable(change.path, error) from error
         rows = table.num_rows
@@ -359,9 +367,6 @@ class _TableMerge:
                 "Rebuild the table in the new type with a full load (`dmscdc run --full-refresh`); the "
                 "table's state was left unchanged.",
             ) from error
-
-    def _stream(self, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> pa.RecordBatchReader:
-        return pa.RecordBatchReader.from_batches(schema, batches)
 
     def _ops_by_file(self, changes: list[ChangeFile]) -> list[tuple[int, object, int]]:
         """``(file_seq, Op, rows)`` from the ``Op`` column alone (read before anything else)."""
@@ -457,22 +462,19 @@ class _TableMerge:
                 return False
 
         # Partition folders first: a folder outside the range is never opened.
-        candidates = []
-        for lake_file in lake_files:
-            folder_values = lake_file.partition_text
-            typed = {}
-            pruned = False
-            for column in keys:
-                if column in folder_values:
-                    try:
-                        typed[column] = hive_paths.typed_value(folder_values[column], key_types[column])
-                    except pa.ArrowException:
-                        typed[column] = None
-                        continue
-                    if typed[column] is None or outside(typed[column], typed[column], column):
-                        pruned = True  # a null key matches nothing
-            if not pruned:
-                candidates.append(lake_file)
+        def folder_outside(lake_file: LakeFile) -> bool:
+            for column, text in lake_file.partition_text.items():
+                if column not in keys:
+                    continue
+                try:
+                    value = hive_paths.typed_value(text, key_types[column])
+                except pa.ArrowException:
+                    continue  # a folder value the key's type cannot hold: let the file decide
+                if value is None or outside(value, value, column):  # a null key matches nothing
+                    return True
+            return False
+
+        candidates = [lake_file for lake_file in lake_files if not folder_outside(lake_file)]
         footers = self._footers(candidates)
         row_groups: list[tuple[LakeFile, pq.FileMetaData, list[int]]] = []
         for lake_file, metadata in zip(candidates, footers):
@@ -523,20 +525,28 @@ class _TableMerge:
                     self._stream_error = self._unreadable(path, error)
                     raise
 
-        stream = self._stream(key_schema, batches())
+        # Key columns only, so a stream: DuckDB reads it once, as the semi-join consumes it.
+        self.db.register("lake_keys", pa.RecordBatchReader.from_batches(key_schema, batches()))
         using = ", ".join(_q(k) for k in keys)
-        found = self._query(
-            f"SELECT DISTINCT _dmscdc_file FROM lake_keys SEMI JOIN changed_keys USING ({using})",
-            lake_keys=stream).fetchall()
+        found = self.db.sql(
+            f"SELECT DISTINCT _dmscdc_file FROM lake_keys SEMI JOIN changed_keys USING ({using})").fetchall()
+        self.db.unregister("lake_keys")
         numbers = sorted(number for (number,) in found)
         return [(row_groups[n][0], row_groups[n][1]) for n in numbers]
 
-    def _read_lake_table(self, lake_file: LakeFile, schema: pa.Schema) -> pa.Table:
-        """Every row of a lake file the merge rewrites, with its partition columns, conformed to ``schema``."""
+    def _read_parquet(self, path: str, row_groups: list[int] | None) -> pa.Table:
+        with self.files.open_input(path) as handle:
+            parquet = pq.ParquetFile(handle, pre_buffer=True)  # coalesced reads: fewer S3 requests
+            if row_groups is None:
+                return parquet.read(use_threads=True)
+            return parquet.read_row_groups(row_groups, use_threads=True)
+
+    def _read_lake_table(self, lake_file: LakeFile, schema: pa.Schema, row_groups: list[int] | None = None) -> pa.Table:
+        """The rows of a lake file the merge rewrites (of ``row_groups`` only, if given), with its
+        partition columns, conformed to ``schema``."""
         path = f"{self.plan.lake_table_path.rstrip('/')}/{lake_file.relative_path}"
         try:
-            with self.files.open_input(path) as handle:
-                table = pq.ParquetFile(handle).read(use_threads=True)
+            table = self._read_parquet(path, row_groups)
             for column, text in lake_file.partition_text.items():
                 if column in table.schema.names or column not in schema.names:
                     continue
@@ -546,15 +556,6 @@ class _TableMerge:
         except (OSError, pa.ArrowException) as error:
             raise self._unreadable(path, error) from error
         return self._conform(table, schema, path)
-
-    # -- queries ----------------------------------------------------------------------------
-    def _query(self, sql: str, **streams: pa.RecordBatchReader):
-        """Run ``sql`` with Arrow streams visible under the given names."""
-        for name, stream in streams.items():
-            self.db.register(name, stream)
-        if sql.lstrip().upper().startswith("CREATE"):
-            return self.db.execute(sql)
-        return self.db.sql(sql)
 
     def _load_changes(self, changes: list[ChangeFile], schema: pa.Schema) -> None:
         """The CDC rows, conformed to ``schema``, into the ``changes`` table (which spills past
@@ -602,12 +603,14 @@ class _TableMerge:
                 self.db.execute(f"CREATE TABLE incoming AS SELECT * FROM changes WHERE {_q(OP)} = 'I'")
 
         replaced: list[LakeFile] = []
+        replaced_row_groups: list[list[int]] = []
         lake_sources: list[tuple[str, pa.Schema]] = []
         if plan.mode == "full":
             replaced = self.files.list_data_files(plan.lake_table_path)
         elif cdc and keyed:
             holding = self._files_holding_keys(change_schema)
             replaced = [lake_file for lake_file, _ in holding]
+            replaced_row_groups = [_row_group_bytes(metadata) for _, metadata in holding]
             root = plan.lake_table_path.rstrip("/")
             lake_sources = [(f"{root}/{f.relative_path}", self._lake_file_schema(f, m, change_schema))
                             for f, m in holding]
@@ -617,7 +620,8 @@ class _TableMerge:
                              "The lake file and the new changes disagree on the column's type; rebuild the "
                              "table in the new type with a full load (`dmscdc run --full-refresh`).")
         schema = pa.schema([schema.field(OP)] + [f for f in schema if f.name != OP])
-        queries = self._output_queries(schema, loads, change_schema, replaced, keyed, bool(cdc))
+        queries = self._output_queries(schema, loads, change_schema, list(zip(replaced, replaced_row_groups)),
+                                       keyed, bool(cdc))
         written = StagedWriter(self.files, plan, schema).write_all(queries)
         return {
             "status": "succeeded",
@@ -642,10 +646,14 @@ class _TableMerge:
             f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {newest_first}) = 1 AND {_q(OP)} <> 'D'")
 
     def _output_queries(self, schema: pa.Schema, loads: list[ChangeFile], change_schema: pa.Schema,
-                        replaced: list[LakeFile], keyed: bool, has_cdc: bool) -> Iterator:
+                        replaced: list[tuple[LakeFile, list[int]]], keyed: bool, has_cdc: bool) -> Iterator:
         """Base rows (the LOAD files, or what survives of the rewritten lake files) plus the
         incoming rows, sorted by partition; one query per group of about ``REWRITE_GROUP_BYTES``
-        of input files, so Arrow memory stays bounded however many files a merge reads."""
+        of input (whole row groups; files are split between groups), so Arrow memory stays
+        bounded however many and however large the files a merge reads.
+
+        :param replaced: the lake files to rewrite, each with its row groups' sizes.
+        """
         plan = self.plan
         using = ", ".join(_q(k) for k in plan.primary_key)
         without_changed = f" ANTI JOIN changed_keys USING ({using})" if keyed and has_cdc else ""
@@ -653,17 +661,21 @@ class _TableMerge:
         incoming = f"SELECT {_cast_list(schema, change_schema)} FROM incoming" if has_cdc else None
         if plan.mode == "full":
             only_inserts = "" if keyed else f" WHERE {_q(OP)} = 'I'"
-            sources = [(c, int(plan.files[c.seq].get("size") or 0)) for c in loads]
+            # CSV has no row groups: a CSV file is read whole (its size on disk stands for its size).
+            sizes = [(c, c.row_group_bytes or [int(plan.files[c.seq].get("size") or 0)]) for c in loads]
             base = f"SELECT {_cast_list(schema, change_schema)} FROM base_rows{without_changed}{only_inserts}"
 
-            def read(change: ChangeFile) -> pa.Table:
-                return self._read_change_table(change, change_schema, with_position=False)
+            def read(piece) -> pa.Table:
+                change, row_groups = piece
+                return self._read_change_table(change, change_schema, False, row_groups if change.row_group_bytes else None)
         else:
-            sources = [(f, f.size) for f in replaced]
+            sizes = replaced
             base = f"SELECT {', '.join(_q(f.name) for f in schema)} FROM base_rows{without_changed}"
 
-            def read(lake_file: LakeFile) -> pa.Table:
-                return self._read_lake_table(lake_file, schema)
+            def read(piece) -> pa.Table:
+                lake_file, row_groups = piece
+                return self._read_lake_table(lake_file, schema, row_groups)
+        sources = _pieces(sizes, REWRITE_GROUP_BYTES)
         groups = _groups(sources, REWRITE_GROUP_BYTES)
         # One file per partition value needs all of a partition's rows in one sorted query: with
         # several groups, a partitioned table's rows are first collected in DuckDB (which spills).
@@ -684,6 +696,28 @@ class _TableMerge:
             yield self.db.sql(("SELECT * FROM base" + (f" UNION ALL {incoming}" if incoming else "")) + order)
         elif incoming and not groups:
             yield self.db.sql(incoming + order)
+
+def _row_group_bytes(metadata: pq.FileMetaData) -> list[int]:
+    return [metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups)]
+
+
+def _pieces(files: list[tuple[object, list[int]]], budget: int) -> list[tuple[tuple[object, list[int]], int]]:
+    """Each file as runs of consecutive row groups of at most ``budget`` bytes (a larger row
+    group alone): ``((file, row_group_indices), bytes)``."""
+    pieces = []
+    for source, sizes in files:
+        start = 0
+        while start < len(sizes) or (start == 0 and not sizes):
+            end, total = start, 0
+            while end < len(sizes) and (end == start or total + sizes[end] <= budget):
+                total += sizes[end]
+                end += 1
+            pieces.append(((source, list(range(start, end))), total))
+            if not sizes:
+                break
+            start = end
+    return pieces
+
 
 def _read_group(read, group: list) -> pa.Table:
     return pa.concat_tables([read(source) for source in group])
@@ -735,8 +769,6 @@ def _q(name: str) -> str:
 
 def _comparable(value):
     """Footer statistics and DuckDB values compared alike: instants as naive UTC."""
-    import datetime as dt
-
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return value
