@@ -13,14 +13,18 @@ from dmscdc_provider.cli import main
 def test_bundle_has_dags_the_provider_package_and_constrained_requirements(tmp_path):
     dags = tmp_path / "dags"
     shutil.copytree(DAGS_FOLDER, dags)
-    (dags / "sources" / "sales.yaml").write_text(
-        "source: sales\nraw: s3://dms/raw\nlake: s3://lake/lake\nstate: dynamodb://DMSCDC_Controller\nengine: glue\n")
+    source = "raw: s3://dms/raw\nlake: s3://lake/lake\nstate: dynamodb://DMSCDC_Controller\n"
+    (dags / "sources" / "sales.yaml").write_text(f"source: sales\n{source}engine: glue\n")
+    (dags / "sources" / "hr.yaml").write_text(f"source: hr\n{source}engine: {{name: auto, spark_engine: glue}}\n")
+    (dags / "sources" / "crm.yaml").write_text(f"source: crm\n{source}")  # auto, large tables on local Spark
     out = tmp_path / "bundle"
 
     assert main(["mwaa-bundle", "--out", str(out), "--dags", str(dags)]) == 0
 
     assert (out / "dags" / "dmscdc_sources.py").is_file()
     assert (out / "dags" / "sources" / "sales.yaml").is_file()
+    assert (out / "dags" / "sources" / "hr.yaml").is_file()
+    assert not (out / "dags" / "sources" / "crm.yaml").exists()
     # The demo source runs Spark in the worker, which MWAA has not.
     assert not (out / "dags" / "sources" / "demo.yaml").exists()
     with zipfile.ZipFile(out / "plugins.zip") as archive:
