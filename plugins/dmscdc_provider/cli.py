@@ -98,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = commands.add_parser("plan", help="print the plans a run would execute (JSON); registers new tables only")
     _raw_options(plan)
-    plan.add_argument("--lake", default="LAKE", help="lake location to put in the plans (default: a placeholder)")
+    plan.add_argument("--lake", default="LAKE",
+                      help="lake location to put in the plans, whose footers auto reads (default: a placeholder, "
+                      "no lake files)")
     _engine_options(plan)
 
     tables = commands.add_parser("tables", help="show each table's configuration and watermarks")
