@@ -83,7 +83,6 @@ class S3SparkJobEngine(ABC):
     :param region_name: AWS region (None: the connection's or the environment's).
     :param poll_interval: seconds between status checks while ``run`` waits.
     :param wait_timeout: seconds ``run`` waits for a job before giving up.
-    :param spark_source: folder with ``dmscdc_spark/`` and the entry points (default: found).
     """
 
     engine_name = "remote"
@@ -95,7 +94,6 @@ class S3SparkJobEngine(ABC):
         region_name: str | None = None,
         poll_interval: float = 30.0,
         wait_timeout: float = 6 * 3600.0,
-        spark_source: str | None = None,
     ):
         if not artifacts_uri or not artifacts_uri.startswith("s3://"):
             raise ValueError(f"{self.engine_name}: artifacts_uri must be an s3:// location, not {artifacts_uri!r}")
@@ -104,7 +102,6 @@ class S3SparkJobEngine(ABC):
         self.region_name = region_name
         self.poll_interval = poll_interval
         self.wait_timeout = wait_timeout
-        self.spark_source = spark_source
         self._storage: S3Storage | None = None
         self._artifacts: SparkArtifacts | None = None
 
@@ -117,7 +114,7 @@ class S3SparkJobEngine(ABC):
     def artifacts(self) -> SparkArtifacts:
         """The job files on S3, uploaded on first use."""
         if self._artifacts is None:
-            self._artifacts = publish_artifacts(self.storage, self.artifacts_uri, self.spark_source)
+            self._artifacts = publish_artifacts(self.storage, self.artifacts_uri)
         return self._artifacts
 
     def upload_plan(self, engine_plan: dict) -> str:

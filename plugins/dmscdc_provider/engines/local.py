@@ -9,11 +9,17 @@ class LocalSparkEngine:
     :param master: Spark master, ``local[2]`` by default.
     :param spark_conf: extra Spark settings.
     :param session: an existing SparkSession to use instead of creating one.
+    :param aws_conn_id: the task's AWS connection; Spark's S3A connector takes credentials from
+        its own chain (environment, instance role), so only the region is handed on.
+    :param region_name: the region of an ``s3://`` lake, for S3A (``fs.s3a.endpoint.region``).
     """
 
-    def __init__(self, master: str = "local[2]", spark_conf: dict | None = None, session=None):
+    def __init__(self, master: str = "local[2]", spark_conf: dict | None = None, session=None,
+                 aws_conn_id: str | None = None, region_name: str | None = None):
         self.master = master
-        self.spark_conf = spark_conf or {}
+        self.spark_conf = dict(spark_conf or {})
+        if region_name:
+            self.spark_conf.setdefault("spark.hadoop.fs.s3a.endpoint.region", region_name)
         self._session = session
 
     @property
