@@ -1,0 +1,221 @@
+"""Test code that plays AWS Glue and EMR Serverless for the MWAA-in-a-box test.
+
+moto records the job runs the DAG starts (through the real boto3 calls of the engines) but runs
+nothing. ``SparkJobService`` does what the service would: it reads each new run moto recorded
+(the script location, ``--extra-py-files`` / ``--py-files``, the arguments), downloads those
+files from moto's S3, runs the script in a separate process on local Spark (the project's venv
+has pyspark) against the same S3 through Spark's S3A connector, and then marks the run
+succeeded or failed in moto. Runs stay RUNNING until then, as on AWS.
+
+The service runs in the test process, beside moto's ``ThreadedMotoServer``, so it can hold and
+finish runs in moto's backends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+
+HERE = Path(__file__).resolve().parent
+GLUE_RUNTIME = HERE / "glue_runtime"
+CACHE_DIR = Path(os.environ.get("DMSCDC_CACHE_DIR") or Path.home() / ".cache" / "dmscdc")
+# Spark's S3A connector for pyspark 3.5.6 (Hadoop 3.3.4) and the AWS SDK that Hadoop release uses.
+S3A_JARS = {
+    "hadoop-aws-3.3.4.jar": (
+        "https://repo1.maven.org/maven2/org/apache/hadoop/hadoop-aws/3.3.4/hadoop-aws-3.3.4.jar"),
+    "aws-java-sdk-bundle-1.12.262.jar": (
+        "https://repo1.maven.org/maven2/com/amazonaws/aws-java-sdk-bundle/1.12.262/aws-java-sdk-bundle-1.12.262.jar"),
+}
+
+
+def s3a_jars() -> list[Path]:
+    """The S3A jars, fetched from Maven Central once (checked against its .sha1) and cached."""
+    folder = CACHE_DIR / "jars"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, url in S3A_JARS.items():
+        path = folder / name
+        if not path.is_file():
+            expected = urllib.request.urlopen(url + ".sha1", timeout=60).read().decode().split()[0]
+            partial = path.with_suffix(".partial")
+            with urllib.request.urlopen(url, timeout=600) as response, open(partial, "wb") as handle:
+                digest = hashlib.sha1()
+                while chunk := response.read(1 << 20):
+                    digest.update(chunk)
+                    handle.write(chunk)
+            if digest.hexdigest() != expected:
+                raise RuntimeError(f"{url}: sha1 {digest.hexdigest()} is not the published {expected}")
+            partial.rename(path)
+        paths.append(path)
+    return paths
+
+
+def s3a_submit_args(endpoint: str, region: str) -> str:
+    """``PYSPARK_SUBMIT_ARGS`` for local Spark that reads and writes ``s3://`` through S3A at ``endpoint``."""
+    conf = {
+        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3a.endpoint": endpoint,
+        "spark.hadoop.fs.s3a.endpoint.region": region,
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
+        "spark.hadoop.fs.s3a.aws.credentials.provider": "com.amazonaws.auth.EnvironmentVariableCredentialsProvider",
+        "spark.sql.shuffle.partitions": "2",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+    }
+    parts = ["--master", "local[2]", "--jars", ",".join(str(p) for p in s3a_jars())]
+    for key, value in conf.items():
+        parts += ["--conf", f"{key}={value}"]
+    return shlex.join(parts) + " pyspark-shell"
+
+
+@dataclass
+class JobRecord:
+    """One job run the service ran: what moto recorded and how the Spark process ended."""
+
+    service: str
+    run_id: str
+    script: str
+    py_files: str
+    arguments: list[str]
+    returncode: int | None = None
+    output: str = ""
+
+
+@dataclass
+class SparkJobService:
+    """Runs the Glue and EMR Serverless job runs moto records (see the module docstring).
+
+    :param endpoint: moto's server URL.
+    :param region: the region the engines use.
+    :param workdir: where downloaded job files go.
+    """
+
+    endpoint: str
+    region: str
+    workdir: Path
+    ran: list[JobRecord] = field(default_factory=list)
+    _seen: set = field(default_factory=set)
+    _paused: threading.Event = field(default_factory=threading.Event)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def __enter__(self) -> "SparkJobService":
+        from moto.moto_api import state_manager
+        import moto.emrserverless.models as emr_serverless_models
+
+        # A run stays active until the service finishes it (moto would finish it on its own).
+        state_manager.set_transition(model_name="glue::job_run", transition={"progression": "manual", "times": 10**9})
+        self._serverless_initial_state = emr_serverless_models.JOB_STATUS
+        emr_serverless_models.JOB_STATUS = "RUNNING"
+        self._thread = threading.Thread(target=self._loop, name="spark-job-service", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        from moto.moto_api import state_manager
+        import moto.emrserverless.models as emr_serverless_models
+
+        self._stop.set()
+        self._thread.join(timeout=600)
+        state_manager.unset_transition(model_name="glue::job_run")
+        emr_serverless_models.JOB_STATUS = self._serverless_initial_state
+
+    def pause(self) -> None:
+        """Leave new runs running, as a busy service would, until ``resume``."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
+
+    # -- what moto recorded ---------------------------------------------------------------------
+    def active_runs(self) -> list[tuple[str, object]]:
+        """``(service, run)`` of every run moto holds as active."""
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.emrserverless.models import emrserverless_backends
+        from moto.glue.models import glue_backends
+
+        found = []
+        for job in list(glue_backends[DEFAULT_ACCOUNT_ID][self.region].jobs.values()):
+            found += [("glue", run) for run in list(job.job_runs) if run._status in ("STARTING", "RUNNING")]
+        for runs in list(emrserverless_backends[DEFAULT_ACCOUNT_ID][self.region].job_runs.values()):
+            found += [("emr_serverless", run) for run in list(runs) if run.state == "RUNNING"]
+        return found
+
+    def all_runs(self) -> list[tuple[str, object]]:
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.emrserverless.models import emrserverless_backends
+        from moto.glue.models import glue_backends
+
+        found = [("glue", run) for job in glue_backends[DEFAULT_ACCOUNT_ID][self.region].jobs.values()
+                 for run in job.job_runs]
+        found += [("emr_serverless", run) for runs in emrserverless_backends[DEFAULT_ACCOUNT_ID][self.region].job_runs.values()
+                  for run in runs]
+        return found
+
+    # -- running jobs ---------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if not self._paused.is_set():
+                for service, run in self.active_runs():
+                    if id(run) not in self._seen:
+                        self._seen.add(id(run))
+                        self._run(service, run)
+            time.sleep(0.5)
+
+    def _run(self, service: str, run) -> None:
+        if service == "glue":
+            record = self._glue_job(run)
+        else:
+            record = self._serverless_job(run)
+        folder = self.workdir / record.run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        script = self._download(record.script, folder)
+        py_files = self._download(record.py_files, folder)
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(py_files), str(GLUE_RUNTIME)]),
+            "PYSPARK_SUBMIT_ARGS": s3a_submit_args(self.endpoint, self.region),
+            "PYSPARK_PYTHON": sys.executable,
+        }
+        env.pop("AWS_ENDPOINT_URL", None)  # the job reaches S3 only through S3A
+        done = subprocess.run([sys.executable, str(script), *record.arguments], env=env, cwd=folder,
+                              capture_output=True, text=True, timeout=600)
+        record.returncode, record.output = done.returncode, (done.stdout + done.stderr)[-6000:]
+        self.ran.append(record)
+        if service == "glue":
+            run.status = "SUCCEEDED" if done.returncode == 0 else "FAILED"
+        else:
+            run.state = "SUCCESS" if done.returncode == 0 else "FAILED"
+
+    def _glue_job(self, run) -> JobRecord:
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.glue.models import glue_backends
+
+        job = glue_backends[DEFAULT_ACCOUNT_ID][self.region].jobs[run.job_name]
+        arguments = {**job.default_arguments, **(run.arguments or {})}
+        flat = [item for name, value in (run.arguments or {}).items() for item in (name, value)]
+        return JobRecord("glue", run.job_run_id, job.command["ScriptLocation"], arguments["--extra-py-files"], flat)
+
+    def _serverless_job(self, run) -> JobRecord:
+        driver = run.job_driver["sparkSubmit"]
+        parameters = shlex.split(driver.get("sparkSubmitParameters", ""))
+        py_files = parameters[parameters.index("--py-files") + 1]
+        return JobRecord("emr_serverless", run.id, driver["entryPoint"], py_files, list(driver.get("entryPointArguments", [])))
+
+    def _download(self, uri: str, folder: Path) -> Path:
+        bucket, key = uri[len("s3://"):].split("/", 1)
+        target = folder / key.rsplit("/", 1)[-1]
+        boto3.client("s3", region_name=self.region, endpoint_url=self.endpoint).download_file(bucket, key, str(target))
+        return target

@@ -1,0 +1,254 @@
+"""MWAA in a box: the bundle deployed the way MWAA deploys it, run against moto's server.
+
+What a user does (docs/mwaa.md), step by step:
+  1. writes a source YAML with a remote engine, an ``s3://`` raw and lake, DynamoDB state and
+     the ``glue_tables`` catalog;
+  2. ``dmscdc mwaa-bundle --out BUNDLE --sources SOURCES --airflow-version V``;
+  3. MWAA installs BUNDLE/requirements.txt into its Airflow image (no pyspark) and extracts
+     plugins.zip into the plugins folder (here: a venv from tests/acceptance/mwaa_env.py, with
+     neither the project checkout nor pyspark on its path);
+  4. the DAG runs (``airflow dags test``): it plans from DynamoDB and S3, starts one Glue job run
+     / EMR Serverless job run per table through boto3, waits in the triggerer, commits, and
+     refreshes the Glue catalog.
+``SparkJobService`` plays Glue and EMR Serverless: it runs the job files the engines uploaded on
+local Spark against the same S3 through S3A. Both ends of the supported Airflow range run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import zipfile
+from contextlib import closing
+from pathlib import Path
+
+import boto3
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pytest
+import requests
+
+from dmscdc_provider import OLDEST_SUPPORTED_AIRFLOW
+from dmscdc_provider.demo import sample_products, sample_stores
+
+from tests.acceptance.mwaa_env import mwaa_venv, project_airflow_version
+from tests.acceptance.spark_service import SparkJobService
+
+REGION = "eu-west-1"
+RAW, LAKE = "s3://dms-raw/dms", "s3://dms-lake/lake"
+STATE_TABLE = "DMSCDC_Controller"
+DATABASE = "dmscdc_lake"
+ROLE = "arn:aws:iam::123456789012:role/dmscdc-spark-job"
+LOGICAL_DATE = "2024-03-03T00:00:00+00:00"
+# Two of the demo's tables: each merge is a Spark process, and CI time is the budget.
+TABLES = ["sales.product", "sales.store"]
+AIRFLOW_VERSIONS = [OLDEST_SUPPORTED_AIRFLOW, project_airflow_version()]
+
+SOURCE_YAML = """\
+source: sales
+raw: {raw}
+lake: {lake}
+state: dynamodb://{state_table}
+tables: {tables}
+schedule: "@daily"
+start_date: 2024-03-01
+engine:
+  name: {engine}
+  settings:
+{engine_settings}
+catalog:
+  mode: glue_tables
+  settings:
+    database: {database}
+wait_for_changes:
+  mode: poke
+  poke_interval: 5
+  timeout: 120
+merge:
+  deferrable: true
+  poll_interval: 2
+  retries: 0
+aws:
+  conn_id: null
+"""
+ENGINE_SETTINGS = {
+    "glue": {"role_arn": ROLE, "artifacts_uri": "s3://dms-lake/dmscdc-artifacts", "number_of_workers": 2},
+    "emr_serverless": {"application_id": "{application_id}", "execution_role_arn": ROLE,
+                       "artifacts_uri": "s3://dms-lake/dmscdc-artifacts"},
+}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def moto_endpoint(monkeypatch):
+    from moto.server import ThreadedMotoServer
+
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    for name, value in {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": REGION}.items():
+        monkeypatch.setenv(name, value)
+    yield url
+    requests.post(f"{url}/moto-api/reset", timeout=30)
+    server.stop()
+
+
+def aws_env(endpoint: str) -> dict:
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION}
+
+
+def dmscdc(*args: str, cwd: Path) -> str:
+    """The ``dmscdc`` command of the project's venv (the machine a user builds the bundle on)."""
+    done = subprocess.run([str(Path(sys.executable).parent / "dmscdc"), *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+class MwaaEnvironment:
+    """An AIRFLOW_HOME over the bundle in the MWAA venv; ``airflow`` runs with only these variables."""
+
+    def __init__(self, venv: Path, bundle: Path, home: Path, endpoint: str):
+        self.venv, self.home = venv, home
+        self.env = {
+            "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+            "HOME": str(home),
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(bundle / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(bundle / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            **aws_env(endpoint),
+        }
+
+    def airflow(self, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+        return subprocess.run([str(self.venv / "bin" / "airflow"), *args], env=self.env, cwd=self.home,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def start_airflow(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen([str(self.venv / "bin" / "airflow"), *args], env=self.env, cwd=self.home,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def task_states(self, dag_id: str) -> dict[str, str]:
+        with closing(sqlite3.connect(self.home / "airflow.db")) as db:
+            rows = db.execute("SELECT task_id, map_index, rendered_map_index, state FROM task_instance "
+                              "WHERE dag_id = ?", (dag_id,)).fetchall()
+        return {task if index < 0 else f"{task}[{rendered or index}]": state for task, index, rendered, state in rows}
+
+
+def deploy(engine: str, airflow_version: str, endpoint: str, tmp_path: Path) -> MwaaEnvironment:
+    """Steps 1-3 of the module docstring; returns the MWAA environment with its DB ready."""
+    s3 = boto3.client("s3", region_name=REGION)
+    for bucket in ("dms-raw", "dms-lake"):
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    settings = dict(ENGINE_SETTINGS[engine])
+    if engine == "emr_serverless":
+        settings["application_id"] = boto3.client("emr-serverless", region_name=REGION).create_application(
+            name="dmscdc", releaseLabel="emr-7.5.0", type="SPARK")["applicationId"]
+    # DMS's output: the full load of the blog's sample database, tables configured as the blog does.
+    dmscdc("demo-source", "--raw", RAW, "--state", f"dynamodb://{STATE_TABLE}", cwd=tmp_path)
+
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    (sources / "sales.yaml").write_text(SOURCE_YAML.format(
+        raw=RAW, lake=LAKE, state_table=STATE_TABLE, tables=",".join(TABLES), engine=engine, database=DATABASE,
+        engine_settings="\n".join(f"    {key}: {value}" for key, value in settings.items())))
+    bundle = tmp_path / "bundle"
+    dmscdc("mwaa-bundle", "--out", str(bundle), "--sources", str(sources), "--airflow-version", airflow_version,
+           cwd=tmp_path)
+    zipfile.ZipFile(bundle / "plugins.zip").extractall(bundle / "plugins")
+
+    venv = mwaa_venv((bundle / "requirements.txt").read_text())
+    home = tmp_path / "airflow-home"
+    home.mkdir()
+    environment = MwaaEnvironment(venv, bundle, home, endpoint)
+    migrated = environment.airflow("db", "migrate")
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    return environment
+
+
+def assert_lake_and_catalog_hold_the_load(endpoint: str) -> None:
+    file_system = pafs.S3FileSystem(endpoint_override=endpoint, region=REGION, access_key="testing",
+                                    secret_key="testing", scheme="http")
+    products = ds.dataset("dms-lake/lake/sales/product", filesystem=file_system, format="parquet",
+                          exclude_invalid_files=True).to_table().to_pylist()
+    expected = {p["id"]: p["name"] for p in sample_products()}
+    assert {row["id"]: row["name"] for row in products} == expected
+    assert {row["Op"] for row in products} == {"I"}  # the Op column stays in the lake, as in the blog
+    stores = ds.dataset("dms-lake/lake/sales/store", filesystem=file_system, format="parquet").to_table()
+    assert sorted(stores.column("id").to_pylist()) == sorted(s["id"] for s in sample_stores())
+
+    glue = boto3.client("glue", region_name=REGION)
+    tables = {t["Name"]: t for t in glue.get_tables(DatabaseName=DATABASE)["TableList"]}
+    assert sorted(tables) == ["product", "store"]
+    assert tables["product"]["StorageDescriptor"]["Location"].rstrip("/") == f"{LAKE}/sales/product"
+    assert "id" in {c["Name"] for c in tables["product"]["StorageDescriptor"]["Columns"]}
+
+
+def wait_for(condition, what: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize("airflow_version", AIRFLOW_VERSIONS)
+def test_glue_deployment_merges_the_lake_and_a_rerun_while_jobs_run_reattaches(
+        airflow_version, moto_endpoint, tmp_path):
+    environment = deploy("glue", airflow_version, moto_endpoint, tmp_path)
+    with SparkJobService(moto_endpoint, REGION, tmp_path / "service") as service:
+        service.pause()  # the jobs are slow: the first worker dies while they run
+        first = environment.start_airflow("dags", "test", "dmscdc_sales", LOGICAL_DATE)
+        wait_for(lambda: len(service.active_runs()) == len(TABLES), "a Glue job run per table")
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        polled = {id(run): run._tick for _service, run in service.active_runs()}
+
+        second = environment.start_airflow("dags", "test", "dmscdc_sales", "2024-03-04T00:00:00+00:00")
+        # The rerun plans the same plans, finds their runs still going and waits on them.
+        wait_for(lambda: all(run._tick > polled[id(run)] for _service, run in service.active_runs()),
+                 "the rerun to look at the running jobs")
+        service.resume()
+        output, _ = second.communicate(timeout=900)
+
+    assert second.returncode == 0, output[-5000:]
+    assert len(service.all_runs()) == len(TABLES), "a job was submitted twice"
+    assert [r.returncode for r in service.ran] == [0] * len(TABLES), [r.output for r in service.ran]
+    assert {r.script.rsplit("/", 1)[1] for r in service.ran} == {"glue_entry.py"}
+    assert {r.py_files.rsplit("/", 1)[1] for r in service.ran} == {"dmscdc_spark.zip"}
+    states = environment.task_states("dmscdc_sales")
+    assert {states[f"merge[{table}]"] for table in TABLES} == {"success"}, states
+    assert states["refresh_catalog"] == "success", states
+    assert_lake_and_catalog_hold_the_load(moto_endpoint)
+
+
+@pytest.mark.parametrize("airflow_version", AIRFLOW_VERSIONS)
+def test_emr_serverless_deployment_merges_the_lake(airflow_version, moto_endpoint, tmp_path):
+    environment = deploy("emr_serverless", airflow_version, moto_endpoint, tmp_path)
+    with SparkJobService(moto_endpoint, REGION, tmp_path / "service") as service:
+        done = environment.airflow("dags", "test", "dmscdc_sales", LOGICAL_DATE, timeout=900)
+
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
+    assert [r.returncode for r in service.ran] == [0] * len(TABLES), [r.output for r in service.ran]
+    assert {r.script.rsplit("/", 1)[1] for r in service.ran} == {"submit.py"}
+    states = environment.task_states("dmscdc_sales")
+    assert {states[f"merge[{table}]"] for table in TABLES} == {"success"}, states
+    assert states["refresh_catalog"] == "success", states
+    assert_lake_and_catalog_hold_the_load(moto_endpoint)
