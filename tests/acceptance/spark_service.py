@@ -106,7 +106,9 @@ class SparkJobService:
     workdir: Path
     ran: list[JobRecord] = field(default_factory=list)
     _seen: set = field(default_factory=set)
-    _paused: threading.Event = field(default_factory=threading.Event)
+    _hold_next: bool = False
+    _held: object = None
+    _release: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -132,12 +134,12 @@ class SparkJobService:
         state_manager.unset_transition(model_name="glue::job_run")
         emr_serverless_models.JOB_STATUS = self._serverless_initial_state
 
-    def pause(self) -> None:
-        """Leave new runs running, as a busy service would, until ``resume``."""
-        self._paused.set()
+    def hold_next_run(self) -> None:
+        """Leave the next new run running, as a long job would, until ``release``; later runs run."""
+        self._hold_next = True
 
-    def resume(self) -> None:
-        self._paused.clear()
+    def release(self) -> None:
+        self._release.set()
 
     # -- what moto recorded ---------------------------------------------------------------------
     def active_runs(self) -> list[tuple[str, object]]:
@@ -167,10 +169,16 @@ class SparkJobService:
     # -- running jobs ---------------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
-            if not self._paused.is_set():
-                for service, run in self.active_runs():
-                    if id(run) not in self._seen:
-                        self._seen.add(id(run))
+            for service, run in self.active_runs():
+                if run is self._held:
+                    if self._release.is_set():
+                        self._held = None
+                        self._run(service, run)
+                elif id(run) not in self._seen:
+                    self._seen.add(id(run))
+                    if self._hold_next:
+                        self._hold_next, self._held = False, run
+                    else:
                         self._run(service, run)
             time.sleep(0.5)
 

@@ -141,9 +141,11 @@ class MwaaEnvironment:
         return subprocess.run([str(self.venv / "bin" / "airflow"), *args], env=self.env, cwd=self.home,
                               capture_output=True, text=True, timeout=timeout)
 
-    def start_airflow(self, *args: str) -> subprocess.Popen:
-        return subprocess.Popen([str(self.venv / "bin" / "airflow"), *args], env=self.env, cwd=self.home,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    def start_airflow(self, *args: str, log: Path) -> subprocess.Popen:
+        """``airflow ARGS`` in its own process group, its output going to ``log``."""
+        with open(log, "w") as handle:
+            return subprocess.Popen([str(self.venv / "bin" / "airflow"), *args], env=self.env, cwd=self.home,
+                                    stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
 
     def task_states(self, dag_id: str) -> dict[str, str]:
         with closing(sqlite3.connect(self.home / "airflow.db")) as db:
@@ -214,21 +216,21 @@ def test_glue_deployment_merges_the_lake_and_a_rerun_while_jobs_run_reattaches(
         airflow_version, moto_endpoint, tmp_path):
     environment = deploy("glue", airflow_version, moto_endpoint, tmp_path)
     with SparkJobService(moto_endpoint, REGION, tmp_path / "service") as service:
-        service.pause()  # the jobs are slow: the first worker dies while they run
-        first = environment.start_airflow("dags", "test", "dmscdc_sales", LOGICAL_DATE)
-        wait_for(lambda: len(service.active_runs()) == len(TABLES), "a Glue job run per table")
+        service.hold_next_run()  # the first table's job is slow: the worker dies while it runs
+        first = environment.start_airflow("dags", "test", "dmscdc_sales", LOGICAL_DATE, log=tmp_path / "first.log")
+        wait_for(lambda: len(service.active_runs()) == 1, "the first table's Glue job run")
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
-        polled = {id(run): run._tick for _service, run in service.active_runs()}
 
-        second = environment.start_airflow("dags", "test", "dmscdc_sales", "2024-03-04T00:00:00+00:00")
-        # The rerun plans the same plans, finds their runs still going and waits on them.
-        wait_for(lambda: all(run._tick > polled[id(run)] for _service, run in service.active_runs()),
-                 "the rerun to look at the running jobs")
-        service.resume()
-        output, _ = second.communicate(timeout=900)
-
+        second_log = tmp_path / "second.log"
+        second = environment.start_airflow("dags", "test", "dmscdc_sales", "2024-03-04T00:00:00+00:00", log=second_log)
+        # The rerun plans the same plan, finds its job still running and waits on it.
+        wait_for(lambda: "reattaching to the running job" in second_log.read_text(), "the rerun to reattach")
+        service.release()
+        second.wait(timeout=900)
+    output = second_log.read_text()
     assert second.returncode == 0, output[-5000:]
+    assert "reattaching" not in (tmp_path / "first.log").read_text()
     assert len(service.all_runs()) == len(TABLES), "a job was submitted twice"
     assert [r.returncode for r in service.ran] == [0] * len(TABLES), [r.output for r in service.ran]
     assert {r.script.rsplit("/", 1)[1] for r in service.ran} == {"glue_entry.py"}
