@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= work/demo
 
-.PHONY: setup demo test bench clean
+.PHONY: setup mwaa-envs demo test bench clean
 
 setup: $(VENV)/.installed
 
@@ -20,7 +20,12 @@ demo: setup
 	rm -rf $(DEMO_DIR)
 	$(BIN)/dmscdc demo --workdir $(DEMO_DIR)
 
-test: setup
+# The MWAA-in-a-box acceptance test installs the bundle into Airflow 3.0.6 and 3.3.2 the way MWAA
+# does; both environments are cached under ~/.cache/dmscdc (DMSCDC_CACHE_DIR) by a hash of their inputs.
+mwaa-envs: setup
+	$(BIN)/python tests/acceptance/mwaa_env.py
+
+test: setup mwaa-envs
 	$(BIN)/python -m pytest
 
 bench: setup

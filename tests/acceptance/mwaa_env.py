@@ -4,7 +4,7 @@ MWAA starts from its Airflow image (apache-airflow of the environment's version,
 and pip-installs the bundle's requirements.txt; plugins.zip is extracted into the plugins
 folder, which Airflow puts on sys.path. This builds that environment as a venv:
 
-    python tests/acceptance/mwaa_env.py 3.0.6 3.3.2      # what `make test` runs first
+    python tests/acceptance/mwaa_env.py [VERSION ...]    # `make test` runs it first, for both ends
 
 Airflow's constraints file (the requirements' first line) lives on raw.githubusercontent.com,
 which CI cannot reach; the stand-in is a pinned file per Airflow version: the project's own
@@ -90,8 +90,15 @@ def mwaa_venv(requirements: str) -> Path:
     return venv
 
 
+def supported_airflow_range() -> list[str]:
+    """The oldest supported Airflow and the newest (the project's pin): the acceptance test's two ends."""
+    from dmscdc_provider import OLDEST_SUPPORTED_AIRFLOW
+
+    return [OLDEST_SUPPORTED_AIRFLOW, project_airflow_version()]
+
+
 def main(versions: list[str]) -> int:
-    for version in versions:
+    for version in versions or supported_airflow_range():
         print(f"MWAA environment for Airflow {version}: {mwaa_venv(bundle_requirements(version))}")
     return 0
 

@@ -31,55 +31,42 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pytest
 import requests
+import yaml
 
-from dmscdc_provider import OLDEST_SUPPORTED_AIRFLOW
 from dmscdc_provider.demo import sample_products, sample_stores
 
-from tests.acceptance.mwaa_env import mwaa_venv, project_airflow_version
+from tests.acceptance.mwaa_env import mwaa_venv, supported_airflow_range
 from tests.acceptance.spark_service import SparkJobService
 
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "mwaa.md"
 REGION = "eu-west-1"
-RAW, LAKE = "s3://dms-raw/dms", "s3://dms-lake/lake"
-STATE_TABLE = "DMSCDC_Controller"
-DATABASE = "dmscdc_lake"
-ROLE = "arn:aws:iam::123456789012:role/dmscdc-spark-job"
 LOGICAL_DATE = "2024-03-03T00:00:00+00:00"
-# Two of the demo's tables: each merge is a Spark process, and CI time is the budget.
-TABLES = ["sales.product", "sales.store"]
-AIRFLOW_VERSIONS = [OLDEST_SUPPORTED_AIRFLOW, project_airflow_version()]
+AIRFLOW_VERSIONS = supported_airflow_range()
 
-SOURCE_YAML = """\
-source: sales
-raw: {raw}
-lake: {lake}
-state: dynamodb://{state_table}
-tables: {tables}
-schedule: "@daily"
-start_date: 2024-03-01
-engine:
-  name: {engine}
-  settings:
-{engine_settings}
-catalog:
-  mode: glue_tables
-  settings:
-    database: {database}
-wait_for_changes:
-  mode: poke
-  poke_interval: 5
-  timeout: 120
-merge:
-  deferrable: true
-  poll_interval: 2
-  retries: 0
-aws:
-  conn_id: null
-"""
-ENGINE_SETTINGS = {
-    "glue": {"role_arn": ROLE, "artifacts_uri": "s3://dms-lake/dmscdc-artifacts", "number_of_workers": 2},
-    "emr_serverless": {"application_id": "{application_id}", "execution_role_arn": ROLE,
-                       "artifacts_uri": "s3://dms-lake/dmscdc-artifacts"},
-}
+
+def walkthrough_source() -> dict:
+    """The source YAML of docs/mwaa.md (its first yaml block): the test deploys what the page shows."""
+    text = DOCS.read_text()
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    return yaml.safe_load(block)
+
+
+def source_yaml(engine: str, application_id: str | None = None) -> str:
+    document = walkthrough_source()
+    if engine == "emr_serverless":
+        document["engine"] = {"name": "emr_serverless", "settings": {
+            "application_id": application_id, "execution_role_arn": ROLE,
+            "artifacts_uri": document["engine"]["settings"]["artifacts_uri"]}}
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+WALKTHROUGH = walkthrough_source()
+RAW, LAKE = WALKTHROUGH["raw"], WALKTHROUGH["lake"]
+STATE_TABLE = WALKTHROUGH["state"].removeprefix("dynamodb://")
+DATABASE = WALKTHROUGH["catalog"]["settings"]["database"]
+ROLE = WALKTHROUGH["engine"]["settings"]["role_arn"]
+# Two of the demo's tables: each merge is a Spark process, and CI time is the budget.
+TABLES = WALKTHROUGH["tables"].split(",")
 
 
 def free_port() -> int:
@@ -159,18 +146,16 @@ def deploy(engine: str, airflow_version: str, endpoint: str, tmp_path: Path) -> 
     s3 = boto3.client("s3", region_name=REGION)
     for bucket in ("dms-raw", "dms-lake"):
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    settings = dict(ENGINE_SETTINGS[engine])
+    application_id = None
     if engine == "emr_serverless":
-        settings["application_id"] = boto3.client("emr-serverless", region_name=REGION).create_application(
+        application_id = boto3.client("emr-serverless", region_name=REGION).create_application(
             name="dmscdc", releaseLabel="emr-7.5.0", type="SPARK")["applicationId"]
     # DMS's output: the full load of the blog's sample database, tables configured as the blog does.
     dmscdc("demo-source", "--raw", RAW, "--state", f"dynamodb://{STATE_TABLE}", cwd=tmp_path)
 
     sources = tmp_path / "sources"
     sources.mkdir()
-    (sources / "sales.yaml").write_text(SOURCE_YAML.format(
-        raw=RAW, lake=LAKE, state_table=STATE_TABLE, tables=",".join(TABLES), engine=engine, database=DATABASE,
-        engine_settings="\n".join(f"    {key}: {value}" for key, value in settings.items())))
+    (sources / "sales.yaml").write_text(source_yaml(engine, application_id))
     bundle = tmp_path / "bundle"
     dmscdc("mwaa-bundle", "--out", str(bundle), "--sources", str(sources), "--airflow-version", airflow_version,
            cwd=tmp_path)
