@@ -12,6 +12,14 @@ import importlib
 from typing import Protocol, runtime_checkable
 
 
+class EngineUnavailable(Exception):
+    """The engine cannot run any plan here (e.g. local Spark without the S3A jars for an ``s3://`` lake).
+
+    Raised before anything is staged; a run stops at once instead of failing every table the
+    same way. The message is one line that says what to install.
+    """
+
+
 @runtime_checkable
 class MergeEngine(Protocol):
     """Runs one merge to the end and returns its result document."""
