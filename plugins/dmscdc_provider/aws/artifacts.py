@@ -72,7 +72,7 @@ class SparkArtifacts:
 def publish_artifacts(storage, artifacts_uri: str, spark_source: str | None = None) -> SparkArtifacts:
     """Upload the job files under ``<artifacts_uri>/<content hash>/`` unless already there.
 
-    :param storage: an ``S3Storage`` (``exists``, ``write_bytes``).
+    :param storage: an ``S3Storage`` (``create_bytes``).
     :param artifacts_uri: ``s3://bucket/prefix`` for dmscdc's job files.
     :param spark_source: folder with ``dmscdc_spark/`` and the entry points (default: found
         beside the installed ``dmscdc_spark`` package).
@@ -88,9 +88,9 @@ def publish_artifacts(storage, artifacts_uri: str, spark_source: str | None = No
         digest.update(name.encode() + b"\0" + files[name])
     folder = f"{artifacts_uri.rstrip('/')}/{digest.hexdigest()[:16]}"
     for name, data in files.items():
-        target = f"{folder}/{name}"
-        if not storage.exists(target):
-            storage.write_bytes(target, data)
+        # The folder is named by the content, so an existing key already holds these bytes; a
+        # conditional PUT needs no HEAD (which a prefix-limited role gets 403 for when missing).
+        storage.create_bytes(f"{folder}/{name}", data)
     return SparkArtifacts(
         library_zip=f"{folder}/{LIBRARY_ZIP}",
         job_script=f"{folder}/{JOB_SCRIPT}",
