@@ -112,6 +112,9 @@ def s3a_settings(jars: list[Path], environ=os.environ) -> dict:
         "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "spark.hadoop.fs.AbstractFileSystem.s3.impl": "org.apache.hadoop.fs.s3a.S3A",
+        # Keep folder markers: deleting them touches keys above the staging folder (``lake/``),
+        # which the Spark job's role may not write (docs/iam-policy-spark-job.json).
+        "spark.hadoop.fs.s3a.directory.marker.retention": "keep",
         "spark.hadoop.fs.s3a.aws.credentials.provider": ",".join((
             "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider",
             "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
