@@ -44,6 +44,9 @@ class RemoteMergeEngine(MergeEngine, Protocol):
     def fetch_result(self, job_ref: str, engine_plan: dict) -> dict:
         """The result document the job wrote (or a ``failed`` document describing the job's failure)."""
 
+    def cancel(self, job_ref: str) -> None:
+        """Ask the service to stop the job (the task running it was killed)."""
+
 
 # name -> "module:Class"; classes are imported only when an engine is made, so parsing a DAG
 # never imports pyspark or an AWS SDK module it does not need.
