@@ -33,6 +33,7 @@ from dmscdc_provider.aws.glue_catalog import refresh_glue_tables
 from dmscdc_provider.aws.remote_engine import parse_job_ref
 from dmscdc_provider.aws.s3_storage import S3Storage
 from dmscdc_provider.dms_writer import write_dms_file
+from dmscdc_provider.engines.emr import EmrMergeEngine
 from dmscdc_provider.engines.emr_serverless import EmrServerlessMergeEngine
 from dmscdc_provider.engines.glue import GlueMergeEngine
 from dmscdc_provider.planner import Planner
@@ -115,6 +116,9 @@ def enforcing_moto(monkeypatch, tmp_path):
             f"{RAW_BUCKET}/dms/sales/{table}/", ActiveFlag="true", PrimaryKey="id"))
     application_id = boto3.client("emr-serverless", region_name=REGION).create_application(
         name="dmscdc", releaseLabel="emr-7.5.0", type="SPARK")["applicationId"]
+    boto3.client("emr", region_name=REGION).run_job_flow(
+        Name="dmscdc", ReleaseLabel="emr-7.5.0", JobFlowRole="EMR_EC2_DefaultRole", ServiceRole="EMR_DefaultRole",
+        Instances={"MasterInstanceType": "m5.xlarge", "InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True})
     iam = boto3.client("iam", region_name=REGION)
     users = {
         "orchestrator": user_with_policy(iam, "dmscdc-orchestrator", policy_for_moto("iam-policy.json", application_id)),
@@ -196,3 +200,22 @@ def test_plan_submit_merge_commit_and_catalog_need_nothing_beyond_the_documented
     assert glue.get_table(DatabaseName=DATABASE, Name="product")["Table"]["StorageDescriptor"]["Location"] \
         == f"{LAKE}/sales/product/"
     assert store.get(f"{RAW_BUCKET}/dms/sales/store/").last_run["plan_id"] == plans["sales.store"].plan_id
+
+
+def test_emr_steps_and_cancelling_runs_need_nothing_beyond_the_orchestrator_policy(enforcing_moto, monkeypatch):
+    endpoint, application_id, users = enforcing_moto
+    act_as(monkeypatch, users["orchestrator"])
+    store, storage = DynamoDBControllerStore(TABLE), S3Storage()
+    plan = Planner(RAW, LAKE, store, storage).plan().plans[0]
+    emr = EmrMergeEngine(artifacts_uri=ARTIFACTS, cluster_name="dmscdc", aws_conn_id=None, region_name=REGION)
+    serverless = EmrServerlessMergeEngine(application_id=application_id, execution_role_arn=JOB_ROLE,
+                                          artifacts_uri=ARTIFACTS, aws_conn_id=None, region_name=REGION)
+
+    step = emr.submit(plan.engine_plan(f"{plan.plan_id}-emr00001"))
+    assert emr.poll(step) in ("running", "succeeded")
+    job_run = serverless.submit(plan.engine_plan(f"{plan.plan_id}-serverless"))
+    serverless.cancel(job_run)
+
+    cancelled = boto3.client("emr-serverless", region_name=REGION).get_job_run(
+        applicationId=application_id, jobRunId=parse_job_ref(job_run)["job_run_id"])["jobRun"]
+    assert cancelled["state"] == "CANCELLED"
