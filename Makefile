@@ -5,9 +5,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= work/demo
 
-.PHONY: setup mwaa-envs demo test bench clean
+.PHONY: setup jars mwaa-envs demo test bench clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed jars
+
+# Spark's S3A connector for local Spark on s3:// (hadoop-aws + AWS SDK bundle from Maven Central),
+# downloaded once into ~/.cache/dmscdc/jars (DMSCDC_CACHE_DIR) and checked against pinned SHA-1s.
+jars: $(VENV)/.installed
+	$(BIN)/python -m dmscdc_spark.s3a
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)

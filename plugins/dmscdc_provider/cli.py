@@ -20,8 +20,8 @@ import sys
 from datetime import datetime, timezone
 
 from dmscdc_provider.catalog import CATALOG_REFRESHERS, catalog_refresher, default_catalog_path, query
-from dmscdc_provider.engines import ENGINE_CLASSES
 from dmscdc_provider import OLDEST_SUPPORTED_AIRFLOW
+from dmscdc_provider.engines import ENGINE_CLASSES, EngineUnavailable
 from dmscdc_provider.planner import Planner, PlanningReport, controller_path
 from dmscdc_provider.state.base import ControllerStore, StateError, TableState, open_store
 from dmscdc_provider.storage import open_storage
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return COMMANDS[args.command](args)
-    except (CliError, StateError, FileNotFoundError, ValueError) as error:
+    except (CliError, StateError, FileNotFoundError, ValueError, EngineUnavailable) as error:
         print(f"dmscdc {args.command}: {error}", file=sys.stderr)
         return 2
 

@@ -13,14 +13,12 @@ finish runs in moto's backends.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,52 +26,17 @@ import boto3
 
 HERE = Path(__file__).resolve().parent
 GLUE_RUNTIME = HERE / "glue_runtime"
-CACHE_DIR = Path(os.environ.get("DMSCDC_CACHE_DIR") or Path.home() / ".cache" / "dmscdc")
-# Spark's S3A connector for pyspark 3.5.6 (Hadoop 3.3.4) and the AWS SDK that Hadoop release uses.
-S3A_JARS = {
-    "hadoop-aws-3.3.4.jar": (
-        "https://repo1.maven.org/maven2/org/apache/hadoop/hadoop-aws/3.3.4/hadoop-aws-3.3.4.jar"),
-    "aws-java-sdk-bundle-1.12.262.jar": (
-        "https://repo1.maven.org/maven2/com/amazonaws/aws-java-sdk-bundle/1.12.262/aws-java-sdk-bundle-1.12.262.jar"),
-}
 
 
-def s3a_jars() -> list[Path]:
-    """The S3A jars, fetched from Maven Central once (checked against its .sha1) and cached."""
-    folder = CACHE_DIR / "jars"
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, url in S3A_JARS.items():
-        path = folder / name
-        if not path.is_file():
-            expected = urllib.request.urlopen(url + ".sha1", timeout=60).read().decode().split()[0]
-            partial = path.with_suffix(".partial")
-            with urllib.request.urlopen(url, timeout=600) as response, open(partial, "wb") as handle:
-                digest = hashlib.sha1()
-                while chunk := response.read(1 << 20):
-                    digest.update(chunk)
-                    handle.write(chunk)
-            if digest.hexdigest() != expected:
-                raise RuntimeError(f"{url}: sha1 {digest.hexdigest()} is not the published {expected}")
-            partial.rename(path)
-        paths.append(path)
-    return paths
+def spark_submit_args(environ: dict) -> str:
+    """``PYSPARK_SUBMIT_ARGS`` for local Spark reading and writing ``s3://`` through S3A, with the
+    jars ``make setup`` cached and the endpoint, region and credentials of ``environ``
+    (``dmscdc_spark.s3a``, as the local engine uses them)."""
+    from dmscdc_spark.s3a import fetch_jars, s3a_settings
 
-
-def s3a_submit_args(endpoint: str, region: str) -> str:
-    """``PYSPARK_SUBMIT_ARGS`` for local Spark that reads and writes ``s3://`` through S3A at ``endpoint``."""
-    conf = {
-        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
-        "spark.hadoop.fs.s3a.endpoint": endpoint,
-        "spark.hadoop.fs.s3a.endpoint.region": region,
-        "spark.hadoop.fs.s3a.path.style.access": "true",
-        "spark.hadoop.fs.s3a.connection.ssl.enabled": "false",
-        "spark.hadoop.fs.s3a.aws.credentials.provider": "com.amazonaws.auth.EnvironmentVariableCredentialsProvider",
-        "spark.sql.shuffle.partitions": "2",
-        "spark.ui.enabled": "false",
-        "spark.ui.showConsoleProgress": "false",
-    }
-    parts = ["--master", "local[2]", "--jars", ",".join(str(p) for p in s3a_jars())]
+    conf = {**s3a_settings(fetch_jars(), environ), "spark.sql.shuffle.partitions": "2",
+            "spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"}
+    parts = ["--master", "local[2]"]
     for key, value in conf.items():
         parts += ["--conf", f"{key}={value}"]
     return shlex.join(parts) + " pyspark-shell"
@@ -193,11 +156,12 @@ class SparkJobService:
         py_files = self._download(record.py_files, folder)
         env = {
             **os.environ,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_DEFAULT_REGION": self.region,
             "PYTHONPATH": os.pathsep.join([str(py_files), str(GLUE_RUNTIME)]),
-            "PYSPARK_SUBMIT_ARGS": s3a_submit_args(self.endpoint, self.region),
             "PYSPARK_PYTHON": sys.executable,
         }
-        env.pop("AWS_ENDPOINT_URL", None)  # the job reaches S3 only through S3A
+        env["PYSPARK_SUBMIT_ARGS"] = spark_submit_args(env)
         done = subprocess.run([sys.executable, str(script), *record.arguments], env=env, cwd=folder,
                               capture_output=True, text=True, timeout=600)
         record.returncode, record.output = done.returncode, (done.stdout + done.stderr)[-6000:]

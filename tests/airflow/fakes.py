@@ -66,6 +66,9 @@ class ScriptedRemoteEngine:
         self.polls += 1
         return status
 
+    def cancel(self, job_ref: str) -> None:
+        raise AssertionError(f"nothing cancels {job_ref} in these tests")
+
     def fetch_result(self, job_ref: str, engine_plan: dict) -> dict:
         from dmscdc_provider.engines.local import LocalSparkEngine
 

@@ -75,6 +75,17 @@ def test_library_zip_is_reproducible_so_unchanged_code_is_not_uploaded_again(s3)
     assert sorted(o["Key"].rsplit("/", 1)[1] for o in uploaded) == ["dmscdc_spark.zip", "glue_entry.py", "submit.py"]
 
 
+def test_publishing_job_files_never_heads_a_key(s3):
+    storage = S3Storage()
+    operations = []
+    storage.client.meta.events.register("before-call.s3", lambda model, **_: operations.append(model.name))
+
+    publish_artifacts(storage, ARTIFACTS)
+    publish_artifacts(storage, ARTIFACTS)
+
+    assert set(operations) == {"PutObject"}, operations
+
+
 def test_engines_are_registered_and_remote():
     engine = make_engine("glue", role_arn=ROLE, artifacts_uri=ARTIFACTS)
     assert isinstance(engine, GlueMergeEngine) and isinstance(engine, RemoteMergeEngine)

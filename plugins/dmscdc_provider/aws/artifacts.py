@@ -73,7 +73,7 @@ class SparkArtifacts:
 def publish_artifacts(storage, artifacts_uri: str) -> SparkArtifacts:
     """Upload the job files under ``<artifacts_uri>/<content hash>/`` unless already there.
 
-    :param storage: an ``S3Storage`` (``exists``, ``write_bytes``).
+    :param storage: an ``S3Storage`` (``create_bytes``).
     :param artifacts_uri: ``s3://bucket/prefix`` for dmscdc's job files.
     """
     library = library_files()
@@ -87,9 +87,9 @@ def publish_artifacts(storage, artifacts_uri: str) -> SparkArtifacts:
         digest.update(name.encode() + b"\0" + files[name])
     folder = f"{artifacts_uri.rstrip('/')}/{digest.hexdigest()[:16]}"
     for name, data in files.items():
-        target = f"{folder}/{name}"
-        if not storage.exists(target):
-            storage.write_bytes(target, data)
+        # The folder is named by the content, so an existing key already holds these bytes; a
+        # conditional PUT needs no HEAD (which a prefix-limited role gets 403 for when missing).
+        storage.create_bytes(f"{folder}/{name}", data)
     return SparkArtifacts(
         library_zip=f"{folder}/{LIBRARY_ZIP}",
         job_script=f"{folder}/{JOB_SCRIPT}",

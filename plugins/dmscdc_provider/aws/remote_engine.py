@@ -104,6 +104,9 @@ class S3SparkJobEngine(ABC):
         self.wait_timeout = wait_timeout
         self._storage: S3Storage | None = None
         self._artifacts: SparkArtifacts | None = None
+        # Called with each job reference ``run`` submits or reattaches to (the operator's links
+        # and on_kill); None outside Airflow.
+        self.on_submitted = None
 
     @property
     def storage(self) -> S3Storage:
@@ -180,6 +183,8 @@ class S3SparkJobEngine(ABC):
         """
         for _ in range(3):
             job_ref = self.submit(engine_plan)
+            if self.on_submitted is not None:
+                self.on_submitted(job_ref)
             self.wait(job_ref)
             if parse_job_ref(job_ref)["attempt_id"] == engine_plan["attempt_id"]:
                 return self.fetch_result(job_ref, engine_plan)
@@ -194,6 +199,10 @@ class S3SparkJobEngine(ABC):
     @abstractmethod
     def start(self, engine_plan: dict, plan_uri: str, artifacts: SparkArtifacts) -> str:
         """Start the job for this attempt; returns its job reference."""
+
+    @abstractmethod
+    def cancel(self, job_ref: str) -> None:
+        """Ask the service to stop the job (the task running it was killed)."""
 
     # The service's job states: the one that means success, and those that mean it ended badly.
     success_state: str

@@ -118,6 +118,10 @@ class EmrMergeEngine(S3SparkJobEngine):
         log.info("%s: added EMR step %s to %s", engine_plan["table"], step_ids[0], self.cluster_id)
         return make_job_ref("emr", engine_plan["attempt_id"], plan_uri, cluster_id=self.cluster_id, step_id=step_ids[0])
 
+    def cancel(self, job_ref: str) -> None:
+        ref = parse_job_ref(job_ref)
+        self.hook().conn.cancel_steps(ClusterId=ref["cluster_id"], StepIds=[ref["step_id"]])
+
     def _step(self, job_ref: str) -> dict:
         ref = parse_job_ref(job_ref)
         return self.hook().conn.describe_step(ClusterId=ref["cluster_id"], StepId=ref["step_id"])["Step"]

@@ -117,6 +117,10 @@ class EmrServerlessMergeEngine(S3SparkJobEngine):
         return make_job_ref("emr_serverless", engine_plan["attempt_id"], plan_uri,
                             application_id=self.application_id, job_run_id=response["jobRunId"])
 
+    def cancel(self, job_ref: str) -> None:
+        ref = parse_job_ref(job_ref)
+        self.client.cancel_job_run(applicationId=ref["application_id"], jobRunId=ref["job_run_id"])
+
     def _job_run(self, job_ref: str) -> dict:
         ref = parse_job_ref(job_ref)
         return self.client.get_job_run(applicationId=ref["application_id"], jobRunId=ref["job_run_id"])["jobRun"]

@@ -164,6 +164,10 @@ class GlueMergeEngine(S3SparkJobEngine):
         log.info("%s: started Glue job run %s of %s", engine_plan["table"], response["JobRunId"], self.job_name)
         return make_job_ref("glue", engine_plan["attempt_id"], plan_uri, job_name=self.job_name, run_id=response["JobRunId"])
 
+    def cancel(self, job_ref: str) -> None:
+        ref = parse_job_ref(job_ref)
+        self.hook().conn.batch_stop_job_run(JobName=ref["job_name"], JobRunIds=[ref["run_id"]])
+
     def _job_run(self, job_ref: str) -> dict:
         ref = parse_job_ref(job_ref)
         return self.hook().conn.get_job_run(JobName=ref["job_name"], RunId=ref["run_id"])["JobRun"]
