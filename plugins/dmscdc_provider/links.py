@@ -49,5 +49,7 @@ def persist_job_link(context, operator, job_ref: str, hook) -> None:
         ids = {key: value for key, value in ref.items() if key not in ("engine", "attempt_id", "plan_uri")}
         session = hook.get_session()  # the hook has no client of its own to ask
         region_name = hook.region_name or session.region_name
+        if not region_name:  # no console page to name
+            return
         link.persist(context=context, operator=operator, region_name=region_name,
                      aws_partition=session.get_partition_for_region(region_name), **ids)

@@ -116,7 +116,10 @@ def test_the_provider_registers_the_merge_task_links():
 
 def test_the_merge_task_links_survive_dag_serialization():
     from airflow.sdk import DAG
-    from airflow.serialization.serialized_objects import DagSerialization
+    try:
+        from airflow.serialization.serialized_objects import DagSerialization
+    except ImportError:  # Airflow before 3.2 names it SerializedDAG
+        from airflow.serialization.serialized_objects import SerializedDAG as DagSerialization
 
     with DAG("dmscdc_links", schedule=None) as dag:
         DmsCdcMergeOperator(task_id="merge", plan={"table": "sales.product"}, state_uri="x", engine="glue")

@@ -185,6 +185,12 @@ def test_plan_submit_merge_commit_and_catalog_need_nothing_beyond_the_documented
         engines[table].poll(job_ref)
         submitted[table] = (attempt_id, engine_plan, job_ref)
 
+    # The service fetches the job files with the job's role.
+    job_s3 = boto3.client("s3", region_name=REGION, aws_access_key_id=users["job"]["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=users["job"]["AWS_SECRET_ACCESS_KEY"])
+    artifacts = engines["sales.product"].artifacts()
+    for uri in (artifacts.glue_script, artifacts.job_script, artifacts.library_zip):
+        job_s3.get_object(Bucket=LAKE_BUCKET, Key=uri.split("/", 3)[3])["Body"].read()
     job = run_spark_jobs([parse_job_ref(ref)["plan_uri"] for _, _, ref in submitted.values()], users["job"])
     assert job.returncode == 0, job.stderr[-4000:]
     assert "AccessDenied" not in job.stderr

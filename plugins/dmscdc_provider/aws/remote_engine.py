@@ -144,9 +144,11 @@ class S3SparkJobEngine(ABC):
         """The job's result document; a ``failed`` one when the job wrote none."""
         ref = parse_job_ref(job_ref)
         result_uri = result_uri_for(ref["plan_uri"])
-        try:
+        # Listed first, not read and caught: a role whose s3:ListBucket is limited by prefix gets
+        # 403, not 404, for a missing key.
+        if self.storage.exists(result_uri):
             result = json.loads(self.storage.read_bytes(result_uri))
-        except FileNotFoundError:
+        else:
             state = self.poll(job_ref)
             reason = self.failure_reason(job_ref) if state == FAILED else f"it is {state}"
             return {
