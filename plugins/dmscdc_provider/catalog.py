@@ -33,7 +33,8 @@ def table_glob(lake_root: str, schema: str, table: str) -> str:
     return f"{lake_root.rstrip('/')}/{schema}/{table}/**/*.parquet"
 
 
-def refresh_duckdb(lake_root: str, tables: list[str], path: str | None = None) -> list[str]:
+def refresh_duckdb(lake_root: str, tables: list[str], path: str | None = None,
+                   aws_conn_id: str | None = None, region_name: str | None = None) -> list[str]:
     """The ``duckdb`` catalog mode: create or replace ``schema.table`` views for the lake tables
     that have data files; returns the tables it covers.
 
@@ -41,6 +42,8 @@ def refresh_duckdb(lake_root: str, tables: list[str], path: str | None = None) -
     :param tables: ``schema.table`` names.
     :param path: the DuckDB file, created if missing (default: ``$DMSCDC_CATALOG`` or
         ./dmscdc_catalog.duckdb).
+    :param aws_conn_id: taken like every refresher's; a DuckDB catalog covers a local lake.
+    :param region_name: taken like every refresher's.
     """
     import duckdb
 
@@ -79,8 +82,8 @@ def query(catalog_path: str, sql: str) -> tuple[list[str], list[tuple]]:
         return columns, cursor.fetchall()
 
 
-# mode -> "module:function"; a refresher takes (lake_root, tables, **settings) and returns the
-# tables it made queryable. Imported only when used, like the engines.
+# mode -> "module:function"; a refresher takes (lake_root, tables, aws_conn_id=, region_name=,
+# **settings) and returns the tables it made queryable. Imported only when used, like the engines.
 CATALOG_REFRESHERS = {
     "duckdb": "dmscdc_provider.catalog:refresh_duckdb",
     "glue_tables": "dmscdc_provider.aws.glue_catalog:refresh_glue_tables",

@@ -7,7 +7,7 @@
     dmscdc query     "SQL" [--catalog PATH]
     dmscdc demo      [--workdir DIR]
     dmscdc demo-source --raw PATH [--state URI] [--changes]
-    dmscdc mwaa-bundle --out DIR [--dags DIR] [--airflow-version V]
+    dmscdc mwaa-bundle --out DIR [--sources DIR] [--dags DIR] [--airflow-version V]
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 from dmscdc_provider.catalog import CATALOG_REFRESHERS, catalog_refresher, default_catalog_path, query
+from dmscdc_provider import OLDEST_SUPPORTED_AIRFLOW
+from dmscdc_provider.engines import EngineUnavailable
 from dmscdc_provider.engines.choice import (
     AUTO, DEFAULT_INPROCESS_MAX_BYTES, IN_PROCESS_ENGINE, EngineConfig, engine_names, parse_size, spark_engine_names)
 from dmscdc_provider.planner import Planner, PlanningReport, controller_path
@@ -140,9 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     bundle = commands.add_parser("mwaa-bundle", help="write dags/, plugins.zip and requirements.txt for Amazon MWAA")
     bundle.add_argument("--out", required=True, help="folder to write the bundle to (created)")
+    bundle.add_argument("--sources", default=None,
+                        help="folder of source YAML configs to ship as dags/sources/ (default: the dags folder's)")
     bundle.add_argument("--dags", default=None, help="dags folder to ship (default: the repository's dags/)")
-    bundle.add_argument("--airflow-version", default=None,
-                        help="the MWAA environment's Airflow version, for the constraints line (default: installed)")
+    bundle.add_argument("--airflow-version", default=OLDEST_SUPPORTED_AIRFLOW,
+                        help=f"the MWAA environment's Airflow version, for the constraints line "
+                             f"(default: {OLDEST_SUPPORTED_AIRFLOW}, the oldest supported)")
     return parser
 
 
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return COMMANDS[args.command](args)
-    except (CliError, StateError, FileNotFoundError, ValueError) as error:
+    except (CliError, StateError, FileNotFoundError, ValueError, EngineUnavailable) as error:
         print(f"dmscdc {args.command}: {error}", file=sys.stderr)
         return 2
 
@@ -421,7 +426,7 @@ def cmd_demo_source(args) -> int:
 def cmd_mwaa_bundle(args) -> int:
     from dmscdc_provider.mwaa import build_bundle
 
-    for path in build_bundle(args.out, dags=args.dags, airflow_version=args.airflow_version):
+    for path in build_bundle(args.out, dags=args.dags, sources=args.sources, airflow_version=args.airflow_version):
         print(f"dmscdc mwaa-bundle: wrote {path}")
     return 0
 

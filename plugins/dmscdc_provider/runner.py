@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from dmscdc_provider.engines import MergeEngine
+from dmscdc_provider.engines import EngineUnavailable, MergeEngine
 from dmscdc_provider.commit import StepCallback, _no_steps, commit_record, finish, record
 from dmscdc_provider.plan import TablePlan
 from dmscdc_provider.state.base import ConcurrentCommitError, ControllerStore, TableState
@@ -158,6 +158,8 @@ def run_table(
     on_step("merge_started", {"attempt_id": start.attempt_id})
     try:
         result = engine.run(plan.engine_plan(start.attempt_id))
+    except EngineUnavailable:  # raised before the engine staged anything
+        raise
     except Exception as error:  # the engine crashed: nothing was recorded, drop what it staged
         log.exception("%s: merge failed", plan.table)
         result = {"status": FAILED, "error": {
@@ -221,6 +223,8 @@ def run_source(
         try:
             table_engine = engine if isinstance(engine, MergeEngine) else engine(plan)
             table_outcome = run_table(plan, table_engine, planner.store, lake_storage)
+        except EngineUnavailable:  # every table would fail the same way
+            raise
         except Exception as error:  # one table's infrastructure error must not stop the others
             log.exception("%s: run failed", plan.table)
             table_outcome = TableOutcome(plan.table, FAILED, plan.plan_id, error={

@@ -46,13 +46,17 @@ class ScriptedRemoteEngine:
     """A RemoteMergeEngine whose "remote job" is the local Spark merge, run when its result is fetched.
 
     :param statuses: what ``poll`` answers, in turn (the last one repeats).
+    :param aws_conn_id: the task's connection, which every engine takes (recorded).
+    :param region_name: the task's region (recorded).
     """
 
     submitted: list[dict] = []
 
-    def __init__(self, statuses: list[str] | None = None):
+    def __init__(self, statuses: list[str] | None = None, aws_conn_id: str | None = None,
+                 region_name: str | None = None):
         self.statuses = list(statuses or ["succeeded"])
         self.polls = 0
+        self.connection = (aws_conn_id, region_name)
 
     def run(self, engine_plan: dict) -> dict:
         return self.fetch_result(self.submit(engine_plan), engine_plan)
@@ -65,6 +69,9 @@ class ScriptedRemoteEngine:
         status = self.statuses[min(self.polls, len(self.statuses) - 1)]
         self.polls += 1
         return status
+
+    def cancel(self, job_ref: str) -> None:
+        raise AssertionError(f"nothing cancels {job_ref} in these tests")
 
     def fetch_result(self, job_ref: str, engine_plan: dict) -> dict:
         from dmscdc_provider.engines.local import LocalSparkEngine

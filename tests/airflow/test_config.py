@@ -28,12 +28,36 @@ def test_minimal_config_gets_defaults_and_trailing_slashes_are_dropped(tmp_path)
 
     assert config.dag_id == "dmscdc_sales"
     assert config.raw == "s3://dms-bucket/raw"
-    assert (config.engine, config.catalog_mode, config.schedule) == ("auto", "duckdb", "@hourly")
+    assert (config.engine, config.catalog_mode, config.schedule) == ("auto", "glue_tables", "@hourly")
     assert config.engine_config.engines == ("duckdb", "local")
     assert config.inprocess_max_bytes == 2**30
     assert config.wait_for_changes.mode == "reschedule"
     assert config.merge.retries == 2
     assert config.aws_conn_id == "aws_default"
+
+
+def test_an_s3_lake_defaults_to_glue_tables_in_a_database_named_after_the_source(tmp_path):
+    config = load_source_config(write(tmp_path, "sales.yaml", MINIMAL.replace("source: sales", "source: Sales")))
+
+    assert (config.catalog_mode, config.catalog_settings) == ("glue_tables", {"database": "dmscdc_sales"})
+
+
+def test_a_local_lake_defaults_to_a_duckdb_catalog(tmp_path):
+    config = load_source_config(write(tmp_path, "demo.yaml", """
+        source: demo
+        raw: /data/raw
+        lake: /data/lake
+        state: sqlite:////data/state.sqlite
+    """))
+
+    assert (config.catalog_mode, config.catalog_settings) == ("duckdb", {})
+
+
+def test_a_duckdb_catalog_over_an_s3_lake_fails_the_check_naming_the_file_and_key(tmp_path):
+    path = write(tmp_path, "sales.yaml", MINIMAL + "catalog: {mode: duckdb, settings: {path: /tmp/c.duckdb}}\n")
+
+    with pytest.raises(SourceConfigError, match=r"sales\.yaml: catalog\.mode duckdb .* s3://lake-bucket/lake"):
+        load_source_config(path)
 
 
 def test_environment_variables_fill_values_and_numbers_keep_their_type(tmp_path, monkeypatch):

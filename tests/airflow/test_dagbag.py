@@ -49,7 +49,7 @@ def test_demo_dag_waits_plans_merges_per_table_then_refreshes_and_summarises(dag
     assert merge.partial_kwargs["retries"] == 3
     assert merge.partial_kwargs["state_uri"] == "sqlite:////srv/dmscdc-demo/state.sqlite"
 
-    assert tasks["refresh_catalog"].trigger_rule == "all_done_min_one_success"
+    assert tasks["refresh_catalog"].trigger_rule == "all_done"
     assert tasks["refresh_catalog"].outlets == [AssetAlias("dmscdc_demo_lake")]
     assert tasks["summary"].trigger_rule == "all_done"
 

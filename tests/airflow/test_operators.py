@@ -273,7 +273,8 @@ class TestRemoteEngineDeferral:
         import asyncio
 
         trigger = DmsCdcMergeJobTrigger(engine=scripted_engine, engine_settings={"statuses": ["running", "failed"]},
-                                        job_ref="job-1", attempt_id="a-1", poll_interval=0.01, aws_conn_id=None)
+                                        job_ref="job-1", attempt_id="a-1", poll_interval=0.01, max_attempts=5,
+                                        aws_conn_id=None)
         classpath, kwargs = trigger.serialize()
         assert classpath == "dmscdc_provider.triggers.merge_job.DmsCdcMergeJobTrigger"
         assert DmsCdcMergeJobTrigger(**kwargs).serialize() == (classpath, kwargs)
@@ -283,6 +284,27 @@ class TestRemoteEngineDeferral:
                 return event.payload
 
         assert asyncio.run(asyncio.wait_for(first(), 10)) == {"status": "failed", "job_ref": "job-1", "attempt_id": "a-1"}
+
+
+    def test_job_trigger_gives_up_after_max_attempts_logging_each_check(self, scripted_engine, capsys):
+        import asyncio
+        import re
+
+        trigger = DmsCdcMergeJobTrigger(engine=scripted_engine, engine_settings={"statuses": ["running"]},
+                                        job_ref="job-1", attempt_id="a-1", poll_interval=0.01, max_attempts=3,
+                                        aws_conn_id=None)
+
+        async def first():
+            async for event in trigger.run():
+                return event.payload
+
+        payload = asyncio.run(asyncio.wait_for(first(), 10))
+
+        assert payload["status"] == "error" and payload["attempt_id"] == "a-1"
+        assert "still running after 3 checks" in payload["message"]
+        logged = capsys.readouterr()
+        checks = re.findall(r"scripted job job-1: running \(check \d of 3\)", logged.out + logged.err)
+        assert checks == [f"{scripted_engine} job job-1: running (check {n} of 3)" for n in (1, 2, 3)]
 
 
 def outcome(table: str, status: str = "succeeded", problem: str | None = None) -> dict:

@@ -79,3 +79,22 @@ def test_plan_creates_a_missing_controller_table(moto_server, tmp_path):
     assert len(json.loads(completed.stdout)["registered"]) == 5
     table = boto3.client("dynamodb", region_name=REGION).describe_table(TableName="NewController")["Table"]
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+
+
+def test_demo_source_writes_the_dms_files_to_s3_and_nothing_locally(moto_server, tmp_path):
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=RAW_BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    raw = f"s3://{RAW_BUCKET}/dms"
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "dmscdc_provider.cli", "demo-source", "--raw", raw, "--state",
+         f"dynamodb://{TABLE}", "--changes"], capture_output=True, text=True, env=dict(os.environ), timeout=120,
+        cwd=tmp_path)
+
+    assert completed.returncode == 0, completed.stderr
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=RAW_BUCKET, Prefix="dms/")["Contents"])
+    assert "dms/sales/product/LOAD00000001.parquet" in keys
+    assert len([k for k in keys if "/2024/" in k]) == 3  # the change batch, one file per table
+    assert list(tmp_path.iterdir()) == []  # no local "s3:" folder
+    assert boto3.client("dynamodb", region_name=REGION).get_item(
+        TableName=TABLE, Key={"path": {"S": f"{RAW_BUCKET}/dms/sales/product/"}})["Item"]["ActiveFlag"] == {"S": "true"}

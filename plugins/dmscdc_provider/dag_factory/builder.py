@@ -12,7 +12,18 @@ import glob
 import os
 from datetime import timedelta
 
-from airflow.sdk import DAG, AssetAlias, CronDataIntervalTimetable, Param, TriggerRule
+from airflow.sdk import DAG, AssetAlias, Param
+
+# Supported: Airflow 3.0 (MWAA's oldest Airflow 3) to the newest. The Task SDK gained these
+# names later (TriggerRule in 3.1, the timetables in 3.2); 3.0 has them in airflow core.
+try:
+    from airflow.sdk import TriggerRule
+except ImportError:
+    from airflow.utils.trigger_rule import TriggerRule
+try:
+    from airflow.sdk import CronDataIntervalTimetable
+except ImportError:
+    from airflow.timetables.interval import CronDataIntervalTimetable
 
 from dmscdc_provider.dag_factory.config import SourceConfig, load_source_config
 from dmscdc_provider.operators.catalog import DmsCdcRefreshCatalogOperator
@@ -117,8 +128,9 @@ def build_source_dag(config: SourceConfig) -> DAG:
             lake_root=config.lake,
             catalog_mode=config.catalog_mode,
             catalog_settings=config.catalog_settings,
-            # The tables that merged become queryable even when another table failed.
-            trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
+            # The tables that merged become queryable even when another table failed; with
+            # none merged the operator skips itself (Airflow 3.0 has no all_done_min_one_success).
+            trigger_rule=TriggerRule.ALL_DONE,
             outlets=[lake_asset_alias(config)],
             **aws,
         )

@@ -74,7 +74,8 @@ class SourceConfig:
         ``spark_engine``), or one engine for every table (``duckdb``, ``local``, ``glue``,
         ``emr``, ``emr_serverless``); ``engine_settings`` are the Spark engine's settings and
         ``duckdb_settings`` the in-process engine's (docs/engines.md).
-    :param catalog_mode: ``duckdb`` locally; AWS modes once registered.
+    :param catalog_mode: ``duckdb`` for a local lake; ``glue_tables`` (the default for an
+        ``s3://`` lake) or ``glue_crawler``.
     """
 
     source: str
@@ -200,6 +201,23 @@ def _engine(document: dict, path: str) -> dict:
             "duckdb_settings": engine.duckdb_settings}
 
 
+def _catalog(document: dict, path: str) -> tuple[str, dict]:
+    """``catalog``: duckdb for a local lake, glue_tables (database ``dmscdc_<source>``) for S3.
+
+    A DuckDB catalog file cannot describe an ``s3://`` lake for anyone but this worker, so that
+    combination is refused instead of refreshing nothing.
+    """
+    on_s3 = str(document["lake"]).startswith(("s3://", "s3a://"))
+    mode, settings = _named(document, "catalog", "glue_tables" if on_s3 else "duckdb", "mode", path)
+    if mode == "duckdb" and on_s3:
+        raise SourceConfigError(
+            f"{path}: catalog.mode duckdb is for a local lake, and lake {document['lake']} is on S3; "
+            "use catalog.mode glue_tables (the default for S3) or glue_crawler")
+    if mode == "glue_tables":
+        settings.setdefault("database", f"dmscdc_{document['source']}".lower())
+    return mode, settings
+
+
 def _start_date(value: Any, path: str) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
@@ -225,7 +243,7 @@ def parse_source_config(document: dict, path: str = "<config>") -> SourceConfig:
     if not _SOURCE_NAME.match(str(document["source"])):
         raise SourceConfigError(f"{path}: source {document['source']!r} may use letters, digits and _ only")
     engine = _engine(document, path)
-    catalog_mode, catalog_settings = _named(document, "catalog", "duckdb", "mode", path)
+    catalog_mode, catalog_settings = _catalog(document, path)
     sensor = _section(document, "wait_for_changes", SensorConfig, path)
     if sensor.mode not in SENSOR_MODES:
         raise SourceConfigError(f"{path}: wait_for_changes.mode must be one of {', '.join(SENSOR_MODES)}")

@@ -12,6 +12,14 @@ import importlib
 from typing import Protocol, runtime_checkable
 
 
+class EngineUnavailable(Exception):
+    """The engine cannot run any plan here (e.g. local Spark without the S3A jars for an ``s3://`` lake).
+
+    Raised before anything is staged; a run stops at once instead of failing every table the
+    same way. The message is one line that says what to install.
+    """
+
+
 @runtime_checkable
 class MergeEngine(Protocol):
     """Runs one merge to the end and returns its result document."""
@@ -35,6 +43,9 @@ class RemoteMergeEngine(MergeEngine, Protocol):
 
     def fetch_result(self, job_ref: str, engine_plan: dict) -> dict:
         """The result document the job wrote (or a ``failed`` document describing the job's failure)."""
+
+    def cancel(self, job_ref: str) -> None:
+        """Ask the service to stop the job (the task running it was killed)."""
 
 
 # name -> "module:Class"; classes are imported only when an engine is made, so parsing a DAG

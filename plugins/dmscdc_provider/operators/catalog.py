@@ -43,8 +43,8 @@ def pull_outcomes(context: Context, merge_task_id: str) -> list[dict]:
 class DmsCdcRefreshCatalogOperator(AwsBaseOperator[DmsCdcHook]):
     """Makes the tables merged in this run queryable, and emits one Asset event per table.
 
-    Meant to run when some merges failed (``trigger_rule="all_done_min_one_success"``): it
-    covers exactly the tables whose merge succeeded. Asset events go to every ``AssetAlias``
+    Meant to run when some merges failed (``trigger_rule="all_done"``): it covers exactly the
+    tables whose merge succeeded, and skips itself when none did. Asset events go to every ``AssetAlias``
     among the task's ``outlets``, one per lake table (see ``lake_table_asset``).
 
     :param lake_root: where the lake tables live.

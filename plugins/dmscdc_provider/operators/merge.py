@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 from dmscdc_provider.engines import RemoteMergeEngine
 from dmscdc_provider.engines.choice import AUTO, EngineConfig
 from dmscdc_provider.hooks.dmscdc import DmsCdcHook
+from dmscdc_provider.links import DmsCdcEmrServerlessJobRunLink, DmsCdcEmrStepLink, DmsCdcGlueJobRunLink, persist_job_link
 from dmscdc_provider.plan import TablePlan
 from dmscdc_provider.runner import CONFLICT, SUCCEEDED, TableOutcome, complete_attempt, run_table, start_attempt
 from dmscdc_provider.triggers.merge_job import DmsCdcMergeJobTrigger
@@ -62,6 +64,7 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         "plan", "state_uri", "engine", "spark_engine", "engine_settings", "duckdb_settings")
     template_fields_renderers = {"plan": "json", "engine_settings": "json", "duckdb_settings": "json"}
     ui_color = "#fdf1e3"
+    operator_extra_links = (DmsCdcGlueJobRunLink(), DmsCdcEmrServerlessJobRunLink(), DmsCdcEmrStepLink())
 
     def __init__(
         self,
@@ -85,6 +88,7 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         self.duckdb_settings = duckdb_settings or {}
         self.deferrable = deferrable
         self.poll_interval = poll_interval
+        self._remote_job: tuple | None = None  # (engine, job_ref) while a remote job runs, for on_kill
 
     @property
     def table_plan(self) -> TablePlan:
@@ -107,6 +111,8 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         self.log.info("%s: %s merge of %d file(s) on %s (%s), plan %s", plan.table, plan.mode, len(plan.files),
                       engine_name, plan.engine_reason or "configured", plan.plan_id)
         engine = self.hook.make_engine(engine_name, engine_settings)
+        if isinstance(engine, RemoteMergeEngine):
+            engine.on_submitted = lambda job_ref: self._job_submitted(context, engine, job_ref)
         store = self.hook.open_store(self.state_uri)
         try:
             lake_storage = self.hook.open_storage(plan.lake_root)
@@ -115,10 +121,13 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
                 if start.outcome is None:
                     job_ref = engine.submit(plan.engine_plan(start.attempt_id))
                     self.log.info("%s: submitted job %s for attempt %s", plan.table, job_ref, start.attempt_id)
+                    self._job_submitted(context, engine, job_ref)
+                    wait_timeout = getattr(engine, "wait_timeout", None)
                     self.defer(
                         trigger=DmsCdcMergeJobTrigger(
                             engine=engine_name, engine_settings=engine_settings, job_ref=job_ref,
                             attempt_id=start.attempt_id, poll_interval=self.poll_interval,
+                            max_attempts=math.ceil(wait_timeout / self.poll_interval) if wait_timeout else None,
                             aws_conn_id=self.aws_conn_id, region_name=self.region_name),
                         method_name="execute_complete",
                     )
@@ -128,6 +137,18 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         finally:
             store.close()
         return self._report(context, outcome)
+
+    def _job_submitted(self, context: Context, engine, job_ref: str) -> None:
+        """Remember the running job (for on_kill) and link it from the task (Extra Links)."""
+        self._remote_job = (engine, job_ref)
+        persist_job_link(context, self, job_ref, self.hook)
+
+    def on_kill(self) -> None:
+        """Stop the remote job this task is waiting for (a deferred task has no worker to kill)."""
+        if self._remote_job is not None:
+            engine, job_ref = self._remote_job
+            self.log.info("%s: stopping job %s", self.plan.get("table"), job_ref)
+            engine.cancel(job_ref)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict:
         plan = self.table_plan
