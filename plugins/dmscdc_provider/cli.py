@@ -183,7 +183,8 @@ def cmd_run(args) -> int:
         engine = make_engine(args.engine, **engine_settings)
     except TypeError as error:
         raise CliError(f"engine {args.engine}: {error}") from error
-    catalog_mode = args.catalog_mode or ("none" if "://" in args.lake else "duckdb")
+    remote_lake = "://" in args.lake and not args.lake.startswith("file:")
+    catalog_mode = args.catalog_mode or ("none" if remote_lake else "duckdb")
     catalog_settings = _settings(args.catalog_setting, "--catalog-setting")
     if catalog_mode == "duckdb":
         catalog_settings.setdefault("path", args.catalog or default_catalog_path())
