@@ -173,16 +173,18 @@ class _PlanCheck:
 
     # -- the check ------------------------------------------------------------------------------
     def run(self) -> None:
-        seen: dict[str, tuple[pa.DataType, str]] = {}
-        if self.plan.mode == "incremental":
-            seen = self._lake_columns()
-        for entry in self.plan.files:
+        schemas = []
+        for entry in self.plan.files:  # each file on its own first: the likeliest culprit
             path = entry["path"]
             facts = self._read(path)
             self._require_columns(path, facts.schema)
-            for field in facts.schema:
-                self._reconcile(seen, field.name, field.type, path)
             self._refuse_nulls(path, facts)
+            schemas.append((path, facts.schema))
+        # Then together, in plan order, after the lake (an incremental merge keeps its files).
+        seen = self._lake_columns() if self.plan.mode == "incremental" else {}
+        for path, schema in schemas:
+            for field in schema:
+                self._reconcile(seen, field.name, field.type, path)
 
     def _reconcile(self, seen: dict, column: str, incoming: pa.DataType, source: str) -> None:
         known = seen.get(column)
