@@ -28,3 +28,20 @@ def local_engine(spark):
     from dmscdc_provider.engines.local import LocalSparkEngine
 
     return LocalSparkEngine(session=spark)
+
+
+# Engines that run on this machine; suites that must hold for every engine run against each.
+LOCAL_ENGINES = ["local"]
+
+
+@pytest.fixture(params=LOCAL_ENGINES)
+def engine_name(request):
+    return request.param
+
+
+@pytest.fixture
+def engine(engine_name, request):
+    """Each engine that runs here, in turn (Spark's on the shared session)."""
+    if engine_name == "local":
+        return request.getfixturevalue("local_engine")
+    raise ValueError(f"no fixture for engine {engine_name!r}")

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from dmscdc_provider.engines import MergeEngine
 from dmscdc_provider.commit import StepCallback, _no_steps, commit_record, finish, record
-from dmscdc_provider.input_checks import check_plan_inputs
 from dmscdc_provider.plan import TablePlan
 from dmscdc_provider.state.base import ConcurrentCommitError, ControllerStore, TableState
 from dmscdc_provider.storage import Storage
@@ -106,6 +105,8 @@ def start_attempt(
             note=f"the table's state moved from version {plan.base_version} to {state.version} "
             "since this plan was made (another run committed it); nothing was changed, plan again",
         )
+    from dmscdc_provider.input_checks import check_plan_inputs  # pyarrow: not at DAG-parse time
+
     problem = check_plan_inputs(plan, aws_conn_id=aws_conn_id, region_name=region_name)
     if problem is not None:  # before anything is staged: the table's state stays where it was
         return done(FAILED, error=problem.to_error())

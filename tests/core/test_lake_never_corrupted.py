@@ -15,30 +15,15 @@ from dmscdc_provider.cli import main
 from dmscdc_provider.dms_writer import cdc_file_name, write_dms_file
 from dmscdc_provider.plan import STAGING_FOLDER
 
-from tests.core.harness import START, LakeHarness
+from tests.core.harness import START, LakeHarness, bad_and_good_tables
 
 ITEM = pa.schema([("id", pa.int64()), ("name", pa.string())])
 ITEM_WITH_TEXT_ID = pa.schema([("id", pa.string()), ("name", pa.string())])
 
 
-@pytest.fixture(params=["local"])
-def engine(request, spark):
-    """Every engine on this branch (the runner's input check runs before each of them)."""
-    from dmscdc_provider.engines.local import LocalSparkEngine
-
-    return LocalSparkEngine(session=spark)
-
-
 @pytest.fixture
 def lake(tmp_path, engine):
-    """s.bad and s.good loaded with one row each; s.good has a pending good change."""
-    lake = LakeHarness(tmp_path, engine)
-    for table in ("s.bad", "s.good"):
-        lake.configure(table, primary_key=["id"])
-        lake.load(table, [{"Op": "I", "id": 1, "name": "one"}], ITEM)
-    lake.run_ok()
-    lake.cdc("s.good", [{"Op": "U", "id": 1, "name": "good change"}], ITEM)
-    return lake
+    return bad_and_good_tables(tmp_path, engine, ITEM)
 
 
 def snapshot(lake: LakeHarness, table: str = "s.bad"):
