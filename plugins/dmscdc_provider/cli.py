@@ -294,6 +294,8 @@ def cmd_tables(args) -> int:
     store = _store(args)
     planner = _planner(args, store, "LAKE")
     states = sorted(planner.register_new(PlanningReport()), key=lambda s: s.name)
+    for problem in planner.ambiguous_folder_problems():
+        print(f"{problem.table}: not registered: {problem.problem}", file=sys.stderr)
     if args.json:
         print(json.dumps([s.to_item() for s in states], indent=2))
     else:

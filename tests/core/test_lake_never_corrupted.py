@@ -288,13 +288,15 @@ def test_files_applied_by_earlier_runs_are_not_reported_late(lake):
 
 
 # -- 7. dotted folder names -------------------------------------------------------------------
-def test_dotted_schema_and_table_folders_do_not_collide_in_one_lake_table(tmp_path, engine):
+def test_dotted_schema_and_table_folders_do_not_collide_in_one_lake_table(tmp_path, engine, capsys):
     lake = LakeHarness(tmp_path, engine)
     write_dms_file(os.path.join(lake.raw, "a", "b.c", "LOAD00000001.parquet"),
                    [{"Op": "I", "id": 1, "name": "table b.c of schema a"}], ITEM)
     write_dms_file(os.path.join(lake.raw, "a.b", "c", "LOAD00000001.parquet"),
                    [{"Op": "I", "id": 2, "name": "table c of schema a.b"}], ITEM)
 
+    assert main(["tables", "--raw", lake.raw, "--state", f"sqlite://{lake.store.path}"]) == 0
+    assert "a.b.c: not registered" in capsys.readouterr().err
     report = lake.run().report
 
     assert [s.path for s in lake.store.list()] == [f"{lake.raw}/a/b.c/"]
