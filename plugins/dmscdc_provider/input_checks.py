@@ -184,20 +184,11 @@ class _PlanCheck:
         seen = self._lake_columns() if self.plan.mode == "incremental" else {}
         for path, schema in schemas:
             for field in schema:
-                self._reconcile(seen, field.name, field.type, path)
+                conflict = _widen(seen, field.name, field.type, path)
+                if conflict is not None:
+                    raise self._type_conflict(path, field.name, *conflict, field.type)
 
-    def _reconcile(self, seen: dict, column: str, incoming: pa.DataType, source: str) -> None:
-        known = seen.get(column)
-        if known is None:
-            seen[column] = (as_read(incoming), source)
-            return
-        existing, where = known
-        widened = wider_type(existing, incoming)
-        if widened is None:
-            raise self._type_conflict(source, column, existing, incoming, where)
-        seen[column] = (widened, where)
-
-    def _type_conflict(self, source, column, existing, incoming, where) -> InputProblem:
+    def _type_conflict(self, source, column, existing, where, incoming) -> InputProblem:
         role = f"{self.required[column]} column" if column in self.required else "column"
         cause = (f"{role} {column!r} is {type_name(incoming)} here but {type_name(existing)} in {where}")
         if pa.types.is_decimal(as_read(existing)) and pa.types.is_decimal(as_read(incoming)):
@@ -277,16 +268,12 @@ class _PlanCheck:
                     raise self.fail(label, column, f"primary key column {column!r} is missing from this lake file",
                                     self._rebuild_remedy())
             for field in schema:
-                if field.name in partition:
-                    continue
-                known = seen.get(field.name)
-                widened = field.type if known is None else wider_type(known[0], field.type)
-                if widened is None:
+                conflict = None if field.name in partition else _widen(seen, field.name, field.type, label)
+                if conflict is not None:
                     raise self.fail(
                         label, field.name,
                         f"the lake's files disagree on column {field.name!r}: {type_name(field.type)} here, "
-                        f"{type_name(known[0])} in {known[1]}", self._rebuild_remedy())
-                seen[field.name] = (as_read(widened), known[1] if known else label)
+                        f"{type_name(conflict[0])} in {conflict[1]}", self._rebuild_remedy())
         return seen
 
     def _rebuild_remedy(self) -> str:
@@ -333,6 +320,21 @@ class _PlanCheck:
         # CSV carries no types: every column is text, as every engine reads it.
         schema = pa.schema([(name, pa.string()) for name in names])
         return _FileFacts(schema, {c: table.column(c).null_count for c in checked})
+
+
+def _widen(seen: dict[str, tuple[pa.DataType, str]], column: str, incoming: pa.DataType,
+           source: str) -> tuple[pa.DataType, str] | None:
+    """Widen ``seen[column]`` (type so far, file that brought it) by ``incoming``; returns the
+    type so far and its file when no type holds both (``seen`` is then unchanged)."""
+    known = seen.get(column)
+    if known is None:
+        seen[column] = (as_read(incoming), source)
+        return None
+    widened = wider_type(known[0], incoming)
+    if widened is None:
+        return known
+    seen[column] = (widened, known[1])
+    return None
 
 
 def _footer_null_counts(metadata: pq.FileMetaData, columns: list[str]) -> tuple[dict[str, int], list[str]]:

@@ -309,3 +309,19 @@ def test_dotted_schema_and_table_folders_do_not_collide_in_one_lake_table(tmp_pa
             f"SELECT name FROM read_parquet('{lake.lake}/*/*/*.parquet', filename = true)").fetchall()
     assert names == [("table b.c of schema a",)]
     assert os.listdir(lake.lake + "/a") == ["b.c"]
+
+
+def test_a_lake_left_with_two_key_types_by_an_earlier_version_is_named_and_a_full_refresh_repairs_it(lake):
+    import pyarrow.parquet as pq
+
+    corrupted = os.path.join(lake.table_path("s.bad"), "part-zzz-written-by-an-earlier-version.parquet")
+    pq.write_table(pa.table({"Op": ["I"], "id": ["2"], "name": ["two"]}), corrupted)
+    lake.cdc("s.bad", [{"Op": "U", "id": 1, "name": "uno"}], ITEM)
+
+    error = failed_alone(lake, lake.run())
+    assert error["file"] == corrupted and error["column"] == "id"
+    assert "the lake's files disagree on column 'id'" in error["problem"]
+    assert "--full-refresh s.bad" in error["remedy"]
+
+    lake.run_ok("s.bad", full_refresh=("s.bad",))
+    assert [(r["id"], r["name"]) for r in lake.rows("s.bad")] == [(1, "uno")]
