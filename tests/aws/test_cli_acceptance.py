@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import boto3
-import pytest
 
 from tests.aws.conftest import LAKE_BUCKET, RAW_BUCKET, REGION
 from tests.aws.test_blog_continuation import blog_controller, upload_raw_files
