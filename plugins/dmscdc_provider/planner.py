@@ -293,10 +293,17 @@ class Planner:
             path = controller_path(self.raw_root, schema, table)
             state = self.store.get(path)
             if state is None:
-                state = TableState(path=path, schema=schema, table=table)
-                if self.store.register(state):
-                    report.registered.append(state.name)
-                    log.info("registered %s (inactive): activate it with `dmscdc configure`", state.name)
+                # Versions before local keys were absolute keyed a table by the raw path as typed.
+                as_typed = f"{self.raw_root.rstrip('/')}/{schema}/{table}/"
+                earlier = self.store.get(as_typed) if as_typed != path else None
+                if earlier is not None:
+                    if self.store.register(earlier.evolve(path=path)):
+                        log.info("%s: continues from the controller item %s", earlier.name, as_typed)
+                else:
+                    state = TableState(path=path, schema=schema, table=table)
+                    if self.store.register(state):
+                        report.registered.append(state.name)
+                        log.info("registered %s (inactive): activate it with `dmscdc configure`", state.name)
                 state = self.store.get(path)
             states.append(state)
         return states

@@ -325,3 +325,25 @@ def test_a_lake_left_with_two_key_types_by_an_earlier_version_is_named_and_a_ful
 
     lake.run_ok("s.bad", full_refresh=("s.bad",))
     assert [(r["id"], r["name"]) for r in lake.rows("s.bad")] == [(1, "uno")]
+
+
+def test_a_table_keyed_by_a_relative_raw_path_continues_under_the_absolute_key(tmp_path, engine, monkeypatch):
+    from dmscdc_provider.planner import Planner
+    from dmscdc_provider.state.base import TableState
+
+    lake = LakeHarness(tmp_path, engine)
+    lake.load("s.t", [{"Op": "I", "id": 1, "name": "one"}], ITEM)
+    lake.cdc("s.t", [{"Op": "I", "id": 2, "name": "applied before"}], ITEM, name="20240301-093000000.parquet")
+    lake.cdc("s.t", [{"Op": "I", "id": 3, "name": "new"}], ITEM, name="20240301-094000000.parquet")
+    monkeypatch.chdir(tmp_path)
+    # What an earlier version wrote for `--raw raw`: the key as typed, loaded up to 09:30.
+    lake.store.register(TableState(
+        path="raw/s/t/", schema="s", table="t", active=True, primary_key=("id",),
+        last_full_load_date="2024-03-01 09:00:00", last_incremental_file="raw/s/t/20240301-093000000.parquet"))
+
+    report = Planner("raw", lake.lake, lake.store, lake.storage).plan()
+
+    assert report.registered == [] and report.inactive == []
+    (plan,) = report.plans
+    assert plan.state_path == lake.path_of("s.t") and plan.mode == "incremental"
+    assert [os.path.basename(f["path"]) for f in plan.files] == ["20240301-094000000.parquet"]
