@@ -295,7 +295,8 @@ class Planner:
             if state is None:
                 # Versions before local keys were absolute keyed a table by the raw path as typed.
                 as_typed = f"{self.raw_root.rstrip('/')}/{schema}/{table}/"
-                earlier = self.store.get(as_typed) if as_typed != path else None
+                typed_locally = "://" not in self.raw_root
+                earlier = self.store.get(as_typed) if typed_locally and as_typed != path else None
                 if earlier is not None:
                     if self.store.register(earlier.evolve(path=path)):
                         log.info("%s: continues from the controller item %s", earlier.name, as_typed)
