@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from dmscdc_provider.storage import is_hidden
+from dmscdc_provider.storage import is_hidden, local_path
 
 DEFAULT_CATALOG_ENV = "DMSCDC_CATALOG"
 DEFAULT_CATALOG_FILE = "dmscdc_catalog.duckdb"
@@ -38,7 +38,7 @@ def refresh_duckdb(lake_root: str, tables: list[str], path: str | None = None,
     """The ``duckdb`` catalog mode: create or replace ``schema.table`` views for the lake tables
     that have data files; returns the tables it covers.
 
-    :param lake_root: the lake location (local).
+    :param lake_root: the lake location (a local path or ``file://`` URI).
     :param tables: ``schema.table`` names.
     :param path: the DuckDB file, created if missing (default: ``$DMSCDC_CATALOG`` or
         ./dmscdc_catalog.duckdb).
@@ -48,6 +48,7 @@ def refresh_duckdb(lake_root: str, tables: list[str], path: str | None = None,
     import duckdb
 
     path = path or default_catalog_path()
+    lake_root = local_path(lake_root)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     covered = []
     with duckdb.connect(path) as connection:

@@ -226,7 +226,8 @@ def cmd_run(args) -> int:
         engines = RunEngines(engine_config)
     except TypeError as error:
         raise CliError(f"engine settings: {error}") from error
-    catalog_mode = args.catalog_mode or ("none" if "://" in args.lake else "duckdb")
+    remote_lake = "://" in args.lake and not args.lake.startswith("file:")
+    catalog_mode = args.catalog_mode or ("none" if remote_lake else "duckdb")
     catalog_settings = _settings(args.catalog_setting, "--catalog-setting")
     if catalog_mode == "duckdb":
         catalog_settings.setdefault("path", args.catalog or default_catalog_path())
@@ -342,6 +343,8 @@ def cmd_tables(args) -> int:
     store = _store(args)
     planner = _planner(args, store, "LAKE")
     states = sorted(planner.register_new(PlanningReport()), key=lambda s: s.name)
+    for problem in planner.ambiguous_folder_problems():
+        print(f"{problem.table}: not registered: {problem.problem}", file=sys.stderr)
     if args.json:
         print(json.dumps([s.to_item() for s in states], indent=2))
     else:

@@ -66,12 +66,21 @@ class AttemptStart:
 
 
 def start_attempt(
-    plan: TablePlan, store: ControllerStore, storage: Storage, on_step: StepCallback = _no_steps
+    plan: TablePlan,
+    store: ControllerStore,
+    storage: Storage,
+    on_step: StepCallback = _no_steps,
+    *,
+    aws_conn_id: str | None = None,
+    region_name: str | None = None,
 ) -> AttemptStart:
     """Before a merge: finish a commit an earlier attempt recorded, detect a plan already
-    committed (a retry after the commit) or made stale by another run, else name a new attempt.
+    committed (a retry after the commit) or made stale by another run, check the plan's input
+    (``input_checks``: every engine's merge goes through here), else name a new attempt.
 
     :param storage: storage of the lake (for publishing staged files).
+    :param aws_conn_id: AWS connection for reading ``s3://`` footers (None: boto3's chain).
+    :param region_name: AWS region for it.
     """
     started = time.monotonic()
 
@@ -96,6 +105,11 @@ def start_attempt(
             note=f"the table's state moved from version {plan.base_version} to {state.version} "
             "since this plan was made (another run committed it); nothing was changed, plan again",
         )
+    from dmscdc_provider.input_checks import check_plan_inputs  # pyarrow: not at DAG-parse time
+
+    problem = check_plan_inputs(plan, aws_conn_id=aws_conn_id, region_name=region_name)
+    if problem is not None:  # before anything is staged: the table's state stays where it was
+        return done(FAILED, error=problem.to_error())
     return AttemptStart(attempt_id=f"{plan.plan_id}-{uuid.uuid4().hex[:8]}")
 
 
@@ -145,14 +159,19 @@ def run_table(
     store: ControllerStore,
     storage: Storage,
     on_step: StepCallback = _no_steps,
+    *,
+    aws_conn_id: str | None = None,
+    region_name: str | None = None,
 ) -> TableOutcome:
     """Merge one table's plan and commit it; repeating a plan never applies it twice.
 
     :param storage: storage of the lake (for publishing staged files).
     :param on_step: called with each protocol step (progress reporting).
+    :param aws_conn_id: AWS connection for the input check's footer reads.
+    :param region_name: AWS region for it.
     """
     started = time.monotonic()
-    start = start_attempt(plan, store, storage, on_step)
+    start = start_attempt(plan, store, storage, on_step, aws_conn_id=aws_conn_id, region_name=region_name)
     if start.outcome is not None:
         return start.outcome
     on_step("merge_started", {"attempt_id": start.attempt_id})

@@ -243,6 +243,20 @@ class TestRemoteEngineDeferral:
             scripted_engine, {"statuses": ["running", "succeeded"]}, 5)
         assert state(source, "sales.store").version == 1  # nothing committed while the job runs
 
+    def test_bad_input_fails_the_task_before_a_job_is_submitted(self, source, scripted_engine):
+        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+        [load_file] = [f["path"] for f in plan["files"] if f["kind"] == "load"][:1]
+        open(load_file, "wb").close()  # zero bytes
+        context = make_context()
+
+        with pytest.raises(AirflowException, match="Parquet file size is 0 bytes") as failed:
+            merge_task(source, plan, engine=scripted_engine, deferrable=True).execute(context)
+
+        assert ScriptedRemoteEngine.submitted == []
+        assert load_file in str(failed.value)
+        assert context["ti"].pushed["outcome"]["error"]["file"] == load_file
+        assert state(source, "sales.store").version == 1
+
     def test_execute_complete_fetches_the_result_and_commits(self, source, scripted_engine, spark):
         plan = plans_by_table(source, BEFORE_CHANGES, engine=scripted_engine)["sales.store"]
         op = merge_task(source, plan, engine=scripted_engine, deferrable=True)

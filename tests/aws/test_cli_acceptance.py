@@ -8,37 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import boto3
-import pytest
-import requests
 
 from tests.aws.conftest import LAKE_BUCKET, RAW_BUCKET, REGION
 from tests.aws.test_blog_continuation import blog_controller, upload_raw_files
 from tests.aws.test_dynamodb_store import TABLE
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def moto_server(monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
-    yield url
-    requests.post(f"{url}/moto-api/reset", timeout=30)  # the server keeps state in this process
-    server.stop()
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

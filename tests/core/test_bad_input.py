@@ -11,7 +11,7 @@ import pytest
 from dmscdc_provider.cli import main
 from dmscdc_provider.storage import LocalStorage
 
-from tests.core.harness import LakeHarness
+from tests.core.harness import LakeHarness, bad_and_good_tables
 
 ITEM = pa.schema([("id", pa.int64()), ("name", pa.string())])
 
@@ -19,13 +19,7 @@ ITEM = pa.schema([("id", pa.int64()), ("name", pa.string())])
 @pytest.fixture
 def lake(tmp_path, engine):
     """Two loaded tables, s.bad and s.good."""
-    lake = LakeHarness(tmp_path, engine)
-    for table in ("s.bad", "s.good"):
-        lake.configure(table, primary_key=["id"])
-        lake.load(table, [{"Op": "I", "id": 1, "name": "one"}], ITEM)
-    lake.run_ok()
-    lake.cdc("s.good", [{"Op": "U", "id": 1, "name": "good change"}], ITEM)
-    return lake
+    return bad_and_good_tables(tmp_path, engine, ITEM)
 
 
 def assert_failed_cleanly(lake: LakeHarness, result, file_name: str | None, words: str) -> dict:

@@ -132,7 +132,9 @@ def read_parquet_changes(
         need neither file nor position and the reader is spared per-row metadata.
     """
     frame = spark.read.option("mergeSchema", True).parquet(*[path for path, _ in files])
-    op = F.coalesce(F.col(OP), F.lit("I")) if OP in frame.columns else F.lit("I")
+    # A null Op stays null (the merge refuses it); a file without an Op column among files with
+    # one also reads as null here, and the merge then reads the files one by one.
+    op = F.col(OP) if OP in frame.columns else F.lit("I")
     if full_load:
         # No per-row metadata: the first file's position stands for all (their order is moot).
         return frame.withColumn(OP, op).withColumn(FILE_SEQ, F.lit(files[0][1])).withColumn(ROW_POS, F.lit(0).cast("long"))

@@ -38,6 +38,11 @@ SESSION_SETTINGS = {
 }
 
 
+class _ReadFilesOneByOne(Exception):
+    """A one-scan read mixed files with and without an Op column (the latter hold inserts): the
+    merge starts over reading each file on its own."""
+
+
 class MergeInputError(Exception):
     """Input the merge cannot use; names the table, the file and what to do about it."""
 
@@ -108,6 +113,7 @@ class _TableMerge:
         self.spark, self.files, self.plan = spark, files, plan
         self.csv_format = CsvFormat(plan.csv_delimiter, plan.csv_null_value)
         self.warnings: list[str] = []
+        self.one_file_per_read = False
 
     # -- errors -------------------------------------------------------------------------------
     def _fail(self, file: str | None, problem: str, remedy: str) -> MergeInputError:
@@ -152,7 +158,8 @@ class _TableMerge:
         """Parquet files in one scan when their names are distinct; otherwise (CSV, or a type
         that widens between files, which one Parquet scan cannot merge) one read per file."""
         names = [file_name(path) for _, path in files]
-        if not any(is_csv(path) for _, path in files) and len(set(names)) == len(names):
+        one_scan = not self.one_file_per_read and not any(is_csv(path) for _, path in files)
+        if one_scan and len(set(names)) == len(names):
             full_load = all(self.plan.files[seq]["kind"] == "load" for seq, _ in files)
             try:
                 frame = read_parquet_changes(self.spark, [(path, seq) for seq, path in files], full_load=full_load)
@@ -243,8 +250,17 @@ class _TableMerge:
                 for r in frame.groupBy(rules.FILE_SEQ, rules.OP).count().collect()]
 
     def _check_ops(self, counts: list[tuple[int | None, str | None, int]]) -> dict[str, int]:
-        """Rows read by Op from ``(file_seq, op, count)``; an unknown Op fails the table."""
+        """Rows read by Op from ``(file_seq, op, count)``; an unknown or null Op fails the table."""
         for seq, op, count in sorted(counts, key=lambda c: (c[0] is None, c[0] or 0)):
+            if op is None and seq is not None:
+                path = self.plan.files[seq]["path"]
+                if not is_csv(path) and rules.OP not in self.spark.read.parquet(path).columns:
+                    raise _ReadFilesOneByOne()
+                raise self._fail(
+                    path, f"Op is null in {count} row(s)",
+                    "DMS writes I, U or D in every row: the file is damaged or was not written by DMS. "
+                    "Replace it with a good copy (same name) and run again; the table's state was left unchanged.",
+                )
             if op not in rules.KNOWN_OPS:
                 raise self._fail(
                     self.plan.files[seq]["path"] if seq is not None else None,
@@ -331,6 +347,9 @@ class _TableMerge:
         # than building an in-memory cache that each query would then scan.
         try:
             return self._merge(loads, cdc, change_schema)
+        except _ReadFilesOneByOne:
+            self.one_file_per_read, self.warnings = True, []
+            return self.run()
         except Exception as error:
             if isinstance(error, MergeInputError):
                 raise
@@ -405,6 +424,8 @@ class _TableMerge:
             observed = load_ops.get
             if observed["not_inserts"]:  # LOAD rows are inserts; find what else is there, and where
                 load_counts = self._load_ops_by_file()
+                if observed["null_ops"] and not any(op is None for _, op, _ in load_counts):
+                    raise _ReadFilesOneByOne()  # the nulls were files without an Op column
             else:
                 load_counts = [(None, "I", observed["rows"])]
         rows_read = self._check_ops(cdc_counts + load_counts)
@@ -444,8 +465,11 @@ def output_file_count(input_bytes: int, target_file_bytes: int, parallelism: int
 
 
 def _op_counters() -> list:
-    """What the write of LOAD rows observes: rows, and rows that are not inserts."""
-    return [F.count(F.lit(1)).alias("rows"), F.count(F.when(F.col(rules.OP) != "I", 1)).alias("not_inserts")]
+    """What the write of LOAD rows observes: rows, rows that are not inserts, rows with a null Op."""
+    op = F.col(rules.OP)
+    return [F.count(F.lit(1)).alias("rows"),
+            F.count(F.when(op.isNull() | (op != "I"), 1)).alias("not_inserts"),
+            F.count(F.when(op.isNull(), 1)).alias("null_ops")]
 
 
 def conform_partition_columns(

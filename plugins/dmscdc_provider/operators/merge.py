@@ -117,7 +117,8 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         try:
             lake_storage = self.hook.open_storage(plan.lake_root)
             if self.deferrable and isinstance(engine, RemoteMergeEngine):
-                start = start_attempt(plan, store, lake_storage, self._log_step)
+                start = start_attempt(plan, store, lake_storage, self._log_step,
+                                      aws_conn_id=self.aws_conn_id, region_name=self.region_name)
                 if start.outcome is None:
                     job_ref = engine.submit(plan.engine_plan(start.attempt_id))
                     self.log.info("%s: submitted job %s for attempt %s", plan.table, job_ref, start.attempt_id)
@@ -133,7 +134,8 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
                     )
                 outcome = start.outcome
             else:
-                outcome = run_table(plan, engine, store, lake_storage, self._log_step)
+                outcome = run_table(plan, engine, store, lake_storage, self._log_step,
+                                    aws_conn_id=self.aws_conn_id, region_name=self.region_name)
         finally:
             store.close()
         return self._report(context, outcome)
