@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING
 from dmscdc_provider.engines import MergeEngine
 from dmscdc_provider.commit import StepCallback, _no_steps, commit_record, finish, record
 from dmscdc_provider.plan import TablePlan
-from dmscdc_provider.state.base import ConcurrentCommitError, ControllerStore, TableState
+from dmscdc_provider.report import one_line, remedy_for_crash
+from dmscdc_provider.state.base import (
+    ConcurrentCommitError,
+    ControllerStore,
+    StoreBusyError,
+    StoreUnavailableError,
+    TableState,
+)
 from dmscdc_provider.storage import Storage
 
 if TYPE_CHECKING:
@@ -131,6 +138,10 @@ def complete_attempt(
     except ConcurrentCommitError as error:
         storage.delete_tree(staging)
         return outcome(CONFLICT, note=f"{error}; another run committed this table first, nothing was changed")
+    except StoreBusyError:
+        # Nothing was recorded, so no later attempt can publish these files: drop them now.
+        storage.delete_tree(staging)
+        raise
     on_step("commit_recorded", {"version": recorded.version})
     committed = finish(store, storage, recorded, on_step)
     summary = dict(committed.last_run or {})
@@ -159,10 +170,11 @@ def run_table(
     try:
         result = engine.run(plan.engine_plan(start.attempt_id))
     except Exception as error:  # the engine crashed: nothing was recorded, drop what it staged
-        log.exception("%s: merge failed", plan.table)
+        log.debug("%s: the merge failed", plan.table, exc_info=True)
+        cause = one_line(error)
         result = {"status": FAILED, "error": {
-            "table": plan.table, "file": None, "problem": f"the merge failed: {error}",
-            "remedy": "see the log; the table's state is unchanged, run again"}}
+            "table": plan.table, "file": None, "problem": f"the merge failed: {cause}",
+            "remedy": remedy_for_crash(cause)}}
     return complete_attempt(plan, start.attempt_id, result, store, storage, on_step,
                             seconds=time.monotonic() - started)
 
@@ -181,6 +193,14 @@ def finish_pending_commits(store: ControllerStore, storage: Storage, states: lis
     return finished
 
 
+def store_failure(table: str, error: StoreUnavailableError) -> dict:
+    """The error document of a table the controller store failed: the message names the store."""
+    message = one_line(error)
+    problem, _, remedy = message.partition("; ")
+    return {"table": table, "file": None, "problem": problem, "store": True,
+            "remedy": (remedy or "check the store and run again") + "; the table's state is unchanged"}
+
+
 @dataclass
 class SourceRun:
     """The outcome of one run over a raw location: planning findings and one outcome per table."""
@@ -192,6 +212,11 @@ class SourceRun:
     @property
     def succeeded(self) -> bool:
         return not self.report.problems and all(o.succeeded for o in self.outcomes)
+
+    @property
+    def store_failed(self) -> bool:
+        """The controller store failed a table (locked, unreachable): not the input's fault."""
+        return any((o.error or {}).get("store") for o in self.outcomes)
 
 
 def run_source(
@@ -217,6 +242,9 @@ def run_source(
             on_table_start(index, len(report.plans), plan)
         try:
             table_outcome = run_table(plan, engine, planner.store, lake_storage)
+        except StoreUnavailableError as error:
+            log.debug("%s: the controller store failed", plan.table, exc_info=True)
+            table_outcome = TableOutcome(plan.table, FAILED, plan.plan_id, error=store_failure(plan.table, error))
         except Exception as error:  # one table's infrastructure error must not stop the others
             log.exception("%s: run failed", plan.table)
             table_outcome = TableOutcome(plan.table, FAILED, plan.plan_id, error={

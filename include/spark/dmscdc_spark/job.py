@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from dmscdc_spark import rules
+from dmscdc_spark.errors import root_cause
 from dmscdc_spark.io import (
     CsvFormat,
     HadoopFiles,
@@ -115,13 +116,12 @@ class _TableMerge:
 
     def _fail_unreadable(self, error: Exception, candidates: list[str]) -> MergeInputError | None:
         """Map a Spark failure to the file it names, if it names one of ours."""
-        message = str(error)
+        message = str(error)  # the whole Java trace: the file is named somewhere in it
         for path in candidates:
             if path.rsplit("/", 1)[-1] in message:
-                first_line = next((line for line in message.splitlines() if line.strip()), message)
                 return self._fail(
                     path,
-                    f"cannot read the file ({first_line.strip()[:300]})",
+                    f"cannot read the file: {root_cause(error)}",
                     "Replace it with a good copy (or re-run the DMS task for the table) and run "
                     "again; the table's state was left unchanged.",
                 )
@@ -169,7 +169,7 @@ class _TableMerge:
             return read_change_file(self.spark, path, seq, self.csv_format)
         except Exception as error:  # Spark raises AnalysisException / Py4JJavaError
             raise self._fail_unreadable(error, [path]) or self._fail(
-                path, f"cannot read the file ({str(error).splitlines()[0][:300]})",
+                path, f"cannot read the file: {root_cause(error)}",
                 "Check that the file exists and is a DMS Parquet or CSV file.",
             ) from error
 

@@ -12,6 +12,11 @@ import importlib
 from typing import Protocol, runtime_checkable
 
 
+class MergeCrashed(Exception):
+    """The merge failed for a reason other than its input; the message is the cause in one line,
+    the original error its ``__cause__``."""
+
+
 @runtime_checkable
 class MergeEngine(Protocol):
     """Runs one merge to the end and returns its result document."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dmscdc_provider.engines import MergeCrashed
+
 
 class LocalSparkEngine:
     """Runs the merge in this process.
@@ -26,5 +28,9 @@ class LocalSparkEngine:
 
     def run(self, engine_plan: dict) -> dict:
         from dmscdc_spark import run_merge
+        from dmscdc_spark.errors import root_cause
 
-        return run_merge(self.session, engine_plan)
+        try:
+            return run_merge(self.session, engine_plan)
+        except Exception as error:  # a Py4J wrapper around a Java trace: keep its innermost cause
+            raise MergeCrashed(root_cause(error)) from error
