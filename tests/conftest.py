@@ -28,3 +28,11 @@ def local_engine(spark):
     from dmscdc_provider.engines.local import LocalSparkEngine
 
     return LocalSparkEngine(session=spark)
+
+
+@pytest.fixture(params=["local"])
+def engine(request):
+    """Each in-process merge engine in turn, for behaviour every engine must share."""
+    if request.param == "local":
+        return request.getfixturevalue("local_engine")
+    raise ValueError(f"no test engine {request.param!r}")

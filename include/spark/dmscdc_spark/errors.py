@@ -19,15 +19,23 @@ _MAX_CHARS = 400
 def root_cause(error: BaseException) -> str:
     """The innermost cause's message, one line (the Python error's own text when no Java
     exception is attached)."""
+    messages = [_one_line(m) for m in _java_messages(error)]
+    return next((m for m in reversed(messages) if m), None) or _python_message(error)
+
+
+def failure_text(error: BaseException) -> str:
+    """Every message in the failure's chain, whole: where to look for the file it names (PySpark's
+    own text leaves out the Java causes unless its JVM stack trace setting is on)."""
+    return "\n".join([str(error), *_java_messages(error)])
+
+
+def _java_messages(error: BaseException) -> list[str]:
     java = _java_throwable(error)
     messages = []
-    seen = 0
-    while java is not None and seen < 50:  # a cause chain can loop; 50 is far past any real one
-        messages.append(_java_message(java))
+    while java is not None and len(messages) < 50:  # a cause chain can loop; 50 is far past any real one
+        messages.append(java.getMessage() or "")
         java = java.getCause()
-        seen += 1
-    text = next((m for m in reversed(messages) if m), None) or _python_message(error)
-    return text
+    return messages
 
 
 def _java_throwable(error: BaseException):
@@ -39,13 +47,6 @@ def _java_throwable(error: BaseException):
             return throwable
     cause = error.__cause__ or error.__context__
     return _java_throwable(cause) if cause is not None else None
-
-
-def _java_message(throwable) -> str:
-    message = throwable.getMessage()
-    if not message:
-        return ""
-    return _one_line(message)
 
 
 def _python_message(error: BaseException) -> str:

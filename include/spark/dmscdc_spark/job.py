@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from dmscdc_spark import rules
-from dmscdc_spark.errors import root_cause
+from dmscdc_spark.errors import failure_text, root_cause
 from dmscdc_spark.io import (
     CsvFormat,
     HadoopFiles,
@@ -37,6 +37,10 @@ SESSION_SETTINGS = {
     "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
 }
+
+
+UNREADABLE_REMEDY = ("Replace it with a good copy (or re-run the DMS task for the table) and run again; "
+                     "the table's state was left unchanged.")
 
 
 class MergeInputError(Exception):
@@ -116,14 +120,13 @@ class _TableMerge:
 
     def _fail_unreadable(self, error: Exception, candidates: list[str]) -> MergeInputError | None:
         """Map a Spark failure to the file it names, if it names one of ours."""
-        message = str(error)  # the whole Java trace: the file is named somewhere in it
+        message = failure_text(error)
         for path in candidates:
             if path.rsplit("/", 1)[-1] in message:
                 return self._fail(
                     path,
                     f"cannot read the file: {root_cause(error)}",
-                    "Replace it with a good copy (or re-run the DMS task for the table) and run "
-                    "again; the table's state was left unchanged.",
+                    UNREADABLE_REMEDY,
                 )
         return None
 
@@ -334,10 +337,25 @@ class _TableMerge:
         except Exception as error:
             if isinstance(error, MergeInputError):
                 raise
-            mapped = self._fail_unreadable(error, [f["path"] for f in plan.files])
+            mapped = self._fail_unreadable(error, [f["path"] for f in plan.files]) or self._find_unreadable()
             if mapped is not None:
                 raise mapped from error
             raise
+
+    def _find_unreadable(self) -> MergeInputError | None:
+        """The first planned file that cannot be read through, when a failure did not name it (a
+        task that failed while writing names only what it wrote). Runs only after a failure."""
+        for seq, planned in enumerate(self.plan.files):
+            try:
+                frame = read_change_file(self.spark, planned["path"], seq, self.csv_format)
+                # Every column, so each value is parsed (a count alone may skip the parsing).
+                frame.select(F.max(F.hash(*[F.col(f"`{c}`") for c in frame.columns]))).collect()
+            except Exception as error:  # noqa: BLE001 - any failure to read names this file
+                return self._fail_unreadable(error, [planned["path"]]) or self._fail(
+                    planned["path"], f"cannot read the file: {root_cause(error)}",
+                    UNREADABLE_REMEDY,
+                )
+        return None
 
     def _merge(self, loads: DataFrame | None, cdc: DataFrame | None, change_schema: T.StructType) -> dict:
         """Base rows (what survives of the table) plus incoming rows (the newest changes).
