@@ -138,3 +138,15 @@ def test_cli_run_shows_a_corrupt_files_cause_in_its_first_20_lines_and_no_spark_
     assert "Expected magic number at tail" in head and path in head, completed.stdout
     assert not [line for line in lines if " ERROR " in line or line.startswith("ERROR")], completed.stdout
     assert PY4J_WRAPPER not in completed.stdout and "\tat " not in completed.stdout
+
+
+def test_the_full_trace_of_an_unreadable_file_is_logged_at_debug_only(lake, caplog):
+    path = lake.cdc("s.t", [{"Op": "U", "id": 1, "name": "changed"}], ITEM)
+    damage(path, "empty")
+    with caplog.at_level(logging.DEBUG, logger="dmscdc_spark"):
+        (outcome,) = lake.run().outcomes
+    assert outcome.status == "failed"
+    records = [r for r in caplog.records if r.name.startswith("dmscdc_spark")]
+    assert records and all(r.levelno == logging.DEBUG for r in records)
+    traced = [r for r in records if r.exc_info]
+    assert traced and PY4J_WRAPPER in str(traced[0].exc_info[1].__cause__)

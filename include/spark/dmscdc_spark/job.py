@@ -5,6 +5,7 @@ See docs/plan-and-result.md for both documents and docs/merge-semantics.md for t
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from dmscdc_spark.schema import TypeConflict, unify_schemas, union_conformed
 # Session settings the merge relies on. Partition values are read as strings and cast to the
 # type the change data has (inference would turn "007" into 7); timestamps are written as
 # INT64 micros, which Athena, Spectrum and DuckDB all read.
+log = logging.getLogger(__name__)
+
 SESSION_SETTINGS = {
     "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
@@ -96,6 +99,8 @@ def run_merge(spark: SparkSession, plan: dict) -> dict:
     try:
         result = _TableMerge(spark, files, merge_plan).run()
     except MergeInputError as error:
+        # The result says the cause in one line; the library's whole trace stays at debug level.
+        log.debug("%s: %s", merge_plan.table, error, exc_info=error)
         files.delete_tree(merge_plan.staging_path)
         result = {"status": "failed", "error": error.to_dict()}
     result.update(
