@@ -150,3 +150,24 @@ def test_the_full_trace_of_an_unreadable_file_is_logged_at_debug_only(lake, capl
     assert records and all(r.levelno == logging.DEBUG for r in records)
     traced = [r for r in records if r.exc_info]
     assert traced and PY4J_WRAPPER in str(traced[0].exc_info[1].__cause__)
+
+
+def test_a_column_whose_type_changed_names_a_remedy_that_works_a_dms_reload(lake):
+    """``--full-refresh`` would rebuild from the LOAD files in raw, which hold the old type; a DMS
+    reload writes LOAD files in the new type, and the next run rebuilds from them."""
+    as_float = pa.schema([("id", pa.int64()), ("name", pa.float64())])
+    clash = lake.cdc("s.t", [{"Op": "U", "id": 1, "name": 1.5}], as_float)
+    (failed,) = lake.run().outcomes
+    assert failed.status == "failed" and "column 'name'" in failed.error["problem"]
+    assert "reload the table in DMS" in failed.error["remedy"]
+    assert "--full-refresh" not in failed.error["remedy"]
+
+    (refreshed,) = lake.run(full_refresh=("s.t",)).outcomes  # what the old remedy said: fails alike
+    assert refreshed.status == "failed" and "column 'name'" in refreshed.error["problem"]
+
+    lake.tick()
+    lake.load("s.t", [{"Op": "I", "id": 1, "name": 2.5}, {"Op": "I", "id": 2, "name": 3.5}], as_float,
+              modified=lake.clock)
+    lake.run_ok()
+    assert [(r["id"], r["name"]) for r in lake.rows("s.t")] == [(1, 2.5), (2, 3.5)]
+    assert os.path.exists(clash)

@@ -46,6 +46,14 @@ UNREADABLE_REMEDY = ("Replace it with a good copy (or re-run the DMS task for th
                      "the table's state was left unchanged.")
 
 
+# A rebuild from the LOAD files already in raw (--full-refresh) meets the old type there again;
+# a DMS reload writes LOAD files in the new type, and the planner rebuilds from those alone.
+TYPE_CHANGE_REMEDY = ("The column's type changed at the source: reload the table in DMS (reload-target) so "
+                      "its LOAD files carry the new type, and the next run rebuilds the table from them "
+                      "(changes older than the reload are not applied over it); or cast the column back in "
+                      "the source. The table's state was left unchanged.")
+
+
 class MergeInputError(Exception):
     """Input the merge cannot use; names the table, the file and what to do about it."""
 
@@ -204,8 +212,7 @@ class _TableMerge:
                     conflict = precise
             raise self._fail(
                 conflict.source, str(conflict),
-                remedy or "Cast the column in the source, or rebuild the table in the new type with "
-                "a full load (`dmscdc run --full-refresh`); the table's state was left unchanged.",
+                remedy or TYPE_CHANGE_REMEDY,
             ) from conflict
 
     def _require_columns(self, schemas: list[tuple[str, T.StructType]]) -> None:
@@ -410,9 +417,7 @@ class _TableMerge:
             replaced = []
 
         # Lake files first: the lake's types win ties.
-        schema = self._unify(lake_sources + [("the changes", change_schema)],
-                             "The lake file and the new changes disagree on the column's type; rebuild "
-                             "the table in the new type with a full load (`dmscdc run --full-refresh`).")
+        schema = self._unify(lake_sources + [("the changes", change_schema)])
         schema = T.StructType([f for f in schema.fields if f.name not in rules.INTERNAL_COLUMNS])
         written = Observation("written")
         output = rules.lake_rows(union_conformed(base + incoming, schema)).observe(
