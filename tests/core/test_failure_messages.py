@@ -171,3 +171,12 @@ def test_a_column_whose_type_changed_names_a_remedy_that_works_a_dms_reload(lake
     lake.run_ok()
     assert [(r["id"], r["name"]) for r in lake.rows("s.t")] == [(1, 2.5), (2, 3.5)]
     assert os.path.exists(clash)
+
+
+def test_a_csv_row_with_missing_fields_names_sparks_cause(lake):
+    path = os.path.join(lake.table_dir("s.t"), "20240301-100000000.csv")
+    with open(path, "w") as handle:
+        handle.write("Op,id,name\nU,1,uno\nU,2\n")
+    (outcome,) = lake.run().outcomes
+    assert outcome.error["file"] == path
+    assert outcome.error["problem"] == "cannot read the file: Malformed CSV record: U,2"

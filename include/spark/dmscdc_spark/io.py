@@ -103,9 +103,9 @@ def read_dms_csv(spark: SparkSession, path: str, csv_format: CsvFormat) -> DataF
     RFC 4180: a value holding the quote, the delimiter or a line break is enclosed in double
     quotes, an inner quote doubled (``"quote""d"`` is ``quote"d``). ``multiLine`` keeps quoted
     line breaks inside their value; it also reads each file whole in one task, which the row
-    position relies on. Nulls: a field whose text is the null marker (``csvNullValue``, quoted
-    or not: DMS does not quote it, so the marker text cannot be told from a null) is null; an
-    empty field, quoted or not, is the empty string, unless the marker is the empty string.
+    position relies on. Nulls: a field whose text is the null marker (``csvNullValue``; DMS
+    does not quote it) is null; an empty field is the empty string, except an unquoted one
+    when the marker is the empty string; a quoted ``""`` is always the empty string.
     """
     frame = (
         spark.read.option("header", True)
@@ -120,9 +120,11 @@ def read_dms_csv(spark: SparkSession, path: str, csv_format: CsvFormat) -> DataF
         .csv(path)
     )
     marker = csv_format.null_value
+    if marker == "":  # Spark's null is exactly the unquoted empty field: already right
+        return frame
     return frame.select(*[
         F.when(F.col(_quoted(name)) == F.lit(marker), F.lit(None).cast("string"))
-        .otherwise(F.coalesce(F.col(_quoted(name)), F.lit(None if marker == "" else "").cast("string")))
+        .otherwise(F.coalesce(F.col(_quoted(name)), F.lit("")))
         .alias(name)
         for name in frame.columns
     ])
