@@ -19,7 +19,7 @@ import os
 import sys
 from datetime import datetime, timezone
 
-from dmscdc_provider.catalog import CATALOG_REFRESHERS, catalog_refresher, default_catalog_path, query
+from dmscdc_provider.catalog import CATALOG_REFRESHERS, CatalogError, catalog_refresher, default_catalog_path, query
 from dmscdc_provider.engines import ENGINE_CLASSES
 from dmscdc_provider.planner import Planner, PlanningReport, controller_path
 from dmscdc_provider.report import describe_failure, one_line, outcome_line
@@ -241,7 +241,10 @@ def cmd_run(args) -> int:
             refreshed = catalog_refresher(catalog_mode)(args.lake, tables, **catalog_settings)
             print(f"catalog {catalog_mode} {where}: {len(refreshed)} table(s) ({', '.join(refreshed)})")
         except Exception as error:  # the merges are committed; say what failed and go on to the summary
-            catalog_failure = f"catalog {catalog_mode} {where}: FAILED: {one_line(error)}"
+            problem, remedy = ((error.problem, error.remedy) if isinstance(error, CatalogError) else
+                               (one_line(error), "check the catalog settings, then run again"))
+            catalog_failure = (f"catalog {catalog_mode} {where}: FAILED (the merges are committed)\n"
+                               f"  {'cause:':<8}{problem}\n  {'remedy:':<8}{remedy}")
     _print_summary(result.outcomes)
     failed = [o for o in result.outcomes if not o.succeeded]
     for outcome in failed:
