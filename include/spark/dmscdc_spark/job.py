@@ -360,8 +360,11 @@ class _TableMerge:
         for seq, planned in enumerate(self.plan.files):
             try:
                 frame = read_change_file(self.spark, planned["path"], seq, self.csv_format)
-                # Every column, so each value is parsed (a count alone may skip the parsing).
-                frame.select(F.max(F.hash(*[F.col(f"`{c}`") for c in frame.columns]))).collect()
+                # Every column, so each value is parsed (a count alone may skip the parsing); the
+                # noop sink runs the read with no shuffle and no output, so a full disk that
+                # failed the merge cannot fail the probe and be blamed on a file.
+                (frame.select(F.hash(*[F.col(f"`{c}`") for c in frame.columns]).alias("h"))
+                 .write.format("noop").mode("overwrite").save())
             except Exception as error:  # noqa: BLE001 - any failure to read names this file
                 return self._fail_unreadable(error, [planned["path"]]) or self._fail(
                     planned["path"], f"cannot read the file: {root_cause(error)}",
