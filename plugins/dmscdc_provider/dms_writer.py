@@ -10,6 +10,7 @@ value, the empty string and the null marker included, is written as it is.
 
 from __future__ import annotations
 
+import gzip
 import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -64,8 +65,9 @@ def write_dms_file(
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fields = ([pa.field("Op", pa.string())] if with_op else []) + list(schema)
     full_schema = pa.schema(fields)
-    if path.endswith(".csv"):
-        with open(path, "w", newline="", encoding="utf-8") as handle:
+    if path.endswith((".csv", ".csv.gz")):  # compressionType=GZIP adds .gz
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "wt", newline="", encoding="utf-8") as handle:
             handle.write(_csv_line(full_schema.names, csv_delimiter))
             for row in rows:
                 handle.write(_csv_line([_csv_value(row.get(name), csv_null_value) for name in full_schema.names],

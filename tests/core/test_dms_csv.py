@@ -69,6 +69,13 @@ def test_values_needing_rfc4180_quotes_load_and_update_exactly(lake, delimiter):
     assert names(lake.rows("s.t", order_by="CAST(id AS INTEGER)")) == changed
 
 
+def test_gzip_compressed_csv_reads_exactly(lake):
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [{"Op": "I", "id": k, "name": v} for k, v in AWKWARD.items()], ITEM, extension="csv.gz")
+    lake.run_ok()
+    assert names(lake.rows("s.t", order_by="CAST(id AS INTEGER)")) == AWKWARD
+
+
 def test_doubled_quotes_are_one_quote_and_quoted_line_breaks_stay_in_their_value(lake):
     lake.configure("s.t", primary_key=["id"])
     write_raw(lake, "s.t", load_file_name(1, "csv"),
