@@ -246,9 +246,10 @@ def run_source(
             log.debug("%s: the controller store failed", plan.table, exc_info=True)
             table_outcome = TableOutcome(plan.table, FAILED, plan.plan_id, error=store_failure(plan.table, error))
         except Exception as error:  # one table's infrastructure error must not stop the others
-            log.exception("%s: run failed", plan.table)
+            log.debug("%s: the run failed", plan.table, exc_info=True)
+            cause = one_line(error)
             table_outcome = TableOutcome(plan.table, FAILED, plan.plan_id, error={
-                "problem": str(error), "remedy": "see the log; run again once the cause is fixed"})
+                "table": plan.table, "file": None, "problem": cause, "remedy": remedy_for_crash(cause)})
         outcomes.append(table_outcome)
         if on_table_done:
             on_table_done(index, len(report.plans), table_outcome)

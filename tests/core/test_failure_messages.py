@@ -180,3 +180,34 @@ def test_a_csv_row_with_missing_fields_names_sparks_cause(lake):
     (outcome,) = lake.run().outcomes
     assert outcome.error["file"] == path
     assert outcome.error["problem"] == "cannot read the file: Malformed CSV record: U,2"
+
+
+class UnpublishableStorage:
+    """Lake storage whose publishing step fails, as a lake volume that went read-only does."""
+
+    def __init__(self, storage):
+        self.storage = storage
+
+    def __getattr__(self, name):
+        return getattr(self.storage, name)
+
+    def move(self, source, target):
+        raise PermissionError(13, "Permission denied", target)
+
+
+def test_an_infrastructure_failure_after_the_merge_is_one_line_with_its_remedy(lake, caplog):
+    from dmscdc_provider.runner import run_source
+
+    lake.cdc("s.t", [{"Op": "U", "id": 1, "name": "changed"}], ITEM)
+    with caplog.at_level(logging.DEBUG, logger="dmscdc_provider"):
+        result = run_source(lake.planner(), lake.engine, UnpublishableStorage(lake.storage))
+    (outcome,) = result.outcomes
+    assert outcome.status == "failed"
+    assert outcome.error["problem"].startswith("[Errno 13] Permission denied")
+    assert "\n" not in outcome.error["problem"] and "write access to the lake" in outcome.error["remedy"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(r.exc_info for r in caplog.records if r.levelno == logging.DEBUG)
+
+    # The remedy: once the lake is writable again, a run finishes the recorded commit.
+    lake.run_ok()
+    assert [r["name"] for r in lake.rows("s.t")] == ["changed"]
