@@ -50,8 +50,33 @@ def refresh_duckdb(lake_root: str, tables: list[str], path: str | None = None,
     path = path or default_catalog_path()
     lake_root = local_path(lake_root)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        return _create_views(duckdb.connect(path), lake_root, tables)
+    except duckdb.Error as error:
+        cause = next((line for line in str(error).splitlines() if line.strip()), str(error))
+        raise CatalogError(
+            f"cannot refresh the DuckDB catalog {path}: {cause}",
+            "close the other program holding the catalog file (a DuckDB shell, a notebook, "
+            "`dmscdc query` in progress), then run again: every run recreates the views of all "
+            "active tables",
+        ) from error
+
+
+class CatalogError(Exception):
+    """The catalog could not be refreshed; the lake itself is fine.
+
+    :param problem: what failed, naming the catalog.
+    :param remedy: what to do about it.
+    """
+
+    def __init__(self, problem: str, remedy: str):
+        super().__init__(f"{problem}; {remedy}")
+        self.problem, self.remedy = problem, remedy
+
+
+def _create_views(connection, lake_root: str, tables: list[str]) -> list[str]:
     covered = []
-    with duckdb.connect(path) as connection:
+    with connection:
         for name in sorted(tables):
             schema, table = name.split(".", 1)
             if not _has_parquet(os.path.join(lake_root, schema, table)):

@@ -20,12 +20,13 @@ import sys
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from dmscdc_provider.catalog import CATALOG_REFRESHERS, catalog_refresher, default_catalog_path, query
+from dmscdc_provider.catalog import CATALOG_REFRESHERS, CatalogError, catalog_refresher, default_catalog_path, query
 from dmscdc_provider import OLDEST_SUPPORTED_AIRFLOW
 from dmscdc_provider.engines import EngineUnavailable
 from dmscdc_provider.engines.choice import (
     AUTO, DEFAULT_INPROCESS_MAX_BYTES, IN_PROCESS_ENGINE, EngineConfig, engine_names, parse_size, spark_engine_names)
 from dmscdc_provider.planner import Planner, PlanningReport, controller_path
+from dmscdc_provider.report import describe_failure, one_line, outcome_line
 from dmscdc_provider.state.base import ControllerStore, StateError, TableState, open_store
 from dmscdc_provider.storage import open_storage
 
@@ -73,6 +74,9 @@ def _engine_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dmscdc", description="Keep a Parquet lake in sync with AWS DMS output.")
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"],
+                        help="what dmscdc's own log shows on stderr; debug adds the full trace of a "
+                        "failed merge (default: warning)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="merge new DMS files into the lake, table by table")
@@ -125,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     order = configure.add_mutually_exclusive_group()
     order.add_argument("--order-column", metavar="COL", help="column that orders changes, e.g. AR_H_CHANGE_SEQ")
     order.add_argument("--no-order-column", action="store_true", help="order by file and row position")
+    configure.add_argument("--create", action="store_true",
+                           help="register the table even though raw has no folder for it yet")
     configure.add_argument("--json", action="store_true", help="print the controller item as JSON")
 
     query_cmd = commands.add_parser("query", help="run SQL against the local DuckDB catalog")
@@ -162,7 +168,9 @@ def _columns(text: str) -> tuple[str, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if args.log_level != "debug":
+        logging.getLogger("py4j").setLevel(logging.WARNING)  # py4j talks at INFO about every call
     try:
         return COMMANDS[args.command](args)
     except (CliError, StateError, FileNotFoundError, ValueError, EngineUnavailable) as error:
@@ -175,9 +183,15 @@ def _store(args) -> ControllerStore:
 
 
 def _planner(args, store: ControllerStore, lake: str, engines: EngineConfig | None = None) -> Planner:
-    return Planner(args.raw, lake, store, open_storage(args.raw), args.tables,
-                   getattr(args, "csv_delimiter", ","), getattr(args, "csv_null_value", "NULL"),
-                   choose_engine=engines.choose if engines else None)
+    """The planner for ``--raw``; ``--tables`` that selects no table folder there is an error."""
+    planner = Planner(args.raw, lake, store, open_storage(args.raw), args.tables,
+                      getattr(args, "csv_delimiter", ","), getattr(args, "csv_null_value", "NULL"),
+                      choose_engine=engines.choose if engines else None)
+    if args.tables and not planner.discover():
+        everything = Planner(args.raw, lake, store, planner.storage).discover()
+        names = ", ".join(f"{schema}.{table}" for schema, table in everything) or "none"
+        raise CliError(f"--tables {args.tables} matches no table under {args.raw} (tables there: {names})")
+    return planner
 
 
 def _engine_config(args) -> EngineConfig:
@@ -242,7 +256,7 @@ def cmd_run(args) -> int:
               f"on {plan.engine} ({plan.engine_reason}) ...", flush=True)
 
     def done(index, total, outcome):
-        print(f"[{index}/{total}] {outcome.table}: {_outcome_line(outcome)}", flush=True)
+        print(f"[{index}/{total}] {outcome.table}: {outcome_line(outcome)}", flush=True)
 
     result = run_source(planner, engines.for_plan, open_storage(args.lake), cdc_before=args.cdc_before,
                         full_refresh=tuple(args.full_refresh), on_table_start=started, on_table_done=done)
@@ -259,52 +273,35 @@ def cmd_run(args) -> int:
         print(f"{name}: no new files")
     for problem in report.problems:
         print(f"{problem.table}: FAILED to plan: {problem.problem}", file=sys.stderr)
+    for warning in report.warnings:
+        print(f"{warning.table}: warning: {warning.problem}", file=sys.stderr)
 
     merged = [o.table for o in result.outcomes if o.succeeded]
-    if merged and catalog_mode != "none":
+    catalog_failure = None
+    # DuckDB views are recreated on every run (cheap), so a refresh that failed (a locked
+    # catalog file) is caught up by the next run even when it merges nothing.
+    if catalog_mode != "none" and (merged or catalog_mode == "duckdb"):
         selected = [store.get(path) for path in planner.selected_paths()]
         tables = [state.name for state in selected if state is not None and state.active]
-        refreshed = catalog_refresher(catalog_mode)(args.lake, tables, **catalog_settings)
         where = catalog_settings.get("path") or catalog_settings.get("database") or catalog_settings.get("crawler_name")
-        print(f"catalog {catalog_mode} {where}: {len(refreshed)} table(s) ({', '.join(refreshed)})")
+        try:
+            refreshed = catalog_refresher(catalog_mode)(args.lake, tables, **catalog_settings)
+            print(f"catalog {catalog_mode} {where}: {len(refreshed)} table(s) ({', '.join(refreshed)})")
+        except Exception as error:  # the merges are committed; say what failed and go on to the summary
+            problem, remedy = ((error.problem, error.remedy) if isinstance(error, CatalogError) else
+                               (one_line(error), "check the catalog settings, then run again"))
+            catalog_failure = (f"catalog {catalog_mode} {where}: FAILED (the merges are committed)\n"
+                               f"  {'cause:':<8}{problem}\n  {'remedy:':<8}{remedy}")
     _print_summary(result.outcomes, engine_of_table)
     failed = [o for o in result.outcomes if not o.succeeded]
     for outcome in failed:
-        _print_failure(outcome)
+        print(describe_failure(outcome), file=sys.stderr)
+    if catalog_failure:
+        print(catalog_failure, file=sys.stderr)
     store.close()
+    if result.store_failed or catalog_failure:
+        return 2
     return 0 if result.succeeded else 1
-
-
-def _outcome_line(outcome) -> str:
-    if outcome.succeeded:
-        s = outcome.summary
-        read = s.get("rows_read", {})
-        line = (f"ok in {outcome.seconds:.1f}s: read I={read.get('I', 0)} U={read.get('U', 0)} "
-                f"D={read.get('D', 0)}, wrote {s.get('rows_written', 0)} rows, "
-                f"+{s.get('files_added', 0)}/-{s.get('files_removed', 0)} files")
-        skipped = s.get("skipped") or {}
-        if skipped.get("U") or skipped.get("D"):
-            line += f", skipped (no primary key) U={skipped.get('U', 0)} D={skipped.get('D', 0)}"
-        if outcome.note:
-            line += f" ({outcome.note})"
-        return line
-    if outcome.status == "conflict":
-        return f"CONFLICT: {outcome.note}"
-    return f"FAILED: {(outcome.error or {}).get('problem')}"
-
-
-def _print_failure(outcome) -> None:
-    error = outcome.error or {}
-    lines = [f"{outcome.table}: {outcome.status.upper()}"]
-    if error.get("file"):
-        lines.append(f"  file:   {error['file']}")
-    if error.get("problem"):
-        lines.append(f"  problem: {error['problem']}")
-    if error.get("remedy"):
-        lines.append(f"  remedy: {error['remedy']}")
-    if outcome.note:
-        lines.append(f"  note:   {outcome.note}")
-    print("\n".join(lines), file=sys.stderr)
 
 
 def _print_summary(outcomes, engine_of_table: dict) -> None:
@@ -334,6 +331,7 @@ def cmd_plan(args) -> int:
         "inactive": report.inactive,
         "up_to_date": report.up_to_date,
         "problems": [{"table": p.table, "problem": p.problem} for p in report.problems],
+        "warnings": [{"table": w.table, "warning": w.problem} for w in report.warnings],
     }, indent=2))
     store.close()
     return 1 if report.problems else 0
@@ -367,6 +365,10 @@ def cmd_configure(args) -> int:
     store = _store(args)
     path = controller_path(args.raw, schema, table)
     if store.get(path) is None:
+        if not args.create and (schema, table) not in Planner(args.raw, "LAKE", store, open_storage(args.raw)).discover():
+            raise CliError(f"{args.table} is not a table folder under {args.raw} and has no controller item; "
+                           "check the name with `dmscdc tables`, or pass --create to configure it before "
+                           "DMS writes its first file")
         store.register(TableState(path=path, schema=schema, table=table))
     changes = {}
     if args.active is not None:

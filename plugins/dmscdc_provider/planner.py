@@ -70,19 +70,42 @@ class PlanningReport:
     inactive: list[str] = field(default_factory=list)
     up_to_date: list[str] = field(default_factory=list)
     problems: list[PlanningProblem] = field(default_factory=list)
+    # Findings that do not stop a table (files ignored, LOAD counter gaps): said, not fatal.
+    warnings: list[PlanningProblem] = field(default_factory=list)
 
 
-def list_table_files(storage: Storage, table_root: str) -> list[DmsFile]:
-    """DMS data files under one table folder (any depth: date-partitioned CDC folders)."""
+def list_table_files(storage: Storage, table_root: str, ignored: list[str] | None = None) -> list[DmsFile]:
+    """DMS data files under one table folder (any depth: date-partitioned CDC folders).
+
+    :param ignored: collects the paths of visible files that are not DMS data file names.
+    """
     found = []
     for stored in storage.list_files(table_root):
         name = file_name(stored.path)
         kind = classify(name)
         if kind is None:
             log.debug("ignoring %s: not a DMS LOAD or CDC file", stored.path)
+            if ignored is not None:
+                ignored.append(stored.path)
             continue
         found.append(DmsFile(stored.path, name, kind, stored.size, stored.modified))
     return sorted(found, key=lambda f: f.sort_key)
+
+
+def load_counter_gaps(loads: list[DmsFile]) -> list[str]:
+    """Names of LOAD files missing from a full load: DMS numbers each segment's files 1, 2, 3 ..."""
+    counters: dict[str, list[int]] = {}
+    extension: dict[str, str] = {}
+    for load in loads:
+        _, segment, counter, name = load.sort_key
+        counters.setdefault(segment, []).append(counter)
+        extension.setdefault(segment, name[name.index("."):])
+    missing = []
+    for segment, present in sorted(counters.items()):
+        prefix = f"LOAD_{segment}_" if segment else "LOAD"
+        for counter in sorted(set(range(1, max(present) + 1)) - set(present)):
+            missing.append(f"{prefix}{counter:08X}{extension[segment]}")
+    return missing
 
 
 def _seconds(moment: datetime) -> str:
@@ -336,8 +359,9 @@ class Planner:
             # Recorded with the commit: a CDC file named before the new watermark that arrives
             # after this instant was not seen by this run (``late_files``).
             listed_at = datetime.now(timezone.utc)
+            ignored: list[str] = []
             try:
-                files = list_table_files(self.storage, table_root)
+                files = list_table_files(self.storage, table_root, ignored)
             except OSError as error:
                 report.problems.append(PlanningProblem(
                     state.name,
@@ -355,6 +379,10 @@ class Planner:
                 csv_delimiter=self.csv_delimiter,
                 csv_null_value=self.csv_null_value,
             )
+            for path in ignored:
+                report.warnings.append(PlanningProblem(
+                    state.name, f"ignored {path}: not a DMS file name (LOAD<hex counter> or "
+                    "YYYYMMDD-HHMMSS<fraction>, .parquet/.csv/.csv.gz); rename or move it if it holds changes"))
             late = late_files(current, files) if plan is None or plan.mode == "incremental" else []
             if late:
                 problem = late_files_problem(current, late, any(f.kind == "load" for f in files))
@@ -365,4 +393,11 @@ class Planner:
             else:
                 plan = replace(plan, raw_listed_at=listed_at.isoformat())
                 report.plans.append(self.choose_engine(plan) if self.choose_engine else plan)
+                missing = load_counter_gaps([f for f in files if f.path in {e["path"] for e in plan.files}
+                                             and f.kind == "load"])
+                if missing:
+                    report.warnings.append(PlanningProblem(
+                        state.name, f"the full load has no {', '.join(missing)} (DMS numbers LOAD files "
+                        "without gaps): its rows are not in the lake; if the file was lost, reload "
+                        "the table in DMS (the next run loads the new LOAD files)"))
         return report

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Callable
 from dmscdc_provider.engines import EngineUnavailable, MergeEngine
 from dmscdc_provider.commit import StepCallback, _no_steps, commit_record, finish, record
 from dmscdc_provider.plan import TablePlan
-from dmscdc_provider.state.base import ConcurrentCommitError, ControllerStore, TableState
+from dmscdc_provider.report import one_line, remedy_for_crash
+from dmscdc_provider.state.base import (
+    ConcurrentCommitError,
+    ControllerStore,
+    StoreBusyError,
+    StoreUnavailableError,
+    TableState,
+)
 from dmscdc_provider.storage import Storage
 
 if TYPE_CHECKING:
@@ -145,6 +152,10 @@ def complete_attempt(
     except ConcurrentCommitError as error:
         storage.delete_tree(staging)
         return outcome(CONFLICT, note=f"{error}; another run committed this table first, nothing was changed")
+    except StoreBusyError:
+        # Nothing was recorded, so no later attempt can publish these files: drop them now.
+        storage.delete_tree(staging)
+        raise
     on_step("commit_recorded", {"version": recorded.version})
     committed = finish(store, storage, recorded, on_step)
     summary = dict(committed.last_run or {})
@@ -180,10 +191,11 @@ def run_table(
     except EngineUnavailable:  # raised before the engine staged anything
         raise
     except Exception as error:  # the engine crashed: nothing was recorded, drop what it staged
-        log.exception("%s: merge failed", plan.table)
+        log.debug("%s: the merge failed", plan.table, exc_info=True)
+        cause = one_line(error)
         result = {"status": FAILED, "error": {
-            "table": plan.table, "file": None, "problem": f"the merge failed: {error}",
-            "remedy": "see the log; the table's state is unchanged, run again"}}
+            "table": plan.table, "file": None, "problem": f"the merge failed: {cause}",
+            "remedy": remedy_for_crash(cause)}}
     return complete_attempt(plan, start.attempt_id, result, store, storage, on_step,
                             seconds=time.monotonic() - started)
 
@@ -202,6 +214,14 @@ def finish_pending_commits(store: ControllerStore, storage: Storage, states: lis
     return finished
 
 
+def store_failure(table: str, error: StoreUnavailableError) -> dict:
+    """The error document of a table the controller store failed: the message names the store."""
+    message = one_line(error)
+    problem, _, remedy = message.partition("; ")
+    return {"table": table, "file": None, "problem": problem, "store": True,
+            "remedy": (remedy or "check the store and run again") + "; the table's state is unchanged"}
+
+
 @dataclass
 class SourceRun:
     """The outcome of one run over a raw location: planning findings and one outcome per table."""
@@ -213,6 +233,11 @@ class SourceRun:
     @property
     def succeeded(self) -> bool:
         return not self.report.problems and all(o.succeeded for o in self.outcomes)
+
+    @property
+    def store_failed(self) -> bool:
+        """The controller store failed a table (locked, unreachable): not the input's fault."""
+        return any((o.error or {}).get("store") for o in self.outcomes)
 
 
 def run_source(
@@ -244,10 +269,14 @@ def run_source(
             table_outcome = run_table(plan, table_engine, planner.store, lake_storage)
         except EngineUnavailable:  # every table would fail the same way
             raise
+        except StoreUnavailableError as error:
+            log.debug("%s: the controller store failed", plan.table, exc_info=True)
+            table_outcome = TableOutcome(plan.table, FAILED, plan.plan_id, error=store_failure(plan.table, error))
         except Exception as error:  # one table's infrastructure error must not stop the others
-            log.exception("%s: run failed", plan.table)
+            log.debug("%s: the run failed", plan.table, exc_info=True)
+            cause = one_line(error)
             table_outcome = TableOutcome(plan.table, FAILED, plan.plan_id, error={
-                "problem": str(error), "remedy": "see the log; run again once the cause is fixed"})
+                "table": plan.table, "file": None, "problem": cause, "remedy": remedy_for_crash(cause)})
         outcomes.append(table_outcome)
         if on_table_done:
             on_table_done(index, len(report.plans), table_outcome)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 import pyarrow as pa
 import pytest
@@ -112,6 +114,19 @@ class TestDmsCdcPlanOperator:
         assert "sales.bigorder: full merge of 1 file(s) on glue (auto: " in log
         assert "sales.store: full merge of 1 file(s) on duckdb (auto: " in log
 
+    def test_files_that_are_not_dms_names_are_logged_and_reported_as_warnings(self, source, capsys):
+        stray = os.path.join(source["raw_root"], "sales", "store", "LOAD0000000G.parquet")
+        with open(stray, "w") as handle:
+            handle.write("x")
+        context = make_context(BEFORE_CHANGES)
+
+        plan_task(source).execute(context)
+
+        (warning,) = context["ti"].pushed["report"]["warnings"]
+        assert warning["table"] == "sales.store" and stray in warning["warning"]
+        logged = capsys.readouterr()
+        assert any(stray in line and "warning" in line for line in (logged.out + logged.err).splitlines())
+
     def test_cdc_files_are_planned_only_by_runs_whose_interval_ends_after_their_name(self, source):
         write_change_batch(source["raw_root"])
 
@@ -175,6 +190,8 @@ class TestDmsCdcMergeOperator:
         assert not isinstance(failed.value, AirflowFailException)  # retried, unlike a conflict
         message = str(failed.value)
         assert "sales.store: merge failed" in message and cdc_file in message and "remedy" in message
+        assert "is not a Parquet file" in "\n".join(message.splitlines()[:20])  # the cause, in the task log
+        assert "An error occurred while calling" not in message
         assert context["ti"].pushed["outcome"]["status"] == "failed"
         assert state(source, "sales.store") == before
         merge_task(source, plans["sales.product"]).execute(make_context())  # another table is unaffected

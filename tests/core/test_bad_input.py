@@ -109,7 +109,7 @@ def test_cli_run_exits_nonzero_and_names_table_file_and_remedy(lake, engine_name
                  "--catalog", os.path.join(lake.root, "catalog.duckdb")])
     captured = capsys.readouterr()
     assert code == 1
-    assert "s.bad: FAILED" in captured.err
+    assert "s.bad: merge failed" in captured.err
     assert path in captured.err and "remedy:" in captured.err
     assert "s.good" in captured.out and "succeeded" in captured.out
 

@@ -5,6 +5,7 @@ See docs/plan-and-result.md for both documents and docs/merge-semantics.md for t
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from dmscdc_spark import rules
+from dmscdc_spark.errors import failure_text, root_cause
 from dmscdc_spark.io import (
     CsvFormat,
     HadoopFiles,
@@ -32,6 +34,8 @@ from dmscdc_spark.schema import TypeConflict, unify_schemas, union_conformed
 # Session settings the merge relies on. Partition values are read as strings and cast to the
 # type the change data has (inference would turn "007" into 7); timestamps are written as
 # INT64 micros, which Athena, Spectrum and DuckDB all read.
+log = logging.getLogger(__name__)
+
 SESSION_SETTINGS = {
     "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
@@ -41,6 +45,18 @@ SESSION_SETTINGS = {
 class _ReadFilesOneByOne(Exception):
     """A one-scan read mixed files with and without an Op column (the latter hold inserts): the
     merge starts over reading each file on its own."""
+
+
+UNREADABLE_REMEDY = ("Replace it with a good copy (or re-run the DMS task for the table) and run again; "
+                     "the table's state was left unchanged.")
+
+
+# A rebuild from the LOAD files already in raw (--full-refresh) meets the old type there again;
+# a DMS reload writes LOAD files in the new type, and the planner rebuilds from those alone.
+TYPE_CHANGE_REMEDY = ("The column's type changed at the source: reload the table in DMS (reload-target) so "
+                      "its LOAD files carry the new type, and the next run rebuilds the table from them "
+                      "(changes older than the reload are not applied over it); or cast the column back in "
+                      "the source. The table's state was left unchanged.")
 
 
 class MergeInputError(Exception):
@@ -96,6 +112,8 @@ def run_merge(spark: SparkSession, plan: dict) -> dict:
     try:
         result = _TableMerge(spark, files, merge_plan).run()
     except MergeInputError as error:
+        # The result says the cause in one line; the library's whole trace stays at debug level.
+        log.debug("%s: %s", merge_plan.table, error, exc_info=error)
         files.delete_tree(merge_plan.staging_path)
         result = {"status": "failed", "error": error.to_dict()}
     result.update(
@@ -121,15 +139,13 @@ class _TableMerge:
 
     def _fail_unreadable(self, error: Exception, candidates: list[str]) -> MergeInputError | None:
         """Map a Spark failure to the file it names, if it names one of ours."""
-        message = str(error)
+        message = failure_text(error)
         for path in candidates:
             if path.rsplit("/", 1)[-1] in message:
-                first_line = next((line for line in message.splitlines() if line.strip()), message)
                 return self._fail(
                     path,
-                    f"cannot read the file ({first_line.strip()[:300]})",
-                    "Replace it with a good copy (or re-run the DMS task for the table) and run "
-                    "again; the table's state was left unchanged.",
+                    f"cannot read the file: {root_cause(error)}",
+                    UNREADABLE_REMEDY,
                 )
         return None
 
@@ -176,7 +192,7 @@ class _TableMerge:
             return read_change_file(self.spark, path, seq, self.csv_format)
         except Exception as error:  # Spark raises AnalysisException / Py4JJavaError
             raise self._fail_unreadable(error, [path]) or self._fail(
-                path, f"cannot read the file ({str(error).splitlines()[0][:300]})",
+                path, f"cannot read the file: {root_cause(error)}",
                 "Check that the file exists and is a DMS Parquet or CSV file.",
             ) from error
 
@@ -203,8 +219,7 @@ class _TableMerge:
                     conflict = precise
             raise self._fail(
                 conflict.source, str(conflict),
-                remedy or "Cast the column in the source, or rebuild the table in the new type with "
-                "a full load (`dmscdc run --full-refresh`); the table's state was left unchanged.",
+                remedy or TYPE_CHANGE_REMEDY,
             ) from conflict
 
     def _require_columns(self, schemas: list[tuple[str, T.StructType]]) -> None:
@@ -353,10 +368,28 @@ class _TableMerge:
         except Exception as error:
             if isinstance(error, MergeInputError):
                 raise
-            mapped = self._fail_unreadable(error, [f["path"] for f in plan.files])
+            mapped = self._fail_unreadable(error, [f["path"] for f in plan.files]) or self._find_unreadable()
             if mapped is not None:
                 raise mapped from error
             raise
+
+    def _find_unreadable(self) -> MergeInputError | None:
+        """The first planned file that cannot be read through, when a failure did not name it (a
+        task that failed while writing names only what it wrote). Runs only after a failure."""
+        for seq, planned in enumerate(self.plan.files):
+            try:
+                frame = read_change_file(self.spark, planned["path"], seq, self.csv_format)
+                # Every column, so each value is parsed (a count alone may skip the parsing); the
+                # noop sink runs the read with no shuffle and no output, so a full disk that
+                # failed the merge cannot fail the probe and be blamed on a file.
+                (frame.select(F.hash(*[F.col(f"`{c}`") for c in frame.columns]).alias("h"))
+                 .write.format("noop").mode("overwrite").save())
+            except Exception as error:  # noqa: BLE001 - any failure to read names this file
+                return self._fail_unreadable(error, [planned["path"]]) or self._fail(
+                    planned["path"], f"cannot read the file: {root_cause(error)}",
+                    UNREADABLE_REMEDY,
+                )
+        return None
 
     def _merge(self, loads: DataFrame | None, cdc: DataFrame | None, change_schema: T.StructType) -> dict:
         """Base rows (what survives of the table) plus incoming rows (the newest changes).
@@ -406,9 +439,7 @@ class _TableMerge:
             replaced = []
 
         # Lake files first: the lake's types win ties.
-        schema = self._unify(lake_sources + [("the changes", change_schema)],
-                             "The lake file and the new changes disagree on the column's type; rebuild "
-                             "the table in the new type with a full load (`dmscdc run --full-refresh`).")
+        schema = self._unify(lake_sources + [("the changes", change_schema)])
         schema = T.StructType([f for f in schema.fields if f.name not in rules.INTERNAL_COLUMNS])
         written = Observation("written")
         output = rules.lake_rows(union_conformed(base + incoming, schema)).observe(

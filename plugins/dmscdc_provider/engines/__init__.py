@@ -20,6 +20,11 @@ class EngineUnavailable(Exception):
     """
 
 
+class MergeCrashed(Exception):
+    """The merge failed for a reason other than its input; the message is the cause in one line,
+    the original error its ``__cause__``."""
+
+
 @runtime_checkable
 class MergeEngine(Protocol):
     """Runs one merge to the end and returns its result document."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dmscdc_provider.engines import EngineUnavailable
+from dmscdc_provider.engines import EngineUnavailable, MergeCrashed
 
 
 def plan_uris(engine_plan: dict) -> list[str]:
@@ -50,4 +50,9 @@ class LocalSparkEngine:
                 require_s3(self.session, s3_uri)
             except S3AUnavailable as error:
                 raise EngineUnavailable(str(error)) from None
-        return run_merge(self.session, engine_plan)
+        from dmscdc_spark.errors import root_cause
+
+        try:
+            return run_merge(self.session, engine_plan)
+        except Exception as error:  # a Py4J wrapper around a Java trace: keep its innermost cause
+            raise MergeCrashed(root_cause(error)) from error

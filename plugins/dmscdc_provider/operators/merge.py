@@ -15,6 +15,7 @@ from dmscdc_provider.engines.choice import AUTO, EngineConfig
 from dmscdc_provider.hooks.dmscdc import DmsCdcHook
 from dmscdc_provider.links import DmsCdcEmrServerlessJobRunLink, DmsCdcEmrStepLink, DmsCdcGlueJobRunLink, persist_job_link
 from dmscdc_provider.plan import TablePlan
+from dmscdc_provider.report import describe_failure, outcome_line
 from dmscdc_provider.runner import CONFLICT, SUCCEEDED, TableOutcome, complete_attempt, run_table, start_attempt
 from dmscdc_provider.triggers.merge_job import DmsCdcMergeJobTrigger
 
@@ -22,18 +23,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 OUTCOME_KEY = "outcome"
-
-
-def describe_failure(outcome: TableOutcome) -> str:
-    """The failure as a person reads it: table, status, file, problem, remedy."""
-    error = outcome.error or {}
-    lines = [f"{outcome.table}: merge {outcome.status}"]
-    for label, key in (("file", "file"), ("problem", "problem"), ("remedy", "remedy")):
-        if error.get(key):
-            lines.append(f"  {label}: {error[key]}")
-    if outcome.note:
-        lines.append(f"  note: {outcome.note}")
-    return "\n".join(lines)
 
 
 class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
@@ -179,13 +168,7 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         document = outcome.to_dict()
         context["ti"].xcom_push(key=OUTCOME_KEY, value=document)
         if outcome.status == SUCCEEDED:
-            summary = outcome.summary or {}
-            read = summary.get("rows_read", {})
-            self.log.info(
-                "%s: ok in %.1fs: read I=%s U=%s D=%s, wrote %s rows, +%s/-%s files%s", outcome.table,
-                outcome.seconds, read.get("I", 0), read.get("U", 0), read.get("D", 0),
-                summary.get("rows_written", 0), summary.get("files_added", 0), summary.get("files_removed", 0),
-                f" ({outcome.note})" if outcome.note else "")
+            self.log.info("%s: %s", outcome.table, outcome_line(outcome))
             return document
         message = describe_failure(outcome)
         if outcome.status == CONFLICT:

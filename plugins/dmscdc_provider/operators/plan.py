@@ -104,6 +104,8 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
             self.log.info("%s: no new files", name)
         for problem in report.problems:
             self.log.error("%s: cannot plan: %s", problem.table, problem.problem)
+        for warning in report.warnings:
+            self.log.warning("%s: %s", warning.table, warning.problem)
         for plan in report.plans:
             self.log.info("%s: %s merge of %d file(s) on %s (%s), plan %s", plan.table, plan.mode,
                           len(plan.files), plan.engine, plan.engine_reason, plan.plan_id)
@@ -114,6 +116,7 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
             "inactive": report.inactive,
             "up_to_date": report.up_to_date,
             "problems": [{"table": p.table, "problem": p.problem} for p in report.problems],
+            "warnings": [{"table": w.table, "warning": w.problem} for w in report.warnings],
             "finished_commits": finished,
             "cdc_before": cdc_before.isoformat() if cdc_before else None,
         })

@@ -65,6 +65,8 @@ class DmsCdcRunSummaryOperator(BaseOperator):
         for problem in report["problems"]:
             failed.append(f"{problem['table']}: not planned: {problem['problem']}")
         self.log.info("run summary (CDC files before %s):\n%s", report.get("cdc_before") or "any time", "\n".join(lines))
+        for warning in report.get("warnings", []):
+            self.log.warning("%s: %s", warning["table"], warning["warning"])
         if failed_tasks and not failed:
             failed.append(f"{failed_tasks} task(s) of this run failed; see their logs")
         if failed:
