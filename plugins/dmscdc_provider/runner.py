@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from dmscdc_provider.engines import MergeEngine
@@ -25,6 +26,25 @@ log = logging.getLogger(__name__)
 
 
 SUCCEEDED, FAILED, CONFLICT = "succeeded", "failed", "conflict"
+
+
+class FailureKind(StrEnum):
+    """Why a merge failed, which decides whether running the same plan again can succeed.
+
+    An engine's ``failed`` result is bad input unless its error says ``"kind":
+    "infrastructure"`` (docs/plan-and-result.md): the engines report what they could not
+    read or apply; a crash, a job that wrote no result or an unreachable service is
+    reported by the code that saw it, with this kind.
+    """
+
+    INPUT = "input"  # bad input or configuration: fix it, then clear the task
+    INFRASTRUCTURE = "infrastructure"  # store, network, engine start: a retry can heal it
+
+
+def infrastructure_error(table: str, problem: str, remedy: str) -> dict:
+    """The error document of a failure a retry may heal (no file to blame)."""
+    return {"table": table, "file": None, "problem": problem, "remedy": remedy,
+            "kind": FailureKind.INFRASTRUCTURE.value}
 
 
 @dataclass
@@ -48,6 +68,13 @@ class TableOutcome:
     @property
     def succeeded(self) -> bool:
         return self.status == SUCCEEDED
+
+    @property
+    def failure_kind(self) -> FailureKind | None:
+        """For a failed table: input (retrying the plan cannot help) or infrastructure."""
+        if self.status != FAILED:
+            return None
+        return FailureKind((self.error or {}).get("kind") or FailureKind.INPUT)
 
     def to_dict(self) -> dict:
         return {
@@ -160,9 +187,8 @@ def run_table(
         result = engine.run(plan.engine_plan(start.attempt_id))
     except Exception as error:  # the engine crashed: nothing was recorded, drop what it staged
         log.exception("%s: merge failed", plan.table)
-        result = {"status": FAILED, "error": {
-            "table": plan.table, "file": None, "problem": f"the merge failed: {error}",
-            "remedy": "see the log; the table's state is unchanged, run again"}}
+        result = {"status": FAILED, "error": infrastructure_error(
+            plan.table, f"the merge failed: {error}", "see the log; the table's state is unchanged, run again")}
     return complete_attempt(plan, start.attempt_id, result, store, storage, on_step,
                             seconds=time.monotonic() - started)
 
@@ -219,8 +245,8 @@ def run_source(
             table_outcome = run_table(plan, engine, planner.store, lake_storage)
         except Exception as error:  # one table's infrastructure error must not stop the others
             log.exception("%s: run failed", plan.table)
-            table_outcome = TableOutcome(plan.table, FAILED, plan.plan_id, error={
-                "problem": str(error), "remedy": "see the log; run again once the cause is fixed"})
+            table_outcome = TableOutcome(plan.table, FAILED, plan.plan_id, error=infrastructure_error(
+                plan.table, str(error), "see the log; run again once the cause is fixed"))
         outcomes.append(table_outcome)
         if on_table_done:
             on_table_done(index, len(report.plans), table_outcome)

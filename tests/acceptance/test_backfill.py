@@ -40,7 +40,7 @@ BATCH_TIMES = {
     "third": datetime(2024, 3, 2, 12, 40, tzinfo=timezone.utc),
     "after_the_backfill": datetime(2024, 3, 2, 13, 5, tzinfo=timezone.utc),
 }
-WAIT_FOR_RUNS_SECONDS = 240
+WAIT_FOR_RUNS_SECONDS = 360
 FINISHED = ("success", "failed")
 
 SOURCE_YAML = """\
