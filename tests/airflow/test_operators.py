@@ -16,7 +16,7 @@ from dmscdc_provider.operators.merge import DmsCdcMergeOperator
 from dmscdc_provider.operators.plan import DmsCdcPlanOperator
 from dmscdc_provider.operators.summary import DmsCdcRunSummaryOperator
 from dmscdc_provider.planner import controller_path
-from dmscdc_provider.state.base import open_store
+from dmscdc_provider.state.base import StoreUnavailableError, open_store
 from dmscdc_provider.triggers.merge_job import DmsCdcMergeJobTrigger
 from fakes import FakeTaskInstance, ScriptedRemoteEngine, make_context
 
@@ -191,9 +191,10 @@ class TestDmsCdcMergeOperator:
 
     def test_an_unreachable_store_fails_with_a_retryable_error(self, source, tmp_path):
         plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
-        unreachable = {**source, "state_uri": f"sqlite://{tmp_path / 'no-such-folder' / 'state.sqlite'}"}
+        (tmp_path / "not-a-folder").write_text("")  # the store's folder cannot be opened
+        unreachable = {**source, "state_uri": f"sqlite://{tmp_path / 'not-a-folder' / 'state.sqlite'}"}
 
-        with pytest.raises(Exception) as failed:
+        with pytest.raises(StoreUnavailableError, match="cannot open the controller store") as failed:
             merge_task(unreachable, plan).execute(make_context())
 
         assert not isinstance(failed.value, AirflowFailException)  # Airflow retries it
