@@ -22,16 +22,20 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class UpstreamStates:
-    """The upstream task instances of this run that failed, and those that did not run
-    because a task before them failed; each named as the UI names it (``merge[sales.store]``)."""
+    """The upstream task instances of this run that failed, those that did not run because a
+    task before them failed, and those skipped; each named as the UI names it
+    (``merge[sales.store]``)."""
 
     failed: list[str]
     not_run: list[str]
+    skipped: list[str]
 
     def describe(self) -> str:
         parts = [f"failed: {', '.join(self.failed)}"] if self.failed else []
         if self.not_run:
             parts.append(f"did not run because an earlier task failed: {', '.join(self.not_run)}")
+        if self.skipped:
+            parts.append(f"skipped: {', '.join(self.skipped)}")
         return "; ".join(parts)
 
 
@@ -73,6 +77,7 @@ class DmsCdcRunSummaryOperator(BaseOperator):
         return UpstreamStates(
             failed=sorted(name(key) for key, state in others.items() if state == FAILED),
             not_run=sorted(name(key) for key, state in others.items() if state == UPSTREAM_FAILED),
+            skipped=sorted(name(key) for key, state in others.items() if state == SKIPPED),
         )
 
     def execute(self, context: Context) -> dict:
