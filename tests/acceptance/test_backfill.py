@@ -27,6 +27,7 @@ import pytest
 from dmscdc_provider.catalog import query
 from dmscdc_provider.demo import PRODUCT, STORE, prepare_demo_source, sample_products, sample_stores
 from dmscdc_provider.dms_writer import cdc_file_name, write_dms_file
+from dmscdc_provider.engines import ENGINE_CLASSES
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -41,6 +42,10 @@ BATCH_TIMES = {
     "after_the_backfill": datetime(2024, 3, 2, 13, 5, tzinfo=timezone.utc),
 }
 WAIT_FOR_RUNS_SECONDS = 360
+# The in-process engine where the provider has one (no JVM per merge task), else local Spark.
+ENGINE = "duckdb" if "duckdb" in ENGINE_CLASSES else (
+    '{name: local, settings: {master: "local[1]", spark_conf: {spark.sql.shuffle.partitions: "1", '
+    'spark.ui.enabled: "false", spark.ui.showConsoleProgress: "false"}}}')
 FINISHED = ("success", "failed")
 
 SOURCE_YAML = """\
@@ -51,11 +56,7 @@ state: sqlite:///{home}/state.sqlite
 tables: "sales.product,sales.store"
 schedule: "@hourly"
 start_date: 2024-03-01
-engine:
-  name: local
-  settings:
-    master: local[1]
-    spark_conf: {{spark.sql.shuffle.partitions: "1", spark.ui.enabled: "false", spark.ui.showConsoleProgress: "false"}}
+engine: {engine}
 catalog:
   mode: duckdb
   settings: {{path: {home}/catalog.duckdb}}
@@ -186,7 +187,7 @@ def stack(tmp_path):
     home = tmp_path / "demo"
     sources = tmp_path / "sources"
     sources.mkdir()
-    (sources / "backfill.yaml").write_text(SOURCE_YAML.format(home=home))
+    (sources / "backfill.yaml").write_text(SOURCE_YAML.format(home=home, engine=ENGINE))
     prepare_demo_source(str(home / "raw"), f"sqlite://{home / 'state.sqlite'}")
     write_cdc_batches(str(home / "raw"))
     airflow_home = tmp_path / "airflow"
