@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from dmscdc_provider.catalog import query
-from dmscdc_provider.demo import PRODUCT, STORE, prepare_demo_source, sample_products, sample_stores
+from dmscdc_provider.demo import PRODUCT, STORE, prepare_demo_source, sample_products
 from dmscdc_provider.dms_writer import cdc_file_name, write_dms_file
 from dmscdc_provider.engines import ENGINE_CLASSES
 
