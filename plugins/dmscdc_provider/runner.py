@@ -10,6 +10,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Callable
 
 from dmscdc_provider.engines import EngineUnavailable, MergeEngine
@@ -34,6 +35,25 @@ log = logging.getLogger(__name__)
 SUCCEEDED, FAILED, CONFLICT = "succeeded", "failed", "conflict"
 
 
+class FailureKind(StrEnum):
+    """Why a merge failed, which decides whether running the same plan again can succeed.
+
+    An engine's ``failed`` result is bad input unless its error says ``"kind":
+    "infrastructure"`` (docs/plan-and-result.md): the engines report what they could not
+    read or apply; a crash, a job that wrote no result or an unreachable service is
+    reported by the code that saw it, with this kind.
+    """
+
+    INPUT = "input"  # bad input or configuration: fix it, then clear the task
+    INFRASTRUCTURE = "infrastructure"  # store, network, engine start: a retry can heal it
+
+
+def infrastructure_error(table: str, problem: str, remedy: str) -> dict:
+    """The error document of a failure a retry may heal (no file to blame)."""
+    return {"table": table, "file": None, "problem": problem, "remedy": remedy,
+            "kind": FailureKind.INFRASTRUCTURE.value}
+
+
 @dataclass
 class TableOutcome:
     """What happened to one table in a run.
@@ -55,6 +75,13 @@ class TableOutcome:
     @property
     def succeeded(self) -> bool:
         return self.status == SUCCEEDED
+
+    @property
+    def failure_kind(self) -> FailureKind | None:
+        """For a failed table: input (retrying the plan cannot help) or infrastructure."""
+        if self.status != FAILED:
+            return None
+        return FailureKind((self.error or {}).get("kind") or FailureKind.INPUT)
 
     def to_dict(self) -> dict:
         return {
@@ -193,9 +220,8 @@ def run_table(
     except Exception as error:  # the engine crashed: nothing was recorded, drop what it staged
         log.debug("%s: the merge failed", plan.table, exc_info=True)
         cause = one_line(error)
-        result = {"status": FAILED, "error": {
-            "table": plan.table, "file": None, "problem": f"the merge failed: {cause}",
-            "remedy": remedy_for_crash(cause)}}
+        result = {"status": FAILED, "error": infrastructure_error(
+            plan.table, f"the merge failed: {cause}", remedy_for_crash(cause))}
     return complete_attempt(plan, start.attempt_id, result, store, storage, on_step,
                             seconds=time.monotonic() - started)
 
@@ -218,7 +244,7 @@ def store_failure(table: str, error: StoreUnavailableError) -> dict:
     """The error document of a table the controller store failed: the message names the store."""
     message = one_line(error)
     problem, _, remedy = message.partition("; ")
-    return {"table": table, "file": None, "problem": problem, "store": True,
+    return {"table": table, "file": None, "problem": problem, "store": True, "kind": FailureKind.INFRASTRUCTURE.value,
             "remedy": (remedy or "check the store and run again") + "; the table's state is unchanged"}
 
 
@@ -275,8 +301,8 @@ def run_source(
         except Exception as error:  # one table's infrastructure error must not stop the others
             log.debug("%s: the run failed", plan.table, exc_info=True)
             cause = one_line(error)
-            table_outcome = TableOutcome(plan.table, FAILED, plan.plan_id, error={
-                "table": plan.table, "file": None, "problem": cause, "remedy": remedy_for_crash(cause)})
+            table_outcome = TableOutcome(plan.table, FAILED, plan.plan_id, error=infrastructure_error(
+                plan.table, cause, remedy_for_crash(cause)))
         outcomes.append(table_outcome)
         if on_table_done:
             on_table_done(index, len(report.plans), table_outcome)

@@ -7,12 +7,14 @@ from datetime import datetime
 
 
 class FakeTaskInstance:
-    """Records pushed XComs; serves pulls from ``xcoms[(task_id, key)]`` (a value, or a list for mapped tasks)."""
+    """Records pushed XComs; serves pulls from ``xcoms[(task_id, key)]`` (a value, or a list for mapped
+    tasks) and this run's task states from ``task_states`` (``{"merge_1": "failed", ...}``, mapped
+    instances named as Airflow's execution API names them)."""
 
-    def __init__(self, xcoms: dict | None = None, failed_upstream: int = 0):
+    def __init__(self, xcoms: dict | None = None, task_states: dict[str, str] | None = None):
         self.pushed: dict[str, object] = {}
         self.xcoms = xcoms or {}
-        self.failed_upstream = failed_upstream
+        self.task_states = task_states or {}
         self.dag_id, self.run_id = "dmscdc_test", "manual__test"
 
     def xcom_push(self, key: str, value) -> None:
@@ -21,9 +23,11 @@ class FakeTaskInstance:
     def xcom_pull(self, task_ids: str, key: str = "return_value"):
         return self.xcoms.get((task_ids, key))
 
-    def get_ti_count(self, dag_id: str, task_ids: list[str], run_ids: list[str], states: list[str]) -> int:
+    def get_task_states(self, dag_id: str, task_ids: list[str], run_ids: list[str]) -> dict[str, dict[str, str]]:
         assert (dag_id, run_ids) == (self.dag_id, [self.run_id])
-        return self.failed_upstream
+        # As the execution API: no task_ids means every task of the run.
+        return {self.run_id: {key: state for key, state in self.task_states.items()
+                              if not task_ids or key in task_ids or key.rsplit("_", 1)[0] in task_ids}}
 
 
 class OutletEvents(defaultdict):
@@ -78,3 +82,10 @@ class ScriptedRemoteEngine:
 
         assert job_ref == f"job-{engine_plan['attempt_id']}"
         return LocalSparkEngine().run(engine_plan)
+
+
+class UnreachableEngine:
+    """A merge engine whose start fails the way an unreachable Spark master or endpoint does."""
+
+    def run(self, engine_plan: dict) -> dict:
+        raise ConnectionError("could not connect to the Spark master spark://spark:7077")

@@ -7,7 +7,10 @@ from datetime import datetime, timezone
 
 import pytest
 
+from airflow_env import DAGS_FOLDER
 from dmscdc_provider.dag_factory import SourceConfigError, dags_from_folder, load_source_config
+
+DEMO_CONFIG = DAGS_FOLDER / "sources" / "demo.yaml"
 
 MINIMAL = """
 source: sales
@@ -154,3 +157,16 @@ def test_one_dag_per_source_file_and_a_source_defined_twice_is_an_error(tmp_path
     write(tmp_path, "c.yaml", MINIMAL)
     with pytest.raises(ValueError, match="defined twice"):
         dags_from_folder(str(tmp_path))
+
+
+@pytest.mark.parametrize("poke_interval", [None, "2"])
+def test_the_demo_sensor_defers_instead_of_rescheduling_even_with_a_short_poke_interval(monkeypatch, poke_interval):
+    """``reschedule`` with a short poke interval hits Airflow's reschedule race (apache/airflow#71172)."""
+    if poke_interval is None:
+        monkeypatch.delenv("DMSCDC_DEMO_POKE_INTERVAL", raising=False)
+    else:
+        monkeypatch.setenv("DMSCDC_DEMO_POKE_INTERVAL", poke_interval)
+
+    config = load_source_config(str(DEMO_CONFIG))
+
+    assert config.wait_for_changes.mode == "deferrable"

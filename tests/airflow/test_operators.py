@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-
 import pyarrow as pa
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, AirflowSkipException
@@ -22,7 +21,7 @@ from dmscdc_provider.operators.merge import DmsCdcMergeOperator
 from dmscdc_provider.operators.plan import DmsCdcPlanOperator
 from dmscdc_provider.operators.summary import DmsCdcRunSummaryOperator
 from dmscdc_provider.planner import controller_path
-from dmscdc_provider.state.base import TableState, open_store
+from dmscdc_provider.state.base import StoreUnavailableError, TableState, open_store
 from dmscdc_provider.triggers.merge_job import DmsCdcMergeJobTrigger
 from fakes import FakeTaskInstance, ScriptedRemoteEngine, make_context
 
@@ -127,6 +126,19 @@ class TestDmsCdcPlanOperator:
         logged = capsys.readouterr()
         assert any(stray in line and "warning" in line for line in (logged.out + logged.err).splitlines())
 
+    @pytest.mark.parametrize(("interval_end", "sentence"), [
+        (BEFORE_CHANGES, "This run applies the CDC files named before 2024-03-02T00:00:00+00:00, the end of its "
+                         "data interval; files named at or after it are left for later runs."),
+        (None, "This run has no data interval (it was triggered without a logical date), so it applies every "
+               "CDC file present."),
+    ])
+    def test_logs_which_cdc_files_the_run_applies_as_a_sentence(self, source, capsys, interval_end, sentence):
+        plan_task(source).execute(make_context(interval_end))
+
+        log = capsys.readouterr().out  # the task SDK's logger writes to stdout
+        assert sentence in log
+        assert "any time" not in log
+
     def test_cdc_files_are_planned_only_by_runs_whose_interval_ends_after_their_name(self, source):
         write_change_batch(source["raw_root"])
 
@@ -171,7 +183,8 @@ class TestDmsCdcMergeOperator:
         assert state(source, "sales.product").version == committed.version
         assert len(lake_rows(spark, source, "sales.product")) == 10
 
-    def test_a_corrupt_file_fails_with_table_file_and_remedy_and_a_rerun_after_the_fix_succeeds(self, source, spark):
+    def test_a_corrupt_file_fails_once_without_retries_naming_table_file_and_remedy_and_a_rerun_after_the_fix_succeeds(
+            self, source, spark):
         for plan in plans_by_table(source, BEFORE_CHANGES).values():
             merge_task(source, plan).execute(make_context())
         write_change_batch(source["raw_root"])
@@ -184,10 +197,9 @@ class TestDmsCdcMergeOperator:
         before = state(source, "sales.store")
         context = make_context()
 
-        with pytest.raises(AirflowException) as failed:
+        with pytest.raises(AirflowFailException) as failed:  # no retry can fix the file
             merge_task(source, plans["sales.store"]).execute(context)
 
-        assert not isinstance(failed.value, AirflowFailException)  # retried, unlike a conflict
         message = str(failed.value)
         assert "sales.store: merge failed" in message and cdc_file in message and "remedy" in message
         assert "is not a Parquet file" in "\n".join(message.splitlines()[:20])  # the cause, in the task log
@@ -203,6 +215,30 @@ class TestDmsCdcMergeOperator:
         assert outcome["status"] == "succeeded"
         assert len(lake_rows(spark, source, "sales.store")) == 9
         assert state(source, "sales.productorder").version == before.version  # never touched by these retries
+
+    def test_an_engine_that_cannot_start_fails_with_a_retryable_error_and_leaves_the_state(
+            self, source, monkeypatch):
+        monkeypatch.setitem(ENGINE_CLASSES, "unreachable", "fakes:UnreachableEngine")
+        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+        context = make_context()
+
+        with pytest.raises(AirflowException, match="could not connect to the Spark master") as failed:
+            merge_task(source, plan, engine="unreachable").execute(context)
+
+        assert not isinstance(failed.value, AirflowFailException)  # Airflow retries it
+        assert context["ti"].pushed["outcome"]["error"]["kind"] == "infrastructure"
+        assert state(source, "sales.store").version == 1
+
+    def test_an_unreachable_store_fails_with_a_retryable_error(self, source, tmp_path):
+        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+        (tmp_path / "not-a-folder").write_text("")  # the store's folder cannot be opened
+        unreachable = {**source, "state_uri": f"sqlite://{tmp_path / 'not-a-folder' / 'state.sqlite'}"}
+
+        with pytest.raises(StoreUnavailableError, match="cannot open the controller store") as failed:
+            merge_task(unreachable, plan).execute(make_context())
+
+        assert not isinstance(failed.value, AirflowFailException)  # Airflow retries it
+        assert state(source, "sales.store").version == 1
 
     def test_a_plan_made_stale_by_another_run_fails_without_retry(self, source, spark):
         plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
@@ -288,16 +324,18 @@ class TestRemoteEngineDeferral:
         assert state(source, "sales.store").last_full_load_date == "2024-03-01 09:00:00"
         assert len(lake_rows(spark, source, "sales.store")) == 8
 
-    def test_a_polling_error_fails_the_instance_and_leaves_the_state(self, source, scripted_engine):
+    def test_a_polling_error_fails_the_instance_with_a_retryable_error_and_leaves_the_state(
+            self, source, scripted_engine):
         plan = plans_by_table(source, BEFORE_CHANGES, engine=scripted_engine)["sales.store"]
         op = merge_task(source, plan, engine=scripted_engine, deferrable=True)
         with pytest.raises(TaskDeferred) as deferred:
             op.execute(make_context())
 
-        with pytest.raises(AirflowException, match="throttled"):
+        with pytest.raises(AirflowException, match="throttled") as failed:
             op.execute_complete(make_context(), {"status": "error", "message": "throttled",
                                                  "job_ref": deferred.value.trigger.job_ref,
                                                  "attempt_id": deferred.value.trigger.attempt_id})
+        assert not isinstance(failed.value, AirflowFailException)
         assert state(source, "sales.store").version == 1
 
     def test_job_trigger_serialize_round_trips_and_fires_when_the_job_ends(self, scripted_engine):
@@ -387,9 +425,9 @@ class TestDmsCdcRunSummaryOperator:
         return {"planned": planned, "registered": [], "inactive": [], "up_to_date": [],
                 "problems": list(problems), "finished_commits": [], "cdc_before": None}
 
-    def run(self, xcoms, failed_upstream=0):
+    def run(self, xcoms, task_states=None):
         return DmsCdcRunSummaryOperator(task_id="summary").execute(
-            make_context(ti=FakeTaskInstance(xcoms, failed_upstream)))
+            make_context(ti=FakeTaskInstance(xcoms, task_states)))
 
     def test_succeeds_when_every_planned_table_merged(self):
         result = self.run({("plan", "report"): self.report(["sales.store"]),
@@ -400,13 +438,17 @@ class TestDmsCdcRunSummaryOperator:
     def test_fails_naming_each_table_that_did_not_merge(self):
         with pytest.raises(AirflowFailException) as failed:
             self.run({("plan", "report"): self.report(["sales.product", "sales.store", "sales.productorder"]),
+                      ("plan", "return_value"): [{"plan": {"table": t}} for t in
+                                                 ("sales.product", "sales.store", "sales.productorder")],
                       ("merge", "outcome"): [outcome("sales.product"), outcome("sales.store", "failed", "bad file")]},
-                     failed_upstream=2)
+                     {"wait_for_changes": "success", "plan": "success", "merge_0": "success", "merge_1": "failed",
+                      "merge_2": "failed", "refresh_catalog": "success"})
 
         message = str(failed.value)
         assert "sales.store: bad file" in message
         assert "sales.productorder: the merge task failed" in message
         assert "sales.product:" not in message
+        assert "failed: merge[sales.productorder], merge[sales.store]" in message
 
     def test_fails_on_a_table_that_could_not_be_planned(self):
         with pytest.raises(AirflowFailException, match="sales.gone: not planned: cannot list"):
@@ -416,6 +458,25 @@ class TestDmsCdcRunSummaryOperator:
         with pytest.raises(AirflowSkipException):
             self.run({})
 
-    def test_fails_when_the_sensor_or_planning_failed(self):
-        with pytest.raises(AirflowFailException, match="before planning finished"):
-            self.run({}, failed_upstream=1)
+    def test_when_the_sensor_alone_failed_names_it_and_the_tasks_that_did_not_run_apart(self):
+        with pytest.raises(AirflowFailException) as failed:
+            self.run({}, {"wait_for_changes": "failed", "plan": "upstream_failed", "merge": "upstream_failed",
+                          "refresh_catalog": "skipped", "summary": "running"})
+
+        message = str(failed.value)
+        assert "before planning finished" in message
+        assert ("failed: wait_for_changes; did not run because an earlier task failed: merge, plan; "
+                "skipped: refresh_catalog") in message
+        assert "task(s)" not in message
+
+    def test_skipped_tasks_are_not_failures(self):
+        with pytest.raises(AirflowSkipException):
+            self.run({}, {"wait_for_changes": "skipped", "plan": "skipped", "merge": "skipped",
+                          "refresh_catalog": "skipped"})
+
+    def test_fails_naming_the_catalog_refresh_when_every_table_merged_but_it_failed(self):
+        with pytest.raises(AirflowFailException, match=r"failed: refresh_catalog\)"):
+            self.run({("plan", "report"): self.report(["sales.store"]),
+                      ("merge", "outcome"): outcome("sales.store")},
+                     {"wait_for_changes": "success", "plan": "success", "merge": "success",
+                      "refresh_catalog": "failed"})

@@ -140,12 +140,13 @@ def test_glue_run_returns_the_result_the_job_wrote(s3):
     assert glue_engine().run(plan)["status"] == "succeeded"
 
 
-def test_glue_job_that_wrote_no_result_gives_a_failed_result(s3):
+def test_glue_job_that_wrote_no_result_gives_a_failed_result_a_retry_may_heal(s3):
     engine, plan = glue_engine(), engine_plan()
     job_ref = engine.submit(plan)
     engine.wait(job_ref)
     result = engine.fetch_result(job_ref, plan)
     assert result["status"] == "failed" and "wrote no result" in result["error"]["problem"]
+    assert result["error"]["kind"] == "infrastructure"
     assert result["attempt_id"] == plan["attempt_id"]
 
 

@@ -31,6 +31,7 @@ def assert_failed_cleanly(lake: LakeHarness, result, file_name: str | None, word
         assert os.path.basename(bad.error["file"]) == file_name
     assert words in bad.error["problem"]
     assert bad.error["remedy"]
+    assert bad.failure_kind == "input"  # the Airflow task fails without retries
     assert outcomes["s.good"].succeeded
     assert {r["name"] for r in lake.rows("s.good")} == {"good change"}
     return bad.error

@@ -73,6 +73,8 @@ def run_job(spark, plan_uri: str, result_uri: str | None = None) -> dict:
                 "file": None,
                 "problem": f"the Spark job failed: {root_cause(error)}",
                 "remedy": "see the job's driver log; the table's state is unchanged, run again",
+                # Not the input's fault (that is a MergeInputError): a retry may succeed.
+                "kind": "infrastructure",
             },
         }
         write_text(spark, result_uri, json.dumps(failed, sort_keys=True))

@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from dmscdc_provider.aws.artifacts import SparkArtifacts, publish_artifacts
 from dmscdc_provider.aws.s3_storage import S3Storage
 from dmscdc_provider.plan import STAGING_FOLDER
+from dmscdc_provider.runner import infrastructure_error
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +155,10 @@ class S3SparkJobEngine(ABC):
             return {
                 "status": FAILED, "table": engine_plan["table"], "plan_id": engine_plan["plan_id"],
                 "attempt_id": ref["attempt_id"],
-                "error": {
-                    "table": engine_plan["table"], "file": None,
-                    "problem": f"the {self.engine_name} job {self.describe(job_ref)} wrote no result ({reason})",
-                    "remedy": "see the job's log; the table's state is unchanged, run again",
-                },
+                "error": infrastructure_error(
+                    engine_plan["table"],
+                    f"the {self.engine_name} job {self.describe(job_ref)} wrote no result ({reason})",
+                    "see the job's log; the table's state is unchanged, run again"),
             }
         if result.get("plan_id") != engine_plan["plan_id"]:
             raise ValueError(

@@ -69,7 +69,8 @@ def build_source_dag(config: SourceConfig) -> DAG:
         schedule=CronDataIntervalTimetable(config.schedule, timezone="UTC") if config.schedule else None,
         start_date=config.start_date,
         catchup=config.catchup,
-        # Runs of one source apply changes in order: a run must not plan while another merges.
+        # Scheduled and manual runs of one source never overlap; backfill runs are ordered by
+        # the plan task's depends_on_past.
         max_active_runs=1,
         default_args={"owner": config.owner},
         params={
@@ -106,6 +107,13 @@ def build_source_dag(config: SourceConfig) -> DAG:
             engine=config.engine,
             spark_engine=config.spark_engine,
             inprocess_max_bytes=config.inprocess_max_bytes,
+            # Runs apply changes in logical-date order: a run plans only after the previous
+            # run's plan and everything downstream of it (merges, catalog, summary) finished
+            # well. Airflow counts a backfill's runs apart from the DAG's max_active_runs, so
+            # this, not max_active_runs, is what orders backfill and catch-up runs
+            # (docs/scheduling.md).
+            depends_on_past=True,
+            wait_for_downstream=True,
             **aws,
         )
         merged = DmsCdcMergeOperator.partial(

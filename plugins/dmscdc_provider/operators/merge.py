@@ -16,7 +16,16 @@ from dmscdc_provider.hooks.dmscdc import DmsCdcHook
 from dmscdc_provider.links import DmsCdcEmrServerlessJobRunLink, DmsCdcEmrStepLink, DmsCdcGlueJobRunLink, persist_job_link
 from dmscdc_provider.plan import TablePlan
 from dmscdc_provider.report import describe_failure, outcome_line
-from dmscdc_provider.runner import CONFLICT, SUCCEEDED, TableOutcome, complete_attempt, run_table, start_attempt
+from dmscdc_provider.runner import (
+    CONFLICT,
+    SUCCEEDED,
+    FailureKind,
+    TableOutcome,
+    complete_attempt,
+    infrastructure_error,
+    run_table,
+    start_attempt,
+)
 from dmscdc_provider.triggers.merge_job import DmsCdcMergeJobTrigger
 
 if TYPE_CHECKING:
@@ -32,9 +41,10 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
     retry or a cleared instance repeats the same pinned plan, never another table's; a plan
     that an earlier attempt already committed is not applied twice (``runner.start_attempt``).
 
-    Returns (XCom) the table's outcome. Fails with the table, file and remedy when the input is
-    bad or the engine fails (retried), and without retries on a conflict (another run
-    committed the table first; plan again).
+    Returns (XCom) the table's outcome. Fails with the table, file and remedy. Bad input or
+    configuration (a corrupt file, an unknown ``Op``, a missing key column) and a conflict
+    (another run committed the table first) fail without retries; a store, network or engine
+    start failure raises an ordinary error that Airflow retries.
 
     :param plan: ``TablePlan.to_dict()`` from the plan task.
     :param state_uri: the controller store.
@@ -149,9 +159,9 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
             raise AirflowException(f"{plan.table}: unexpected trigger event {event!r}")
         engine_plan = plan.engine_plan(attempt_id)
         if event.get("status") == "error":
-            result = {"status": "failed", "error": {
-                "table": plan.table, "file": None, "problem": event.get("message"),
-                "remedy": "see the log; the table's state is unchanged, clear the task to run it again"}}
+            result = {"status": "failed", "error": infrastructure_error(
+                plan.table, event.get("message"),
+                "see the log; the table's state is unchanged, clear the task to run it again")}
         else:
             engine = self.hook.make_engine(*self._table_engine(plan))
             result = engine.fetch_result(event["job_ref"], engine_plan)
@@ -171,7 +181,8 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
             self.log.info("%s: %s", outcome.table, outcome_line(outcome))
             return document
         message = describe_failure(outcome)
-        if outcome.status == CONFLICT:
-            # Repeating this plan cannot succeed: the table moved on. The next run plans afresh.
+        if outcome.status == CONFLICT or outcome.failure_kind == FailureKind.INPUT:
+            # Repeating this plan cannot succeed: the input must be fixed first (then clear the
+            # task), or the table moved on (the next run plans afresh). No retries.
             raise AirflowFailException(message)
         raise AirflowException(message)

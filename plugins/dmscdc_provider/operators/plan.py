@@ -11,7 +11,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from dmscdc_provider.engines.choice import AUTO, DEFAULT_INPROCESS_MAX_BYTES, EngineConfig
 from dmscdc_provider.hooks.dmscdc import DmsCdcHook
 from dmscdc_provider.runner import finish_pending_commits
-from dmscdc_provider.sensors.raw_files import interval_end, split_globs
+from dmscdc_provider.sensors.raw_files import describe_cutoff, interval_end, split_globs
 from dmscdc_provider.triggers.raw_files import parse_instant
 
 if TYPE_CHECKING:
@@ -91,8 +91,8 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         finally:
             store.close()
 
-        self.log.info("planning with CDC files before %s%s", cdc_before or "any time",
-                      f", full refresh of {', '.join(full_refresh)}" if full_refresh else "")
+        self.log.info("%s%s", describe_cutoff(cdc_before),
+                      f" Full refresh requested for {', '.join(full_refresh)}." if full_refresh else "")
         for name in finished:
             self.log.info("%s: finished the commit a crashed run had recorded", name)
         for name in report.registered:

@@ -37,6 +37,15 @@ def interval_end(context: Context) -> datetime | None:
     return value.astimezone(timezone.utc) if value is not None else None
 
 
+def describe_cutoff(cdc_before: datetime | None) -> str:
+    """Which CDC files a run applies, as a sentence for its log (docs/scheduling.md)."""
+    if cdc_before is None:
+        return ("This run has no data interval (it was triggered without a logical date), "
+                "so it applies every CDC file present.")
+    return (f"This run applies the CDC files named before {cdc_before.isoformat()}, the end of its data "
+            "interval; files named at or after it are left for later runs.")
+
+
 class DmsCdcNewFilesSensor(AwsBaseSensor[DmsCdcHook]):
     """Waits until an active table has new DMS files (or a requested full refresh).
 
@@ -87,9 +96,9 @@ class DmsCdcNewFilesSensor(AwsBaseSensor[DmsCdcHook]):
         except Exception as error:
             raise RawFilesCheckError(f"cannot check {self.raw_root} against {self.state_uri}: {error}") from error
         if tables:
-            self.log.info("new work for %s (CDC files before %s)", ", ".join(tables), cdc_before or "any time")
+            self.log.info("New work for %s. %s", ", ".join(tables), describe_cutoff(cdc_before))
         else:
-            self.log.info("no new DMS files for active tables (CDC files before %s)", cdc_before or "any time")
+            self.log.info("No new DMS files for active tables yet. %s", describe_cutoff(cdc_before))
         return PokeReturnValue(is_done=bool(tables), xcom_value=tables)
 
     def execute(self, context: Context) -> Any:
