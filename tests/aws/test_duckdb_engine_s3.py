@@ -15,7 +15,7 @@ from dmscdc_provider.arrow_fs import arrow_filesystem
 from dmscdc_provider.dms_writer import cdc_file_name, write_dms_file
 
 from tests.aws.conftest import LAKE_BUCKET, RAW_BUCKET, REGION
-from tests.aws.test_cli_acceptance import moto_server, run_cli  # noqa: F401 - the fixture is used by name
+from tests.aws.test_cli_acceptance import run_cli
 
 RAW = f"s3://{RAW_BUCKET}/dms"
 LAKE = f"s3://{LAKE_BUCKET}/lake"

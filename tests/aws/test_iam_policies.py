@@ -43,7 +43,7 @@ from dmscdc_spark.s3a import cached_jars
 
 from tests.aws.conftest import LAKE_BUCKET, RAW_BUCKET, REGION, set_last_modified
 from tests.aws.test_blog_continuation import LOADED_AT
-from tests.aws.test_cli_acceptance import free_port
+from tests.aws.conftest import free_port
 from tests.aws.test_dynamodb_store import TABLE, blog_item, create_blog_table
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

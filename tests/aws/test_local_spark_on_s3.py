@@ -18,7 +18,7 @@ from dmscdc_spark.s3a import S3A_JARS, cached_jars
 
 from tests.aws.conftest import LAKE_BUCKET, RAW_BUCKET, REGION, set_last_modified
 from tests.aws.test_blog_continuation import LOADED_AT
-from tests.aws.test_cli_acceptance import moto_server, run_cli  # noqa: F401  (fixture)
+from tests.aws.test_cli_acceptance import run_cli
 
 SCHEMA = pa.schema([("id", pa.int32()), ("name", pa.string())])
 RAW = f"s3://{RAW_BUCKET}/dms/"
