@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 
 class FakeTaskInstance:
@@ -13,7 +14,7 @@ class FakeTaskInstance:
         self.pushed: dict[str, object] = {}
         self.xcoms = xcoms or {}
         self.failed_upstream = failed_upstream
-        self.dag_id, self.run_id = "dmscdc_test", "manual__test"
+        self.dag_id, self.run_id, self.task_id = "dmscdc_test", "manual__test", "refresh_catalog"
 
     def xcom_push(self, key: str, value) -> None:
         self.pushed[key] = value
@@ -38,8 +39,34 @@ class AddedEvents(list):
         self.append((asset, extra))
 
 
-def make_context(data_interval_end: datetime | None = None, ti: FakeTaskInstance | None = None) -> dict:
-    return {"ti": ti or FakeTaskInstance(), "data_interval_end": data_interval_end, "outlet_events": OutletEvents()}
+@dataclass
+class RecordedAssetEvent:
+    """An Asset event as ``context["inlet_events"][alias]`` returns it."""
+
+    extra: dict
+    source_dag_id: str = "dmscdc_test"
+    source_run_id: str = "manual__test"
+    source_task_id: str = "refresh_catalog"
+
+
+class InletEvents(list):
+    """``context["inlet_events"][alias]``: the alias's recorded events; remembers the ``after`` bound."""
+
+    bound: str | None = None
+
+    def after(self, after: str) -> "InletEvents":
+        self.bound = after
+        return self
+
+
+class DagRun:
+    run_after = datetime(2024, 3, 3, tzinfo=timezone.utc)
+
+
+def make_context(data_interval_end: datetime | None = None, ti: FakeTaskInstance | None = None,
+                 inlet_events: dict | None = None) -> dict:
+    return {"ti": ti or FakeTaskInstance(), "data_interval_end": data_interval_end, "outlet_events": OutletEvents(),
+            "inlet_events": inlet_events or {}, "dag_run": DagRun()}
 
 
 class ScriptedRemoteEngine:

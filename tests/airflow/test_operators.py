@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, AirflowSkipException
@@ -13,13 +14,15 @@ from dmscdc_provider.catalog import query
 from dmscdc_provider.demo import prepare_demo_source, write_change_batch
 from dmscdc_provider.engines import ENGINE_CLASSES
 from dmscdc_provider.operators.catalog import DmsCdcRefreshCatalogOperator, lake_table_uri
-from dmscdc_provider.operators.merge import DmsCdcMergeOperator
+from dmscdc_provider.operators.merge import DmsCdcMergeOperator, describe_success
+from dmscdc_provider.plan import TablePlan
+from dmscdc_provider.runner import TableOutcome
 from dmscdc_provider.operators.plan import DmsCdcPlanOperator
 from dmscdc_provider.operators.summary import DmsCdcRunSummaryOperator
 from dmscdc_provider.planner import controller_path
 from dmscdc_provider.state.base import open_store
 from dmscdc_provider.triggers.merge_job import DmsCdcMergeJobTrigger
-from fakes import FakeTaskInstance, ScriptedRemoteEngine, make_context
+from fakes import FakeTaskInstance, InletEvents, RecordedAssetEvent, ScriptedRemoteEngine, make_context
 
 BEFORE_CHANGES, AFTER_CHANGES = utc(2024, 3, 2), utc(2024, 3, 3)
 
@@ -121,6 +124,56 @@ class TestDmsCdcMergeOperator:
         assert state(source, "sales.store").last_full_load_date == "2024-03-01 09:00:00"
         assert len(lake_rows(spark, source, "sales.store")) == 8
         assert state(source, "sales.product").version == 1  # other tables untouched
+
+    def test_the_outcome_is_pushed_once_and_the_return_value_not_at_all(self, source, spark):
+        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+        context = make_context()
+        op = merge_task(source, plan)
+
+        op.execute(context)
+
+        assert list(context["ti"].pushed) == ["outcome"]
+        assert op.do_xcom_push is False  # Airflow pushes no return_value copy
+
+    def test_success_is_logged_as_a_sentence_with_the_lake_path_and_the_new_watermark(self, source, spark):
+        plans = plans_by_table(source, BEFORE_CHANGES)
+        merge_task(source, plans["sales.store"]).execute(make_context())
+        write_change_batch(source["raw_root"])
+        plan = plans_by_table(source, AFTER_CHANGES)["sales.store"]
+        outcome = merge_task(source, plan).execute(make_context())
+
+        sentence = describe_success(TableOutcome(**{k: v for k, v in outcome.items() if k not in ("lake_table", "watermark")}),
+                                    TablePlan.from_dict(plan))
+
+        [cdc_file] = [f["path"] for f in plan["files"] if f["kind"] == "cdc"]
+        assert sentence.startswith(f"sales.store: merged 1 file(s) into {source['lake_root']}/sales/store in ")
+        assert f"read 1 insert(s), 0 update(s), 0 delete(s); wrote {outcome['summary']['rows_written']} row(s)" in sentence
+        assert sentence.endswith(f"LastIncrementalFile is now {cdc_file}.")
+        assert plan["new_last_incremental_file"] == cdc_file
+        assert outcome["watermark"] == {"LastFullLoadDate": "2024-03-01 09:00:00",
+                                        "LastIncrementalFile": plan["new_last_incremental_file"]}
+        assert outcome["lake_table"] == f"{source['lake_root']}/sales/store"
+
+    def test_a_plan_larger_than_the_inline_limit_travels_by_reference_and_merges_the_same(self, source, spark):
+        context = make_context(BEFORE_CHANGES)
+        [message] = [entry["plan"] for entry in plan_task(source, plan_inline_limit=0).execute(context)
+                     if entry["plan"]["table"] == "sales.store"]
+        inline = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+
+        assert set(message) == {"table", "plan_id", "mode", "file_count", "plan_uri"}
+        assert message["plan_uri"] == f"{source['lake_root']}/_dmscdc_plans/sales/store/{inline['plan_id']}.json"
+        assert len(json.dumps(message)) < len(json.dumps(inline))
+        assert json.loads(open(message["plan_uri"]).read()) == inline
+
+        outcome = merge_task(source, message).execute(make_context())
+
+        assert outcome["status"] == "succeeded" and outcome["plan_id"] == inline["plan_id"]
+        assert len(lake_rows(spark, source, "sales.store")) == 8
+
+    def test_small_plans_travel_inline(self, source):
+        [entry, *_] = plan_task(source).execute(make_context(BEFORE_CHANGES))
+
+        assert "plan_uri" not in entry["plan"] and entry["plan"]["files"]
 
     def test_a_retry_of_a_committed_plan_changes_nothing(self, source, spark):
         plan = plans_by_table(source, BEFORE_CHANGES)["sales.product"]
@@ -254,24 +307,48 @@ def outcome(table: str, status: str = "succeeded", problem: str | None = None) -
 
 
 class TestDmsCdcRefreshCatalogOperator:
+    def refresh_task(self, source, catalog, alias):
+        return DmsCdcRefreshCatalogOperator(task_id="refresh_catalog", aws_conn_id=None, lake_root=source["lake_root"],
+                                            catalog_mode="duckdb", catalog_settings={"path": catalog},
+                                            outlets=[alias], inlets=[alias])
+
     def test_refreshes_only_merged_tables_and_emits_their_assets(self, source, spark, tmp_path):
-        for plan in plans_by_table(source, BEFORE_CHANGES).values():
-            merge_task(source, plan).execute(make_context())
+        merged = [merge_task(source, plan).execute(make_context())
+                  for plan in plans_by_table(source, BEFORE_CHANGES).values()]
         catalog = str(tmp_path / "catalog.duckdb")
         alias = AssetAlias("dmscdc_demo_lake")
-        op = DmsCdcRefreshCatalogOperator(task_id="refresh_catalog", aws_conn_id=None, lake_root=source["lake_root"],
-                                          catalog_mode="duckdb", catalog_settings={"path": catalog}, outlets=[alias])
-        ti = FakeTaskInstance({("merge", "outcome"): [
-            outcome("sales.product"), outcome("sales.store", "failed", "bad file")]})
-        context = make_context(ti=ti)
+        product = next(o for o in merged if o["table"] == "sales.product")
+        ti = FakeTaskInstance({("merge", "outcome"): [product, outcome("sales.store", "failed", "bad file")]})
+        context = make_context(ti=ti, inlet_events={alias: InletEvents()})
 
-        assert op.execute(context) == ["sales.product"]
+        assert self.refresh_task(source, catalog, alias).execute(context) == ["sales.product"]
 
         assert query(catalog, "SELECT count(*) FROM sales.product")[1] == [(10,)]
         assert query(catalog, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'store'")[1] == [(0,)]
         expected_uri = lake_table_uri(source["lake_root"], "sales.product")
         assert expected_uri.startswith("file:///") and expected_uri.endswith("/lake/sales/product")
-        assert context["outlet_events"][alias] == [(Asset(expected_uri), {"table": "sales.product"})]
+        [(asset, extra)] = context["outlet_events"][alias]
+        assert asset == Asset(expected_uri)
+        assert extra == {"table": "sales.product", "plan_id": product["plan_id"], "rows_written": 10,
+                         "files_added": product["summary"]["files_added"], "files_removed": 0,
+                         "watermark": {"LastFullLoadDate": "2024-03-01 09:00:00", "LastIncrementalFile": None}}
+
+    def test_after_clearing_a_failed_table_only_that_table_is_announced_again(self, source, tmp_path):
+        alias = AssetAlias("dmscdc_demo_lake")
+        announced_before = InletEvents([
+            RecordedAssetEvent({"table": "sales.product", "plan_id": "p"}),
+            # The same table announced by another run, and by another DAG's run with this run's id.
+            RecordedAssetEvent({"table": "sales.store", "plan_id": "p"}, source_run_id="scheduled__other"),
+            RecordedAssetEvent({"table": "sales.store", "plan_id": "p"}, source_dag_id="dmscdc_hr"),
+        ])
+        (tmp_path / "lake" / "sales" / "store").mkdir(parents=True)
+        ti = FakeTaskInstance({("merge", "outcome"): [outcome("sales.product"), outcome("sales.store")]})
+        context = make_context(ti=ti, inlet_events={alias: announced_before})
+
+        self.refresh_task(source, str(tmp_path / "catalog.duckdb"), alias).execute(context)
+
+        assert [extra["table"] for _, extra in context["outlet_events"][alias]] == ["sales.store"]
+        assert announced_before.bound == "2024-03-03T00:00:00+00:00"  # only this run's time is read
 
     def test_skips_when_no_table_merged(self, source):
         op = DmsCdcRefreshCatalogOperator(task_id="r", aws_conn_id=None, lake_root=source["lake_root"])

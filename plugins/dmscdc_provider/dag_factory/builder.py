@@ -151,6 +151,8 @@ def build_source_dag(config: SourceConfig) -> DAG:
             # The tables that merged become queryable even when another table failed.
             trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
             outlets=[lake_asset_alias(config)],
+            # Read back to announce each merge once when a cleared table merges later.
+            inlets=[lake_asset_alias(config)],
             **aws,
         )
         summary = DmsCdcRunSummaryOperator(task_id="summary", trigger_rule=TriggerRule.ALL_DONE)

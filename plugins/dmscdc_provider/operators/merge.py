@@ -11,8 +11,17 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 
 from dmscdc_provider.engines import RemoteMergeEngine
 from dmscdc_provider.hooks.dmscdc import DmsCdcHook
-from dmscdc_provider.plan import TablePlan
-from dmscdc_provider.runner import CONFLICT, SUCCEEDED, TableOutcome, complete_attempt, run_table, start_attempt
+from dmscdc_provider.plan import TablePlan, plan_from_message
+from dmscdc_provider.runner import (
+    CONFLICT,
+    PROGRESS_INTERVAL_SECONDS,
+    SUCCEEDED,
+    MergeProgress,
+    TableOutcome,
+    complete_attempt,
+    run_table,
+    start_attempt,
+)
 from dmscdc_provider.triggers.merge_job import DmsCdcMergeJobTrigger
 
 if TYPE_CHECKING:
@@ -33,6 +42,22 @@ def describe_failure(outcome: TableOutcome) -> str:
     return "\n".join(lines)
 
 
+def describe_success(outcome: TableOutcome, plan: TablePlan) -> str:
+    """The success as a person reads it: what was merged where, and the table's new watermark."""
+    summary = outcome.summary or {}
+    read = summary.get("rows_read", {})
+    watermark = plan.new_watermark
+    sentence = (
+        f"{outcome.table}: merged {len(plan.files)} file(s) into {plan.lake_table_path} in {outcome.seconds:.1f} s: "
+        f"read {read.get('I', 0)} insert(s), {read.get('U', 0)} update(s), {read.get('D', 0)} delete(s); "
+        f"wrote {summary.get('rows_written', 0)} row(s) in {summary.get('files_added', 0)} new file(s), "
+        f"replacing {summary.get('files_removed', 0)}. LastIncrementalFile is now "
+        f"{watermark['LastIncrementalFile'] or 'unset (no CDC file applied yet)'}")
+    if plan.mode == "full":
+        sentence += f", LastFullLoadDate {watermark['LastFullLoadDate']}"
+    return sentence + (f" ({outcome.note})." if outcome.note else ".")
+
+
 class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
     """Runs one table's merge exactly as planned, then commits the table's controller state.
 
@@ -40,17 +65,21 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
     retry or a cleared instance repeats the same pinned plan, never another table's; a plan
     that an earlier attempt already committed is not applied twice (``runner.start_attempt``).
 
-    Returns (XCom) the table's outcome. Fails with the table, file and remedy when the input is
+    Pushes the table's outcome once, under the XCom key ``outcome``, also when it fails (the
+    return value is not pushed: ``do_xcom_push`` defaults to False). The outcome adds to
+    ``TableOutcome.to_dict`` the lake table path and, on success, the new watermark. Fails with the table, file and remedy when the input is
     bad or the engine fails (retried), and without retries on a conflict (another run
     committed the table first; plan again).
 
-    :param plan: ``TablePlan.to_dict()`` from the plan task.
+    :param plan: a plan message from the plan task: ``TablePlan.to_dict()``, or a reference to a
+        stored plan document (``plan.plan_message``).
     :param state_uri: the controller store.
     :param engine: merge engine name: ``local`` (Spark in the worker), or a remote one
         (``glue``, ``emr``, ``emr_serverless``) once registered.
     :param engine_settings: the engine's settings.
     :param deferrable: with a remote engine, wait for the job in the triggerer.
     :param poll_interval: seconds between job status checks while deferred.
+    :param progress_interval: seconds between progress lines while a step lasts.
     """
 
     aws_hook_class = DmsCdcHook
@@ -67,23 +96,29 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         engine_settings: dict | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 30.0,
+        progress_interval: float = PROGRESS_INTERVAL_SECONDS,
+        do_xcom_push: bool = False,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(do_xcom_push=do_xcom_push, **kwargs)
         self.plan = plan
         self.state_uri = state_uri
         self.engine = engine
         self.engine_settings = engine_settings or {}
         self.deferrable = deferrable
         self.poll_interval = poll_interval
+        self.progress_interval = progress_interval
+        self._table_plan: TablePlan | None = None
 
     @property
     def table_plan(self) -> TablePlan:
-        return TablePlan.from_dict(self.plan)
+        """The pinned plan, read from its stored document when the plan task passed a reference."""
+        if self._table_plan is None:
+            self._table_plan = plan_from_message(self.plan, self.hook.open_storage)
+        return self._table_plan
 
-    def _log_step(self, step: str, detail: dict) -> None:
-        if not step.startswith("file_"):  # one line per protocol step, not per file
-            self.log.info("%s: %s %s", self.table_plan.table, step, detail or "")
+    def _progress(self) -> MergeProgress:
+        return MergeProgress(self.table_plan, self.log.info, self.progress_interval)
 
     def execute(self, context: Context) -> dict:
         plan = self.table_plan
@@ -93,7 +128,7 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         try:
             lake_storage = self.hook.open_storage(plan.lake_root)
             if self.deferrable and isinstance(engine, RemoteMergeEngine):
-                start = start_attempt(plan, store, lake_storage, self._log_step)
+                start = start_attempt(plan, store, lake_storage, self._progress().step)
                 if start.outcome is None:
                     job_ref = engine.submit(plan.engine_plan(start.attempt_id))
                     self.log.info("%s: submitted job %s for attempt %s", plan.table, job_ref, start.attempt_id)
@@ -106,7 +141,8 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
                     )
                 outcome = start.outcome
             else:
-                outcome = run_table(plan, engine, store, lake_storage, self._log_step)
+                with self._progress() as progress:
+                    outcome = run_table(plan, engine, store, lake_storage, progress.step)
         finally:
             store.close()
         return self._report(context, outcome)
@@ -127,24 +163,22 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
             result = engine.fetch_result(event["job_ref"], engine_plan)
         store = self.hook.open_store(self.state_uri)
         try:
-            outcome = complete_attempt(plan, attempt_id, result, store, self.hook.open_storage(plan.lake_root),
-                                       self._log_step)
+            with self._progress() as progress:
+                outcome = complete_attempt(plan, attempt_id, result, store, self.hook.open_storage(plan.lake_root),
+                                           progress.step)
         finally:
             store.close()
         return self._report(context, outcome)
 
     def _report(self, context: Context, outcome: TableOutcome) -> dict:
-        """Push the outcome for the run summary, then succeed or fail the task by it."""
-        document = outcome.to_dict()
+        """Push the outcome (once) for the catalog refresh and the run summary, then succeed or fail
+        the task by it."""
+        plan = self.table_plan
+        document = {**outcome.to_dict(), "lake_table": plan.lake_table_path,
+                    "watermark": plan.new_watermark if outcome.status == SUCCEEDED else None}
         context["ti"].xcom_push(key=OUTCOME_KEY, value=document)
         if outcome.status == SUCCEEDED:
-            summary = outcome.summary or {}
-            read = summary.get("rows_read", {})
-            self.log.info(
-                "%s: ok in %.1fs: read I=%s U=%s D=%s, wrote %s rows, +%s/-%s files%s", outcome.table,
-                outcome.seconds, read.get("I", 0), read.get("U", 0), read.get("D", 0),
-                summary.get("rows_written", 0), summary.get("files_added", 0), summary.get("files_removed", 0),
-                f" ({outcome.note})" if outcome.note else "")
+            self.log.info("%s", describe_success(outcome, plan))
             return document
         message = describe_failure(outcome)
         if outcome.status == CONFLICT:
