@@ -98,3 +98,17 @@ class ScriptedRemoteEngine:
 
         assert job_ref == f"job-{engine_plan['attempt_id']}"
         return LocalSparkEngine().run(engine_plan)
+
+
+class SleepingEngine:
+    """A merge engine that works for ``seconds``, then reports bad input (nothing staged)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def run(self, engine_plan: dict) -> dict:
+        import time
+
+        time.sleep(self.seconds)
+        return {"status": "failed", "error": {"table": engine_plan["table"], "file": None,
+                                              "problem": "bad input", "remedy": "fix it"}}

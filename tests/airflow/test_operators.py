@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, AirflowSkipException
@@ -16,13 +18,21 @@ from dmscdc_provider.engines import ENGINE_CLASSES
 from dmscdc_provider.operators.catalog import DmsCdcRefreshCatalogOperator, lake_table_uri
 from dmscdc_provider.operators.merge import DmsCdcMergeOperator, describe_success
 from dmscdc_provider.plan import TablePlan
-from dmscdc_provider.runner import TableOutcome
-from dmscdc_provider.operators.plan import DmsCdcPlanOperator
+from dmscdc_provider.runner import MergeProgress, TableOutcome, run_table
+from dmscdc_provider.storage import open_storage
+from dmscdc_provider.operators.plan import DmsCdcPlanOperator, describe_cutoff
 from dmscdc_provider.operators.summary import DmsCdcRunSummaryOperator
 from dmscdc_provider.planner import controller_path
 from dmscdc_provider.state.base import open_store
 from dmscdc_provider.triggers.merge_job import DmsCdcMergeJobTrigger
-from fakes import FakeTaskInstance, InletEvents, RecordedAssetEvent, ScriptedRemoteEngine, make_context
+from fakes import (
+    FakeTaskInstance,
+    InletEvents,
+    RecordedAssetEvent,
+    ScriptedRemoteEngine,
+    SleepingEngine,
+    make_context,
+)
 
 BEFORE_CHANGES, AFTER_CHANGES = utc(2024, 3, 2), utc(2024, 3, 3)
 
@@ -109,6 +119,13 @@ class TestDmsCdcPlanOperator:
 
         assert list(plans) == ["sales.store"]
         assert plans["sales.store"]["mode"] == "full"
+
+
+    def test_the_log_says_which_files_a_run_applies_with_and_without_a_logical_date(self):
+        assert describe_cutoff(BEFORE_CHANGES) == (
+            "This run applies the CDC files named before 2024-03-02T00:00:00+00:00 (this run's data interval end); "
+            "files named later wait for a later run.")
+        assert describe_cutoff(None).startswith("This run has no logical date, so no cutoff: it applies every CDC file")
 
 
 class TestDmsCdcMergeOperator:
@@ -285,6 +302,24 @@ class TestRemoteEngineDeferral:
                                                  "attempt_id": deferred.value.trigger.attempt_id})
         assert state(source, "sales.store").version == 1
 
+    def test_job_trigger_logs_each_check(self, scripted_engine):
+        import asyncio
+
+        from structlog.testing import capture_logs
+
+        async def last_event():
+            async for event in DmsCdcMergeJobTrigger(
+                    engine=scripted_engine, engine_settings={"statuses": ["running", "running", "succeeded"]},
+                    job_ref="job-1", attempt_id="a-1", poll_interval=0.01, aws_conn_id=None).run():
+                return event.payload
+
+        with capture_logs() as logs:
+            assert asyncio.run(asyncio.wait_for(last_event(), 10))["status"] == "succeeded"
+
+        checks = [entry["event"] for entry in logs if "check" in str(entry["event"])]
+        assert [line.split(", check ")[1] for line in checks] == ["1: running", "2: running", "3: succeeded"]
+        assert checks[0].startswith(f"{scripted_engine} job job-1 (attempt a-1)")
+
     def test_job_trigger_serialize_round_trips_and_fires_when_the_job_ends(self, scripted_engine):
         import asyncio
 
@@ -299,6 +334,47 @@ class TestRemoteEngineDeferral:
                 return event.payload
 
         assert asyncio.run(asyncio.wait_for(first(), 10)) == {"status": "failed", "job_ref": "job-1", "attempt_id": "a-1"}
+
+
+class TestMergeProgress:
+    def test_a_long_merge_step_is_reported_every_interval_with_its_step_and_elapsed_time(self, source):
+        plan = TablePlan.from_dict(plans_by_table(source, BEFORE_CHANGES)["sales.store"])
+        store = open_store(source["state_uri"])
+        said: list[str] = []
+        try:
+            with MergeProgress(plan, said.append, interval=0.05) as progress:
+                outcome = run_table(plan, SleepingEngine(0.4), store, open_storage(source["lake_root"]), progress.step)
+        finally:
+            store.close()
+        lines_when_done = len(said)
+        time.sleep(0.2)
+
+        assert outcome.status == "failed"
+        assert said[0].startswith(f"sales.store: merging 1 file(s) (") and plan.lake_table_path in said[0]
+        heartbeats = [line for line in said if ": still " in line]
+        assert len(heartbeats) >= 3
+        assert all(line.startswith(f"sales.store: still merging 1 file(s) into {plan.lake_table_path}")
+                   for line in heartbeats)
+        assert re.search(r"\(\d+ s in this step, \d+ s since the merge task started\)$", heartbeats[-1])
+        assert len(said) == lines_when_done  # the heartbeat stops with the merge
+
+    def test_the_merge_task_reports_progress_at_its_configured_interval(self, source, monkeypatch):
+        monkeypatch.setitem(ENGINE_CLASSES, "sleeping", "fakes:SleepingEngine")
+        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+        op = merge_task(source, plan, engine="sleeping", engine_settings={"seconds": 0.3}, progress_interval=0.05)
+        said: list[str] = []
+        monkeypatch.setattr(MergeProgress, "__init__", _recording_init(MergeProgress.__init__, said))
+
+        with pytest.raises(AirflowException, match="bad input"):
+            op.execute(make_context())
+
+        assert len([line for line in said if ": still merging" in line]) >= 3
+
+
+def _recording_init(original, said: list[str]):
+    def init(self, plan, say, interval):
+        original(self, plan, lambda line: (said.append(line), say(line)), interval)
+    return init
 
 
 def outcome(table: str, status: str = "succeeded", problem: str | None = None) -> dict:

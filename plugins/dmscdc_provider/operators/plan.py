@@ -20,6 +20,16 @@ if TYPE_CHECKING:
 REPORT_KEY = "report"
 
 
+def describe_cutoff(cdc_before, explicit: bool = False) -> str:
+    """Which CDC files a run applies, as a person reads it (docs/scheduling.md)."""
+    if cdc_before is None:
+        return ("This run has no logical date, so no cutoff: it applies every CDC file present "
+                "(a run with a logical date applies the files named before its data interval end).")
+    source = "the cdc_before argument" if explicit else "this run's data interval end"
+    return (f"This run applies the CDC files named before {cdc_before.isoformat()} ({source}); "
+            "files named later wait for a later run.")
+
+
 class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
     """Finishes commits crashed runs recorded, registers new tables (inactive) and pins one
     ``TablePlan`` per active table with work.
@@ -85,8 +95,8 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         finally:
             store.close()
 
-        self.log.info("planning with CDC files before %s%s", cdc_before or "any time",
-                      f", full refresh of {', '.join(full_refresh)}" if full_refresh else "")
+        self.log.info("%s%s", describe_cutoff(cdc_before, bool(self.cdc_before)),
+                      f" Full refresh of {', '.join(full_refresh)}." if full_refresh else "")
         for name in finished:
             self.log.info("%s: finished the commit a crashed run had recorded", name)
         for name in report.registered:

@@ -67,8 +67,12 @@ class DmsCdcMergeJobTrigger(BaseTrigger):
         try:
             hook = DmsCdcHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
             engine = await asyncio.to_thread(hook.make_engine, self.engine, self.engine_settings)
+            checks = 0
             while True:
                 status = await asyncio.to_thread(engine.poll, self.job_ref)
+                checks += 1
+                self.log.info("%s job %s (attempt %s), check %d: %s", self.engine, self.job_ref, self.attempt_id,
+                              checks, status)
                 if status != RUNNING:
                     yield TriggerEvent({"status": status, **reference})
                     return
