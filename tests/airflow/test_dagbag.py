@@ -51,6 +51,7 @@ def test_demo_dag_waits_plans_merges_per_table_then_refreshes_and_summarises(dag
 
     assert tasks["refresh_catalog"].trigger_rule == "all_done_min_one_success"
     assert tasks["refresh_catalog"].outlets == [AssetAlias("dmscdc_demo_lake")]
+    assert tasks["refresh_catalog"].inlets == [AssetAlias("dmscdc_demo_lake")]  # reads what it announced
     assert tasks["summary"].trigger_rule == "all_done"
 
 

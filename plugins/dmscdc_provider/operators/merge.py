@@ -66,10 +66,10 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
     that an earlier attempt already committed is not applied twice (``runner.start_attempt``).
 
     Pushes the table's outcome once, under the XCom key ``outcome``, also when it fails (the
-    return value is not pushed: ``do_xcom_push`` defaults to False). The outcome adds to
-    ``TableOutcome.to_dict`` the lake table path and, on success, the new watermark. Fails with the table, file and remedy when the input is
-    bad or the engine fails (retried), and without retries on a conflict (another run
-    committed the table first; plan again).
+    return value is not pushed: ``do_xcom_push`` defaults to False). The outcome adds the lake
+    table path and, on success, the new watermark to ``TableOutcome.to_dict``. Fails with the
+    table, file and remedy when the input is bad or the engine fails (retried), and without
+    retries on a conflict (another run committed the table first; plan again).
 
     :param plan: a plan message from the plan task: ``TablePlan.to_dict()``, or a reference to a
         stored plan document (``plan.plan_message``).
