@@ -84,6 +84,7 @@ def test_merge_pool_and_pool_slots_apply_to_every_merge_instance(tmp_path):
     ("engine: spark", "engine.name: 'spark' is not one of"),
     ("engine: {name: local, setings: {}}", "unknown key(s) engine.setings"),
     ("catalog: {mode: hive}", "catalog.mode: 'hive' is not one of"),
+    ("engine: [local]", "engine: ['local'] is not a mapping"),
     ("aws: {conn: aws_default}", "unknown key(s) aws.conn"),
     ("aws: {region_name: 3}", "aws.region_name: 3 is not a string"),
     ("csv: {delimiter: ''}", "csv.delimiter"),

@@ -128,8 +128,9 @@ def expand_variables(value: Any, where: str = "") -> Any:
     return _VARIABLE.sub(substitute, value)
 
 
-def _named(document: dict, key: str, default_name: str, name_key: str, path: str) -> dict:
-    """``engine: local`` or ``engine: {name: local, settings: {...}}``, as the mapping form."""
+def _named(document: dict, key: str, default_name: str, name_key: str) -> Any:
+    """``engine: local`` or ``engine: {name: local, settings: {...}}``, as the mapping form
+    (anything else is left for the schema check to report)."""
     value = document.get(key)
     if value is None:
         return {name_key: default_name}
@@ -137,7 +138,7 @@ def _named(document: dict, key: str, default_name: str, name_key: str, path: str
         return {name_key: value}
     if isinstance(value, dict):
         return {name_key: default_name, **value}
-    raise SourceConfigError(f"{path}: {key} must be a name or {{{name_key}: ..., settings: {{...}}}}")
+    return value
 
 
 def _start_date(value: Any, path: str) -> datetime:
@@ -160,8 +161,8 @@ def parse_source_config(document: dict, path: str = "<config>") -> SourceConfig:
         document = expand_variables(dict(document))
     except SourceConfigError as error:
         raise SourceConfigError(f"{path}: {error}") from None
-    document["engine"] = _named(document, "engine", "local", "name", path)
-    document["catalog"] = _named(document, "catalog", "duckdb", "mode", path)
+    document["engine"] = _named(document, "engine", "local", "name")
+    document["catalog"] = _named(document, "catalog", "duckdb", "mode")
     schema = source_schema(SensorConfig, MergeConfig, set(SourceConfig.__dataclass_fields__) - _BUILT_FIELDS)
     document = coerce_types(document, schema)
     problems = schema_errors(document, schema)
