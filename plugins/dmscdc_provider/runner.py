@@ -42,13 +42,16 @@ class MergeProgress:
     :param plan: the table's plan (table, files, lake path).
     :param say: where sentences go, e.g. the task's ``log.info``.
     :param interval: seconds between heartbeat lines.
+    :param engine: the merge engine; one with a ``progress_note()`` (the local Spark engine:
+        active stages and tasks done) adds what it is doing to each heartbeat line.
     """
 
     def __init__(self, plan: TablePlan, say: Callable[[str], None] = log.info,
-                 interval: float = PROGRESS_INTERVAL_SECONDS):
+                 interval: float = PROGRESS_INTERVAL_SECONDS, engine: MergeEngine | None = None):
         self.plan = plan
         self.say = say
         self.interval = interval
+        self._engine_note = getattr(engine, "progress_note", None)
         self._activity: str | None = None
         self._step_started = self._started = time.monotonic()
         self._published = self._removed = 0
@@ -73,8 +76,17 @@ class MergeProgress:
                 activity, step_started = self._activity, self._step_started
             if activity:
                 now = time.monotonic()
+                note = self._note() if activity.startswith("merging") else None
                 self.say(f"{self.plan.table}: still {activity} ({now - step_started:.0f} s in this step, "
-                         f"{now - self._started:.0f} s since the merge task started)")
+                         f"{now - self._started:.0f} s since the merge task started){': ' + note if note else ''}")
+
+    def _note(self) -> str | None:
+        if self._engine_note is None:
+            return None
+        try:
+            return self._engine_note()
+        except Exception as error:  # a progress line must never break the merge it reports on
+            return f"(engine progress unavailable: {error})"
 
     def _set(self, activity: str | None, sentence: str | None = None) -> None:
         with self._lock:

@@ -15,6 +15,7 @@ from airflow_env import utc
 from dmscdc_provider.catalog import query
 from dmscdc_provider.demo import prepare_demo_source, write_change_batch
 from dmscdc_provider.engines import ENGINE_CLASSES
+from dmscdc_provider.engines.local import LocalSparkEngine
 from dmscdc_provider.operators.catalog import DmsCdcRefreshCatalogOperator, lake_table_uri
 from dmscdc_provider.operators.merge import DmsCdcMergeOperator, describe_success
 from dmscdc_provider.plan import TablePlan
@@ -371,9 +372,24 @@ class TestMergeProgress:
         assert len([line for line in said if ": still merging" in line]) >= 3
 
 
+    def test_progress_lines_of_a_local_spark_merge_say_which_stage_runs(self, source, spark):
+        plan = TablePlan.from_dict(plans_by_table(source, BEFORE_CHANGES)["sales.productorder"])
+        engine = LocalSparkEngine(session=spark)
+        store = open_store(source["state_uri"])
+        said: list[str] = []
+        try:
+            with MergeProgress(plan, said.append, interval=0.2, engine=engine) as progress:
+                outcome = run_table(plan, engine, store, open_storage(source["lake_root"]), progress.step)
+        finally:
+            store.close()
+
+        assert outcome.status == "succeeded"
+        assert any(re.search(r": Spark stage \d+ \(\w+\): \d+ of \d+ tasks done", line) for line in said), said
+
+
 def _recording_init(original, said: list[str]):
-    def init(self, plan, say, interval):
-        original(self, plan, lambda line: (said.append(line), say(line)), interval)
+    def init(self, plan, say, interval, engine=None):
+        original(self, plan, lambda line: (said.append(line), say(line)), interval, engine)
     return init
 
 

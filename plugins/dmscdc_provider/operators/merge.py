@@ -117,8 +117,8 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
             self._table_plan = plan_from_message(self.plan, self.hook.open_storage)
         return self._table_plan
 
-    def _progress(self) -> MergeProgress:
-        return MergeProgress(self.table_plan, self.log.info, self.progress_interval)
+    def _progress(self, engine=None) -> MergeProgress:
+        return MergeProgress(self.table_plan, self.log.info, self.progress_interval, engine)
 
     def execute(self, context: Context) -> dict:
         plan = self.table_plan
@@ -141,7 +141,7 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
                     )
                 outcome = start.outcome
             else:
-                with self._progress() as progress:
+                with self._progress(engine) as progress:
                     outcome = run_table(plan, engine, store, lake_storage, progress.step)
         finally:
             store.close()
