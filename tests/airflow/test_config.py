@@ -71,6 +71,16 @@ def test_an_omitted_schedule_means_manual_runs_only_as_the_docs_say(tmp_path):
     assert isinstance(build_source_dag(config).timetable, NullTimetable)
 
 
+def test_the_example_config_in_the_docs_passes_the_schema(tmp_path):
+    docs = (DAGS_FOLDER.parent / "docs" / "airflow.md").read_text()
+    example = docs.split("## Source config", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+
+    config = load_source_config(write(tmp_path, "sales.yaml", example))
+
+    assert (config.dag_id, config.schedule, config.merge.pool) == ("dmscdc_sales", "@hourly", "dmscdc_merges")
+    assert (config.csv_delimiter, config.aws_conn_id) == (",", "aws_default")
+
+
 def test_merge_pool_and_pool_slots_apply_to_every_merge_instance(tmp_path):
     config = load_source_config(write(tmp_path, "sales.yaml", MINIMAL + "merge: {pool: dmscdc_merges, pool_slots: '2'}\n"))
 
