@@ -442,6 +442,17 @@ class TestDmsCdcRefreshCatalogOperator:
         assert [extra["table"] for _, extra in context["outlet_events"][alias]] == ["sales.store"]
         assert announced_before.bound == "2024-03-03T00:00:00+00:00"  # only this run's time is read
 
+    def test_on_airflow_3_0_the_announced_events_come_as_a_plain_list(self, source, tmp_path):
+        alias = AssetAlias("dmscdc_demo_lake")
+        (tmp_path / "lake" / "sales" / "store").mkdir(parents=True)
+        ti = FakeTaskInstance({("merge", "outcome"): [outcome("sales.product"), outcome("sales.store")]})
+        context = make_context(ti=ti, inlet_events={
+            alias: [RecordedAssetEvent({"table": "sales.product", "plan_id": "p"})]})
+
+        self.refresh_task(source, str(tmp_path / "catalog.duckdb"), alias).execute(context)
+
+        assert [extra["table"] for _, extra in context["outlet_events"][alias]] == ["sales.store"]
+
     def test_skips_when_no_table_merged(self, source):
         op = DmsCdcRefreshCatalogOperator(task_id="r", aws_conn_id=None, lake_root=source["lake_root"])
         ti = FakeTaskInstance({("merge", "outcome"): outcome("sales.store", "failed", "bad file")})

@@ -121,8 +121,9 @@ class DmsCdcRefreshCatalogOperator(AwsBaseOperator[DmsCdcHook]):
         ti = context["ti"]
         events = context["inlet_events"][alias]
         # This run's events come after it was due; the bound keeps the query to recent events.
+        # Airflow 3.0 has no bound (its accessor returns every event of the alias as a list).
         run_after = getattr(context.get("dag_run"), "run_after", None)
-        if run_after is not None:
+        if run_after is not None and hasattr(events, "after"):
             events = events.after(run_after.isoformat())
         return {
             ((event.extra or {}).get("table"), (event.extra or {}).get("plan_id"))
