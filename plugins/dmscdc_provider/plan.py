@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
 
 from dmscdc_provider.storage import join
 
@@ -17,6 +18,8 @@ STAGING_FOLDER = "_dmscdc_staging"
 # Plans too large for an XCom, stored once by the planner and read by the merge task.
 PLANS_FOLDER = "_dmscdc_plans"
 PLAN_INLINE_LIMIT_BYTES = 4096
+# A stored plan outlives any retry or clear that can still apply it (older plans conflict anyway).
+PLAN_RETENTION = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,10 @@ def plan_message(plan: TablePlan, storage, inline_limit: int = PLAN_INLINE_LIMIT
         return document
     uri = plan_document_uri(plan)
     storage.write_bytes(uri, encoded, "application/json")
+    expired = datetime.now(timezone.utc) - PLAN_RETENTION
+    for stored in storage.list_files(uri.rsplit("/", 1)[0]):
+        if stored.modified < expired:
+            storage.delete(stored.path)
     return {"table": plan.table, "plan_id": plan.plan_id, "mode": plan.mode, "file_count": len(plan.files),
             "plan_uri": uri}
 
@@ -138,7 +145,13 @@ def plan_from_message(message: dict, storage_for) -> TablePlan:
     """
     if "plan_uri" not in message:
         return TablePlan.from_dict(message)
-    plan = TablePlan.from_dict(json.loads(storage_for(message["plan_uri"]).read_bytes(message["plan_uri"])))
+    try:
+        stored = storage_for(message["plan_uri"]).read_bytes(message["plan_uri"])
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{message['table']}: the plan document {message['plan_uri']} is gone (stored plans are kept "
+            f"{PLAN_RETENTION.days} days); clear the run's plan task to plan again") from None
+    plan = TablePlan.from_dict(json.loads(stored))
     if plan.plan_id != message["plan_id"]:
         raise ValueError(f"{message['table']}: the plan document {message['plan_uri']} holds plan {plan.plan_id}, "
                          f"not {message['plan_id']}; clear the run's plan task to plan again")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 
@@ -187,6 +188,27 @@ class TestDmsCdcMergeOperator:
 
         assert outcome["status"] == "succeeded" and outcome["plan_id"] == inline["plan_id"]
         assert len(lake_rows(spark, source, "sales.store")) == 8
+
+    def test_stored_plans_older_than_the_retention_are_removed_when_the_table_is_planned_again(self, source):
+        folder = f"{source['lake_root']}/_dmscdc_plans/sales/store"
+        os.makedirs(folder)
+        old, recent = f"{folder}/0123456789abcdef.json", f"{folder}/fedcba9876543210.json"
+        for path in (old, recent):
+            open(path, "w").write("{}")
+        eight_days_ago = time.time() - 8 * 24 * 3600
+        os.utime(old, (eight_days_ago, eight_days_ago))
+
+        [message] = [entry["plan"] for entry in plan_task(source, plan_inline_limit=0).execute(make_context(BEFORE_CHANGES))
+                     if entry["plan"]["table"] == "sales.store"]
+
+        assert sorted(os.listdir(folder)) == sorted([os.path.basename(recent), os.path.basename(message["plan_uri"])])
+
+    def test_a_missing_plan_document_names_the_remedy(self, source):
+        message = {"table": "sales.store", "plan_id": "0123456789abcdef", "mode": "full", "file_count": 1,
+                   "plan_uri": f"{source['lake_root']}/_dmscdc_plans/sales/store/0123456789abcdef.json"}
+
+        with pytest.raises(FileNotFoundError, match="is gone .*clear the run's plan task to plan again"):
+            merge_task(source, message).execute(make_context())
 
     def test_small_plans_travel_inline(self, source):
         [entry, *_] = plan_task(source).execute(make_context(BEFORE_CHANGES))
