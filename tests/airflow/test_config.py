@@ -168,6 +168,10 @@ def test_one_invalid_source_file_fails_only_its_own_dag_and_the_other_sources_st
     with pytest.raises(AirflowFailException, match=r"sales.yaml: engine.name: 'spark' is not one of"):
         task.execute({})
     assert bad in task.message
+    # The dag-processor stores it like any DAG (serialized for the scheduler and the UI).
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    assert DagSerialization.deserialize_dag(DagSerialization.serialize_dag(broken)).description == broken.description
 
 
 def test_a_file_that_is_not_yaml_gets_a_config_error_dag_named_after_the_file(tmp_path):
