@@ -22,7 +22,8 @@ from dmscdc_provider.operators.merge import DmsCdcMergeOperator, describe_succes
 from dmscdc_provider.plan import TablePlan
 from dmscdc_provider.runner import MergeProgress, TableOutcome, run_table
 from dmscdc_provider.storage import open_storage
-from dmscdc_provider.operators.plan import DmsCdcPlanOperator, describe_cutoff
+from dmscdc_provider.operators.plan import DmsCdcPlanOperator
+from dmscdc_provider.sensors.raw_files import cutoff_phrase, describe_cutoff
 from dmscdc_provider.operators.summary import DmsCdcRunSummaryOperator
 from dmscdc_provider.planner import controller_path
 from dmscdc_provider.state.base import open_store
@@ -128,6 +129,8 @@ class TestDmsCdcPlanOperator:
             "This run applies the CDC files named before 2024-03-02T00:00:00+00:00 (this run's data interval end); "
             "files named later wait for a later run.")
         assert describe_cutoff(None).startswith("This run has no logical date, so no cutoff: it applies every CDC file")
+        assert cutoff_phrase(None) == "every CDC file present: no cutoff, the run has no logical date"
+        assert cutoff_phrase(BEFORE_CHANGES) == "CDC files named before 2024-03-02T00:00:00+00:00"
 
 
 class TestDmsCdcMergeOperator:

@@ -11,23 +11,13 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from dmscdc_provider.hooks.dmscdc import DmsCdcHook
 from dmscdc_provider.plan import PLAN_INLINE_LIMIT_BYTES, plan_message
 from dmscdc_provider.runner import finish_pending_commits
-from dmscdc_provider.sensors.raw_files import interval_end, split_globs
+from dmscdc_provider.sensors.raw_files import describe_cutoff, interval_end, split_globs
 from dmscdc_provider.triggers.raw_files import parse_instant
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 REPORT_KEY = "report"
-
-
-def describe_cutoff(cdc_before, explicit: bool = False) -> str:
-    """Which CDC files a run applies, as a person reads it (docs/scheduling.md)."""
-    if cdc_before is None:
-        return ("This run has no logical date, so no cutoff: it applies every CDC file present "
-                "(a run with a logical date applies the files named before its data interval end).")
-    source = "the cdc_before argument" if explicit else "this run's data interval end"
-    return (f"This run applies the CDC files named before {cdc_before.isoformat()} ({source}); "
-            "files named later wait for a later run.")
 
 
 class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
