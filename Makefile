@@ -5,9 +5,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= work/demo
 
-.PHONY: setup demo test bench clean
+.PHONY: setup jars mwaa-envs demo test bench clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed jars
+
+# Spark's S3A connector for local Spark on s3:// (hadoop-aws + AWS SDK bundle from Maven Central),
+# downloaded once into ~/.cache/dmscdc/jars (DMSCDC_CACHE_DIR) and checked against pinned SHA-1s.
+jars: $(VENV)/.installed
+	$(BIN)/python -m dmscdc_spark.s3a
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +25,16 @@ demo: setup
 	rm -rf $(DEMO_DIR)
 	$(BIN)/dmscdc demo --workdir $(DEMO_DIR)
 
-test: setup
+# The MWAA-in-a-box acceptance test installs the bundle into Airflow 3.0.6 and 3.3.2 the way MWAA
+# does; both environments are cached under ~/.cache/dmscdc (DMSCDC_CACHE_DIR) by a hash of their inputs.
+mwaa-envs: setup
+	$(BIN)/python tests/acceptance/mwaa_env.py
+
+test: setup mwaa-envs
 	$(BIN)/python -m pytest
 
 bench: setup
-	$(BIN)/python bench/run_bench.py --out work/bench-results.json
+	$(BIN)/python bench/run_bench.py --out bench/results/latest.json
 
 clean:
 	rm -rf $(VENV) work .pytest_cache

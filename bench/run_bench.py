@@ -1,19 +1,21 @@
-"""Benchmark: dmscdc's merge against the blog's incremental algorithm, and full-load throughput.
+"""Benchmark: dmscdc against the blog's incremental algorithm and a plain Spark copy.
 
-    .venv/bin/python bench/run_bench.py            # N=2M and 8M rows in 40 files, K=20k changes
-    .venv/bin/python bench/run_bench.py --sizes 200000 --changes 2000 --repeats 1   # a quick look
+    make bench                                    # whole processes, N=2M and 8M, 100 tables, the demo
+    .venv/bin/python bench/run_bench.py --quick   # a smoke run of the same (N=200k, one repeat)
+    .venv/bin/python bench/run_bench.py --modes cold,warm   # the Spark merge alone, in and out of one JVM
 
-For each table size it builds a lake table of N rows in F files (ids clustered, as an
-auto-increment table loads) and one DMS CDC file of K changes (80% updates and 10% deletes on
-the newest 5% of ids, 10% inserts). Every measured run starts from a fresh copy of the table
-and runs in a fresh Spark JVM (local[2]), so timings and peak memory of one run do not carry
-into the next; the clock starts after the JVM is up. Reported: median seconds of the repeats,
-files and bytes rewritten, peak RSS of the Spark JVM, and the ratios the targets refer to.
+Mode ``whole`` (the default; bench/whole_process.py) starts from DMS LOAD files and times whole
+processes as a user runs them: dmscdc's own full load lays out the lake, then one CDC file of K
+changes (80% updates and 10% deletes on the newest 5% of ids, 10% inserts) is merged by
+``dmscdc run`` (engine auto), by ``dmscdc run --engine local`` and by the blog's algorithm in a
+new JVM; plus a plain Spark copy of the LOAD files, 100 small tables, and ``dmscdc demo``.
 
-The rewrite floor is a plain Spark read and write of only the lake files that hold an updated
-or deleted id: the work any copy-on-write merge must do, with no merging at all. It tells how
-much of a run is the merge's own cost and how much is rewriting files (and, in a new JVM,
-Spark's warm-up for its first Parquet read and write).
+Modes ``cold`` and ``warm`` measure the Spark merge alone against the blog's algorithm on a lake
+of N rows in F files (ids clustered, as an auto-increment table loads): every measured run
+starts from a fresh copy of the table, in a fresh Spark JVM (cold, clock started after the JVM
+is up) or in one JVM after a warm-up run (warm). The rewrite floor is a plain Spark read and
+write of only the lake files that hold an updated or deleted id: the work any copy-on-write
+merge must do.
 """
 
 from __future__ import annotations
@@ -45,16 +47,11 @@ def _session():
     return local_session("local[2]", SPARK_CONF)
 
 
-def build_dataset(workdir: str, rows: int, files: int, changes: int) -> dict:
-    """LOAD files (the source's full load) and a lake table made from them, plus one CDC file."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def write_orders_load(spark, load_dir: str, rows: int, files: int) -> None:
+    """The source's full load as DMS writes it: ``files`` LOAD files of an orders table of ``rows``
+    rows (an auto-increment key and a dozen columns, ids clustered by file)."""
     from pyspark.sql import functions as F
 
-    spark = _session()
-    load_dir = os.path.join(workdir, "raw", "bench", "orders")
-    lake_root = os.path.join(workdir, "lake")
-    # An orders table as an OLTP source has it: an auto-increment key and a dozen columns.
     table = (
         spark.range(0, rows, 1, files)  # contiguous id ranges per partition: clustered ids
         .select(
@@ -79,13 +76,15 @@ def build_dataset(workdir: str, rows: int, files: int, changes: int) -> dict:
     for counter, part in enumerate(parts, start=1):
         os.replace(os.path.join(load_dir + "_spark", part), os.path.join(load_dir, f"LOAD{counter:08X}.parquet"))
     shutil.rmtree(load_dir + "_spark")
-    lake_table = os.path.join(lake_root, "bench", "orders")
-    os.makedirs(lake_table)
-    for name in sorted(os.listdir(load_dir)):
-        shutil.copy(os.path.join(load_dir, name), os.path.join(lake_table, f"part-{name}"))
 
-    # K changes: 80% updates and 10% deletes on the newest 5% of ids, 10% inserts of new ids.
+
+def write_orders_changes(path: str, rows: int, changes: int) -> list[int]:
+    """One DMS CDC file of ``changes`` changes to the orders table: 80% updates and 10% deletes
+    on the newest 5% of ids, 10% inserts of new ids. Returns the updated and deleted ids."""
     import random
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     rng = random.Random(rows)
     newest = range(rows - max(1, rows // 20), rows)
@@ -108,9 +107,22 @@ def build_dataset(workdir: str, rows: int, files: int, changes: int) -> dict:
         ("discount_pct", pa.decimal128(5, 2)), ("status", pa.string()), ("channel", pa.string()),
         ("note", pa.string()), ("created_at", pa.timestamp("ms")), ("updated_at", pa.timestamp("ms")),
     ])
-    cdc_dir = os.path.join(workdir, "raw", "bench", "orders_cdc")
-    os.makedirs(cdc_dir)
-    pq.write_table(pa.Table.from_pylist(records, schema), os.path.join(cdc_dir, CDC_NAME))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(records, schema), path)
+    return touched
+
+
+def build_dataset(workdir: str, rows: int, files: int, changes: int) -> dict:
+    """LOAD files (the source's full load) and a lake table made from them, plus one CDC file."""
+    spark = _session()
+    load_dir = os.path.join(workdir, "raw", "bench", "orders")
+    lake_root = os.path.join(workdir, "lake")
+    write_orders_load(spark, load_dir, rows, files)
+    lake_table = os.path.join(lake_root, "bench", "orders")
+    os.makedirs(lake_table)
+    for name in sorted(os.listdir(load_dir)):
+        shutil.copy(os.path.join(load_dir, name), os.path.join(lake_table, f"part-{name}"))
+    touched = write_orders_changes(os.path.join(workdir, "raw", "bench", "orders_cdc", CDC_NAME), rows, changes)
     spark.stop()
     # The lake files that hold an updated or deleted id: what any copy-on-write merge must rewrite.
     with open(os.path.join(workdir, "affected_files.json"), "w") as handle:
@@ -280,17 +292,26 @@ def ratios(size: dict, rows: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="2000000,8000000", help="comma-separated table sizes N")
-    parser.add_argument("--files", type=int, default=40, help="lake files per table (F)")
+    parser.add_argument("--files", type=int, default=40, help="LOAD files (and, in cold/warm, lake files) per table (F)")
     parser.add_argument("--changes", type=int, default=20000, help="changes in the CDC file (K)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--modes", default="cold,warm",
-                        help="cold: every run in a new JVM (a Glue or EMR Serverless job); warm: all runs "
-                        "in one JVM after a warm-up run of each (a long-running EMR cluster, a CLI run over "
-                        "many tables)")
+    parser.add_argument("--spark-repeats", type=int, default=None,
+                        help="whole mode: runs of each Spark baseline (default: --repeats); each takes a new JVM")
+    parser.add_argument("--tables", type=int, default=100, help="tables of the many-tables scenario")
+    parser.add_argument("--modes", default="whole",
+                        help="whole: whole processes from DMS LOAD files (dmscdc run with engine auto and local "
+                        "Spark, the blog in a new JVM, a plain Spark copy, many tables, the demo); cold: the Spark "
+                        "merge alone, every run in a new JVM, clock started once it is up; warm: all Spark runs in "
+                        "one JVM after a warm-up run of each")
+    parser.add_argument("--scenarios", default="orders,many,demo", help="whole mode: orders, many, demo")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: N=200k in 8 files, 2,000 changes, 10 tables, one repeat")
     parser.add_argument("--workdir", default=os.path.join("work", "bench"))
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--warm-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--write-load", help=argparse.SUPPRESS)
+    parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -299,10 +320,42 @@ def main() -> int:
     if args.warm_worker:
         print(json.dumps(warm_worker(args.workdir, args.repeats)))
         return 0
+    if args.write_load:
+        write_orders_load(_session(), args.write_load, args.rows, args.files)
+        return 0
+    if args.quick:
+        args.sizes, args.files, args.changes, args.repeats, args.tables = "200000", 8, 2000, 1, 10
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results = {}
+
+    def save(partial: dict | None = None) -> None:
+        if args.out:
+            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+            with open(args.out, "w") as handle:
+                json.dump({**results, **({"whole": partial} if partial else {})}, handle, indent=2, default=str)
+
+    if "whole" in modes:
+        import whole_process
+
+        spark_repeats = args.spark_repeats or args.repeats
+        results["whole"] = whole_process.run(args.workdir, sizes, args.files, args.changes, args.repeats,
+                                             spark_repeats, args.tables, [s.strip() for s in args.scenarios.split(",")], save)
+        print("\nwhole processes (medians):")
+        for line in whole_process.report(results["whole"]):
+            print(f"  {line}")
+    spark_modes = [m for m in modes if m in ("cold", "warm")]
+    if spark_modes:
+        results["spark_merge"] = spark_merge_modes(args, sizes, spark_modes)
+    save()
+    return 0
+
+
+def spark_merge_modes(args, sizes: list[int], modes: list[str]) -> dict:
+    """The Spark merge alone against the blog's algorithm, clock started once the JVM is up."""
     results = {"machine": f"{os.cpu_count()} cores, Spark local[2]", "rows": {}}
-    for rows in [int(s) for s in args.sizes.split(",")]:
+    for rows in sizes:
         workdir = os.path.abspath(os.path.join(args.workdir, f"n{rows}"))
         shutil.rmtree(workdir, ignore_errors=True)
         print(f"building N={rows:,} rows in {args.files} files, K={args.changes:,} changes ...", flush=True)
@@ -325,10 +378,9 @@ def main() -> int:
         results["rows"][rows] = entry
         shutil.rmtree(workdir, ignore_errors=True)
 
-    print("\nresults (medians):")
-    sizes = sorted(results["rows"])
+    print("\nSpark merge alone (medians):")
     for mode in modes:
-        for rows in sizes:
+        for rows in sorted(results["rows"]):
             entry, size = results["rows"][rows], results["rows"][rows][mode]
             print(f"  {mode} N={rows:>10,} ({entry['table_mb']} MB): dmscdc {size['dmscdc']['seconds']:.2f}s, "
                   f"blog {size['blog']['seconds']:.2f}s -> {size['speedup_vs_blog']:.1f}x faster; "
@@ -336,15 +388,7 @@ def main() -> int:
                   f"dmscdc {size['dmscdc_vs_rewrite_floor']:.2f}x it); "
                   f"full load {size['full_load_rows_per_s']:,.0f} rows/s vs plain copy "
                   f"{size['plain_copy_rows_per_s']:,.0f} rows/s ({size['full_load_vs_copy']:.2f}x the copy's time)")
-        if len(sizes) > 1:
-            flat = (results["rows"][sizes[-1]][mode]["dmscdc"]["seconds"]
-                    / results["rows"][sizes[0]][mode]["dmscdc"]["seconds"])
-            results[f"{mode}_dmscdc_largest_vs_smallest"] = flat
-            print(f"  {mode}: dmscdc at N={sizes[-1]:,} takes {flat:.2f}x its time at N={sizes[0]:,}")
-    if args.out:
-        with open(args.out, "w") as handle:
-            json.dump(results, handle, indent=2, default=str)
-    return 0
+    return results
 
 
 if __name__ == "__main__":

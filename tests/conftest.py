@@ -28,3 +28,23 @@ def local_engine(spark):
     from dmscdc_provider.engines.local import LocalSparkEngine
 
     return LocalSparkEngine(session=spark)
+
+
+# Engines that run on this machine; the merge-semantics, bad-input, crash-safety and randomized
+# suites run against each, so the engines cannot drift apart.
+LOCAL_ENGINES = ["local", "duckdb"]
+
+
+@pytest.fixture(params=LOCAL_ENGINES)
+def engine_name(request):
+    return request.param
+
+
+@pytest.fixture
+def engine(engine_name, request):
+    """Each engine that runs here, in turn (Spark's on the shared session)."""
+    if engine_name == "local":
+        return request.getfixturevalue("local_engine")
+    from dmscdc_provider.engines.duckdb import DuckDBMergeEngine
+
+    return DuckDBMergeEngine(memory_limit="512MB", threads=2)

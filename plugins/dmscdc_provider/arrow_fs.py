@@ -8,9 +8,11 @@ connection gives the credentials, region and endpoint, as it does for every boto
 from __future__ import annotations
 
 import os
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
+
+from dmscdc_provider.storage import local_path
 
 
 def arrow_filesystem(
@@ -26,13 +28,6 @@ def arrow_filesystem(
     if uri.startswith("s3://"):
         return s3_filesystem(aws_conn_id, region_name), uri[len("s3://"):].rstrip("/")
     return pafs.LocalFileSystem(), local_path(uri)
-
-
-def local_path(uri: str) -> str:
-    """``file:///x/y`` or ``file:/x/y`` -> ``/x/y``; a plain path is made absolute."""
-    if uri.startswith("file:"):
-        return unquote(urlparse(uri).path)
-    return os.path.abspath(uri)
 
 
 def s3_filesystem(aws_conn_id: str | None = None, region_name: str | None = None) -> pafs.S3FileSystem:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from dmscdc_provider.storage import is_hidden
+from dmscdc_provider.storage import is_hidden, local_path
 
 DEFAULT_CATALOG_ENV = "DMSCDC_CATALOG"
 DEFAULT_CATALOG_FILE = "dmscdc_catalog.duckdb"
@@ -33,21 +33,50 @@ def table_glob(lake_root: str, schema: str, table: str) -> str:
     return f"{lake_root.rstrip('/')}/{schema}/{table}/**/*.parquet"
 
 
-def refresh_duckdb(lake_root: str, tables: list[str], path: str | None = None) -> list[str]:
+def refresh_duckdb(lake_root: str, tables: list[str], path: str | None = None,
+                   aws_conn_id: str | None = None, region_name: str | None = None) -> list[str]:
     """The ``duckdb`` catalog mode: create or replace ``schema.table`` views for the lake tables
     that have data files; returns the tables it covers.
 
-    :param lake_root: the lake location (local).
+    :param lake_root: the lake location (a local path or ``file://`` URI).
     :param tables: ``schema.table`` names.
     :param path: the DuckDB file, created if missing (default: ``$DMSCDC_CATALOG`` or
         ./dmscdc_catalog.duckdb).
+    :param aws_conn_id: taken like every refresher's; a DuckDB catalog covers a local lake.
+    :param region_name: taken like every refresher's.
     """
     import duckdb
 
     path = path or default_catalog_path()
+    lake_root = local_path(lake_root)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        return _create_views(duckdb.connect(path), lake_root, tables)
+    except duckdb.Error as error:
+        cause = next((line for line in str(error).splitlines() if line.strip()), str(error))
+        raise CatalogError(
+            f"cannot refresh the DuckDB catalog {path}: {cause}",
+            "close the other program holding the catalog file (a DuckDB shell, a notebook, "
+            "`dmscdc query` in progress), then run again: every run recreates the views of all "
+            "active tables",
+        ) from error
+
+
+class CatalogError(Exception):
+    """The catalog could not be refreshed; the lake itself is fine.
+
+    :param problem: what failed, naming the catalog.
+    :param remedy: what to do about it.
+    """
+
+    def __init__(self, problem: str, remedy: str):
+        super().__init__(f"{problem}; {remedy}")
+        self.problem, self.remedy = problem, remedy
+
+
+def _create_views(connection, lake_root: str, tables: list[str]) -> list[str]:
     covered = []
-    with duckdb.connect(path) as connection:
+    with connection:
         for name in sorted(tables):
             schema, table = name.split(".", 1)
             if not _has_parquet(os.path.join(lake_root, schema, table)):
@@ -79,8 +108,8 @@ def query(catalog_path: str, sql: str) -> tuple[list[str], list[tuple]]:
         return columns, cursor.fetchall()
 
 
-# mode -> "module:function"; a refresher takes (lake_root, tables, **settings) and returns the
-# tables it made queryable. Imported only when used, like the engines.
+# mode -> "module:function"; a refresher takes (lake_root, tables, aws_conn_id=, region_name=,
+# **settings) and returns the tables it made queryable. Imported only when used, like the engines.
 CATALOG_REFRESHERS = {
     "duckdb": "dmscdc_provider.catalog:refresh_duckdb",
     "glue_tables": "dmscdc_provider.aws.glue_catalog:refresh_glue_tables",

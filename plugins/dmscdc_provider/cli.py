@@ -1,13 +1,13 @@
 """The ``dmscdc`` command line: the same library calls the Airflow DAG makes.
 
-    dmscdc run       --raw PATH --lake PATH [--state URI] [--catalog PATH] [--tables GLOB]
-    dmscdc plan      --raw PATH [--state URI] [--tables GLOB]
+    dmscdc run       --raw PATH --lake PATH [--state URI] [--catalog PATH] [--tables GLOB] [--engine auto|...]
+    dmscdc plan      --raw PATH [--state URI] [--tables GLOB] [--lake PATH] [--engine auto|...]
     dmscdc tables    --raw PATH [--state URI]
     dmscdc configure SCHEMA.TABLE --raw PATH [--state URI] [--active|--inactive] ...
     dmscdc query     "SQL" [--catalog PATH]
     dmscdc demo      [--workdir DIR]
     dmscdc demo-source --raw PATH [--state URI] [--changes]
-    dmscdc mwaa-bundle --out DIR [--dags DIR] [--airflow-version V]
+    dmscdc mwaa-bundle --out DIR [--sources DIR] [--dags DIR] [--airflow-version V]
 """
 
 from __future__ import annotations
@@ -17,11 +17,16 @@ import json
 import logging
 import os
 import sys
+from dataclasses import replace
 from datetime import datetime, timezone
 
-from dmscdc_provider.catalog import CATALOG_REFRESHERS, catalog_refresher, default_catalog_path, query
-from dmscdc_provider.engines import ENGINE_CLASSES
+from dmscdc_provider.catalog import CATALOG_REFRESHERS, CatalogError, catalog_refresher, default_catalog_path, query
+from dmscdc_provider import OLDEST_SUPPORTED_AIRFLOW
+from dmscdc_provider.engines import EngineUnavailable
+from dmscdc_provider.engines.choice import (
+    AUTO, DEFAULT_INPROCESS_MAX_BYTES, IN_PROCESS_ENGINE, EngineConfig, engine_names, parse_size, spark_engine_names)
 from dmscdc_provider.planner import Planner, PlanningReport, controller_path
+from dmscdc_provider.report import describe_failure, one_line, outcome_line
 from dmscdc_provider.state.base import ControllerStore, StateError, TableState, open_store
 from dmscdc_provider.storage import open_storage
 
@@ -56,8 +61,22 @@ def _raw_options(parser: argparse.ArgumentParser, csv: bool = True) -> None:
     parser.add_argument("--csv-null-value", default="NULL", help="DMS csvNullValue (default 'NULL')")
 
 
+def _engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", default=AUTO, choices=engine_names(),
+                        help="auto (default): per table, duckdb in this process when the merge reads less "
+                        "than --inprocess-max-bytes, else the Spark engine; or one engine for every table")
+    parser.add_argument("--spark-engine", default=None, choices=spark_engine_names(),
+                        help="the Spark engine auto uses for large tables (default: local)")
+    parser.add_argument("--inprocess-max-bytes", default=None, type=parse_size, metavar="SIZE",
+                        help="auto merges a table in-process when it reads less than this, e.g. 512MB, 2GiB "
+                        f"(default: {DEFAULT_INPROCESS_MAX_BYTES >> 30}GiB)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dmscdc", description="Keep a Parquet lake in sync with AWS DMS output.")
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"],
+                        help="what dmscdc's own log shows on stderr; debug adds the full trace of a "
+                        "failed merge (default: warning)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="merge new DMS files into the lake, table by table")
@@ -69,11 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rebuild matching tables from their LOAD files, then CDC (repeatable)")
     run.add_argument("--cdc-before", type=_utc_instant, metavar="ISO-TIME",
                      help="apply only CDC files named before this UTC time")
-    run.add_argument("--engine", default="local", choices=sorted(ENGINE_CLASSES),
-                     help="where the Spark merge runs (default: local Spark in this process)")
+    _engine_options(run)
     run.add_argument("--engine-setting", action="append", default=[], metavar="KEY=VALUE",
-                     help="engine setting, e.g. artifacts_uri=s3://... role_arn=... (repeatable; "
+                     help="Spark engine setting, e.g. artifacts_uri=s3://... role_arn=... (repeatable; "
                      "values are read as JSON when they parse, so numbers and true/false work)")
+    run.add_argument("--duckdb-setting", action="append", default=[], metavar="KEY=VALUE",
+                     help="in-process engine setting, e.g. memory_limit=2GB temp_directory=/tmp/x threads=2 "
+                     "(repeatable)")
     run.add_argument("--spark-conf", action="append", default=[], metavar="KEY=VALUE",
                      help="extra Spark setting for the local engine (repeatable)")
     run.add_argument("--catalog-mode", choices=["none", *sorted(CATALOG_REFRESHERS)], default=None,
@@ -83,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = commands.add_parser("plan", help="print the plans a run would execute (JSON); registers new tables only")
     _raw_options(plan)
-    plan.add_argument("--lake", default="LAKE", help="lake location to put in the plans (default: a placeholder)")
+    plan.add_argument("--lake", default="LAKE",
+                      help="lake location to put in the plans, whose footers auto reads (default: a placeholder, "
+                      "no lake files)")
+    _engine_options(plan)
 
     tables = commands.add_parser("tables", help="show each table's configuration and watermarks")
     _raw_options(tables, csv=False)
@@ -105,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     order = configure.add_mutually_exclusive_group()
     order.add_argument("--order-column", metavar="COL", help="column that orders changes, e.g. AR_H_CHANGE_SEQ")
     order.add_argument("--no-order-column", action="store_true", help="order by file and row position")
+    configure.add_argument("--create", action="store_true",
+                           help="register the table even though raw has no folder for it yet")
     configure.add_argument("--json", action="store_true", help="print the controller item as JSON")
 
     query_cmd = commands.add_parser("query", help="run SQL against the local DuckDB catalog")
@@ -122,9 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     bundle = commands.add_parser("mwaa-bundle", help="write dags/, plugins.zip and requirements.txt for Amazon MWAA")
     bundle.add_argument("--out", required=True, help="folder to write the bundle to (created)")
+    bundle.add_argument("--sources", default=None,
+                        help="folder of source YAML configs to ship as dags/sources/ (default: the dags folder's)")
     bundle.add_argument("--dags", default=None, help="dags folder to ship (default: the repository's dags/)")
-    bundle.add_argument("--airflow-version", default=None,
-                        help="the MWAA environment's Airflow version, for the constraints line (default: installed)")
+    bundle.add_argument("--airflow-version", default=OLDEST_SUPPORTED_AIRFLOW,
+                        help=f"the MWAA environment's Airflow version, for the constraints line "
+                             f"(default: {OLDEST_SUPPORTED_AIRFLOW}, the oldest supported)")
     return parser
 
 
@@ -139,10 +168,12 @@ def _columns(text: str) -> tuple[str, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if args.log_level != "debug":
+        logging.getLogger("py4j").setLevel(logging.WARNING)  # py4j talks at INFO about every call
     try:
         return COMMANDS[args.command](args)
-    except (CliError, StateError, FileNotFoundError, ValueError) as error:
+    except (CliError, StateError, FileNotFoundError, ValueError, EngineUnavailable) as error:
         print(f"dmscdc {args.command}: {error}", file=sys.stderr)
         return 2
 
@@ -151,9 +182,39 @@ def _store(args) -> ControllerStore:
     return open_store(args.state or default_state_uri())
 
 
-def _planner(args, store: ControllerStore, lake: str) -> Planner:
-    return Planner(args.raw, lake, store, open_storage(args.raw), args.tables,
-                   getattr(args, "csv_delimiter", ","), getattr(args, "csv_null_value", "NULL"))
+def _planner(args, store: ControllerStore, lake: str, engines: EngineConfig | None = None) -> Planner:
+    """The planner for ``--raw``; ``--tables`` that selects no table folder there is an error."""
+    planner = Planner(args.raw, lake, store, open_storage(args.raw), args.tables,
+                      getattr(args, "csv_delimiter", ","), getattr(args, "csv_null_value", "NULL"),
+                      choose_engine=engines.choose if engines else None)
+    if args.tables and not planner.discover():
+        everything = Planner(args.raw, lake, store, planner.storage).discover()
+        names = ", ".join(f"{schema}.{table}" for schema, table in everything) or "none"
+        raise CliError(f"--tables {args.tables} matches no table under {args.raw} (tables there: {names})")
+    return planner
+
+
+def _engine_config(args) -> EngineConfig:
+    """The run's engine choice and settings from ``--engine`` and the flags that go with it."""
+    spark_settings = _settings(getattr(args, "engine_setting", []), "--engine-setting")
+    spark_conf = getattr(args, "spark_conf", [])
+    if args.inprocess_max_bytes is not None and args.engine != AUTO:
+        raise CliError(f"--inprocess-max-bytes is for --engine auto, not --engine {args.engine}")
+    try:
+        config = EngineConfig(
+            engine=args.engine, spark_engine=args.spark_engine,
+            inprocess_max_bytes=DEFAULT_INPROCESS_MAX_BYTES if args.inprocess_max_bytes is None
+            else args.inprocess_max_bytes,
+            spark_settings=spark_settings,
+            duckdb_settings=_settings(getattr(args, "duckdb_setting", []), "--duckdb-setting"))
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    if spark_conf:
+        if config.spark != "local" or config.engine == IN_PROCESS_ENGINE:
+            raise CliError("--spark-conf is for the local engine; a remote engine takes --engine-setting")
+        config = replace(config, spark_settings={
+            **config.spark_settings, "spark_conf": dict(item.split("=", 1) for item in spark_conf)})
+    return config
 
 
 def _settings(items: list[str], flag: str) -> dict:
@@ -171,33 +232,33 @@ def _settings(items: list[str], flag: str) -> dict:
 
 
 def cmd_run(args) -> int:
-    from dmscdc_provider.engines import make_engine
+    from dmscdc_provider.engines.choice import RunEngines
     from dmscdc_provider.runner import run_source
 
-    engine_settings = _settings(args.engine_setting, "--engine-setting")
-    if args.spark_conf:
-        if args.engine != "local":
-            raise CliError("--spark-conf is for the local engine; a remote engine takes --engine-setting")
-        engine_settings["spark_conf"] = dict(item.split("=", 1) for item in args.spark_conf)
+    engine_config = _engine_config(args)
     try:
-        engine = make_engine(args.engine, **engine_settings)
+        engines = RunEngines(engine_config)
     except TypeError as error:
-        raise CliError(f"engine {args.engine}: {error}") from error
-    catalog_mode = args.catalog_mode or ("none" if "://" in args.lake else "duckdb")
+        raise CliError(f"engine settings: {error}") from error
+    remote_lake = "://" in args.lake and not args.lake.startswith("file:")
+    catalog_mode = args.catalog_mode or ("none" if remote_lake else "duckdb")
     catalog_settings = _settings(args.catalog_setting, "--catalog-setting")
     if catalog_mode == "duckdb":
         catalog_settings.setdefault("path", args.catalog or default_catalog_path())
     store = _store(args)
-    planner = _planner(args, store, args.lake)
+    planner = _planner(args, store, args.lake, engine_config)
     print(f"dmscdc run: raw {args.raw} -> lake {args.lake}", flush=True)
+    engine_of_table = {}
 
     def started(index, total, plan):
-        print(f"[{index}/{total}] {plan.table}: {plan.mode} merge of {len(plan.files)} file(s) ...", flush=True)
+        engine_of_table[plan.table] = plan.engine
+        print(f"[{index}/{total}] {plan.table}: {plan.mode} merge of {len(plan.files)} file(s) "
+              f"on {plan.engine} ({plan.engine_reason}) ...", flush=True)
 
     def done(index, total, outcome):
-        print(f"[{index}/{total}] {outcome.table}: {_outcome_line(outcome)}", flush=True)
+        print(f"[{index}/{total}] {outcome.table}: {outcome_line(outcome)}", flush=True)
 
-    result = run_source(planner, engine, open_storage(args.lake), cdc_before=args.cdc_before,
+    result = run_source(planner, engines.for_plan, open_storage(args.lake), cdc_before=args.cdc_before,
                         full_refresh=tuple(args.full_refresh), on_table_start=started, on_table_done=done)
     report = result.report
     for name in result.finished_commits:
@@ -212,78 +273,65 @@ def cmd_run(args) -> int:
         print(f"{name}: no new files")
     for problem in report.problems:
         print(f"{problem.table}: FAILED to plan: {problem.problem}", file=sys.stderr)
+    for warning in report.warnings:
+        print(f"{warning.table}: warning: {warning.problem}", file=sys.stderr)
 
     merged = [o.table for o in result.outcomes if o.succeeded]
-    if merged and catalog_mode != "none":
+    catalog_failure = None
+    # DuckDB views are recreated on every run (cheap), so a refresh that failed (a locked
+    # catalog file) is caught up by the next run even when it merges nothing.
+    if catalog_mode != "none" and (merged or catalog_mode == "duckdb"):
         selected = [store.get(path) for path in planner.selected_paths()]
         tables = [state.name for state in selected if state is not None and state.active]
-        refreshed = catalog_refresher(catalog_mode)(args.lake, tables, **catalog_settings)
         where = catalog_settings.get("path") or catalog_settings.get("database") or catalog_settings.get("crawler_name")
-        print(f"catalog {catalog_mode} {where}: {len(refreshed)} table(s) ({', '.join(refreshed)})")
-    _print_summary(result.outcomes)
+        try:
+            refreshed = catalog_refresher(catalog_mode)(args.lake, tables, **catalog_settings)
+            print(f"catalog {catalog_mode} {where}: {len(refreshed)} table(s) ({', '.join(refreshed)})")
+        except Exception as error:  # the merges are committed; say what failed and go on to the summary
+            problem, remedy = ((error.problem, error.remedy) if isinstance(error, CatalogError) else
+                               (one_line(error), "check the catalog settings, then run again"))
+            catalog_failure = (f"catalog {catalog_mode} {where}: FAILED (the merges are committed)\n"
+                               f"  {'cause:':<8}{problem}\n  {'remedy:':<8}{remedy}")
+    _print_summary(result.outcomes, engine_of_table)
     failed = [o for o in result.outcomes if not o.succeeded]
     for outcome in failed:
-        _print_failure(outcome)
+        print(describe_failure(outcome), file=sys.stderr)
+    if catalog_failure:
+        print(catalog_failure, file=sys.stderr)
     store.close()
+    if result.store_failed or catalog_failure:
+        return 2
     return 0 if result.succeeded else 1
 
 
-def _outcome_line(outcome) -> str:
-    if outcome.succeeded:
-        s = outcome.summary
-        read = s.get("rows_read", {})
-        line = (f"ok in {outcome.seconds:.1f}s: read I={read.get('I', 0)} U={read.get('U', 0)} "
-                f"D={read.get('D', 0)}, wrote {s.get('rows_written', 0)} rows, "
-                f"+{s.get('files_added', 0)}/-{s.get('files_removed', 0)} files")
-        skipped = s.get("skipped") or {}
-        if skipped.get("U") or skipped.get("D"):
-            line += f", skipped (no primary key) U={skipped.get('U', 0)} D={skipped.get('D', 0)}"
-        if outcome.note:
-            line += f" ({outcome.note})"
-        return line
-    if outcome.status == "conflict":
-        return f"CONFLICT: {outcome.note}"
-    return f"FAILED: {(outcome.error or {}).get('problem')}"
-
-
-def _print_failure(outcome) -> None:
-    error = outcome.error or {}
-    lines = [f"{outcome.table}: {outcome.status.upper()}"]
-    if error.get("file"):
-        lines.append(f"  file:   {error['file']}")
-    if error.get("problem"):
-        lines.append(f"  problem: {error['problem']}")
-    if error.get("remedy"):
-        lines.append(f"  remedy: {error['remedy']}")
-    if outcome.note:
-        lines.append(f"  note:   {outcome.note}")
-    print("\n".join(lines), file=sys.stderr)
-
-
-def _print_summary(outcomes) -> None:
+def _print_summary(outcomes, engine_of_table: dict) -> None:
     if not outcomes:
         print("summary: nothing to merge")
         return
-    header = f"{'table':<32} {'status':<10} {'files':>5} {'I':>8} {'U':>8} {'D':>8} {'written':>9} {'+files':>6} {'-files':>6} {'secs':>7}"
+    header = (f"{'table':<32} {'engine':<14} {'status':<10} {'files':>5} {'I':>8} {'U':>8} {'D':>8} "
+              f"{'written':>9} {'+files':>6} {'-files':>6} {'secs':>7}")
     print("summary:")
     print(header)
     for o in outcomes:
         s = o.summary or {}
         read = s.get("rows_read", {})
-        print(f"{o.table:<32} {o.status:<10} {s.get('files_read', ''):>5} {read.get('I', ''):>8} "
+        print(f"{o.table:<32} {engine_of_table.get(o.table) or '':<14} {o.status:<10} "
+              f"{s.get('files_read', ''):>5} {read.get('I', ''):>8} "
               f"{read.get('U', ''):>8} {read.get('D', ''):>8} {s.get('rows_written', ''):>9} "
               f"{s.get('files_added', ''):>6} {s.get('files_removed', ''):>6} {o.seconds:>7.1f}")
 
 
 def cmd_plan(args) -> int:
+    engine_config = _engine_config(args)
     store = _store(args)
-    report = _planner(args, store, args.lake).plan()
+    report = _planner(args, store, args.lake, engine_config).plan()
     print(json.dumps({
         "plans": [p.to_dict() for p in report.plans],
         "registered": report.registered,
         "inactive": report.inactive,
         "up_to_date": report.up_to_date,
         "problems": [{"table": p.table, "problem": p.problem} for p in report.problems],
+        "warnings": [{"table": w.table, "warning": w.problem} for w in report.warnings],
     }, indent=2))
     store.close()
     return 1 if report.problems else 0
@@ -293,6 +341,8 @@ def cmd_tables(args) -> int:
     store = _store(args)
     planner = _planner(args, store, "LAKE")
     states = sorted(planner.register_new(PlanningReport()), key=lambda s: s.name)
+    for problem in planner.ambiguous_folder_problems():
+        print(f"{problem.table}: not registered: {problem.problem}", file=sys.stderr)
     if args.json:
         print(json.dumps([s.to_item() for s in states], indent=2))
     else:
@@ -315,6 +365,10 @@ def cmd_configure(args) -> int:
     store = _store(args)
     path = controller_path(args.raw, schema, table)
     if store.get(path) is None:
+        if not args.create and (schema, table) not in Planner(args.raw, "LAKE", store, open_storage(args.raw)).discover():
+            raise CliError(f"{args.table} is not a table folder under {args.raw} and has no controller item; "
+                           "check the name with `dmscdc tables`, or pass --create to configure it before "
+                           "DMS writes its first file")
         store.register(TableState(path=path, schema=schema, table=table))
     changes = {}
     if args.active is not None:
@@ -377,7 +431,7 @@ def cmd_demo_source(args) -> int:
 def cmd_mwaa_bundle(args) -> int:
     from dmscdc_provider.mwaa import build_bundle
 
-    for path in build_bundle(args.out, dags=args.dags, airflow_version=args.airflow_version):
+    for path in build_bundle(args.out, dags=args.dags, sources=args.sources, airflow_version=args.airflow_version):
         print(f"dmscdc mwaa-bundle: wrote {path}")
     return 0
 

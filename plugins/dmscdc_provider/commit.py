@@ -40,6 +40,7 @@ def commit_record(plan: TablePlan, attempt_id: str, result: dict) -> dict:
         files_read=len(plan.files),
         files_added=len(result["files_added"]),
         files_removed=len(result["files_removed"]),
+        raw_listed_at=plan.raw_listed_at,
     )
     return {
         "plan_id": plan.plan_id,

@@ -156,6 +156,37 @@ DEMO_TABLE_SETTINGS = {
 }
 
 
+def _has_files(raw: str, folder: str) -> bool:
+    from dmscdc_provider.storage import open_storage
+
+    try:
+        return bool(open_storage(raw).list_files(f"{raw.rstrip('/')}/{folder}"))
+    except FileNotFoundError:
+        return False
+
+
+def _write_raw(raw: str, write) -> None:
+    """``write(folder)`` the demo's DMS files into ``raw``: a local folder, ``file://`` or ``s3://``
+    (written to a temporary folder, then uploaded file by file with boto3's credentials)."""
+    from dmscdc_provider.arrow_fs import local_path
+
+    if raw.startswith("s3://"):
+        from dmscdc_provider.aws.s3_storage import S3Storage
+
+        storage = S3Storage()
+        with tempfile.TemporaryDirectory(prefix="dmscdc-demo-raw-") as staging:
+            write(staging)
+            for folder, _subfolders, names in os.walk(staging):
+                for name in names:
+                    path = os.path.join(folder, name)
+                    with open(path, "rb") as handle:
+                        storage.write_bytes(f"{raw.rstrip('/')}/{os.path.relpath(path, staging)}", handle.read())
+        return
+    if "://" in raw and not raw.startswith("file:"):
+        raise ValueError(f"demo-source writes to a local folder, file:// or s3://, not {raw}")
+    write(local_path(raw))
+
+
 def prepare_demo_source(raw: str, state: str, changes: bool = False) -> list[str]:
     """The demo source for a scheduler (the Airflow DAG) to load: the initial load as DMS writes
     it, tables configured as the blog configures them; with ``changes``, also the change batch.
@@ -166,8 +197,8 @@ def prepare_demo_source(raw: str, state: str, changes: bool = False) -> list[str
     from dmscdc_provider.state.base import TableState, open_store
 
     done = []
-    if not os.path.isdir(os.path.join(raw, "sales")):
-        write_initial_load(raw)
+    if not _has_files(raw, "sales"):
+        _write_raw(raw, write_initial_load)
         done.append(f"wrote the initial load under {raw}")
     store = open_store(state)
     try:
@@ -181,6 +212,6 @@ def prepare_demo_source(raw: str, state: str, changes: bool = False) -> list[str
     finally:
         store.close()
     if changes:
-        write_change_batch(raw)
+        _write_raw(raw, write_change_batch)
         done.append(f"wrote the change batch under {raw}")
     return done

@@ -1,13 +1,16 @@
 """Write files the way an AWS DMS S3 target does, for the demo, the benchmark and tests.
 
 Parquet files follow the blog's endpoint settings (``includeOpForFullLoad=true``,
-``parquetTimestampInMillisecond=true``); CSV files have a header row
-(``addColumnName=true``), ``,`` as delimiter and ``NULL`` for nulls unless told otherwise.
+``parquetTimestampInMillisecond=true``); CSV files follow DMS's defaults: a header row
+(``addColumnName=true``), ``,`` as delimiter, ``NULL`` for nulls (``csvNullValue``) unless told
+otherwise, and ``Rfc4180=true`` quoting: a value holding a double quote, the delimiter or a line
+break (``\n`` or ``\r``) is enclosed in double quotes with every inner quote doubled; every other
+value, the empty string and the null marker included, is written as it is.
 """
 
 from __future__ import annotations
 
-import csv
+import gzip
 import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -62,12 +65,13 @@ def write_dms_file(
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fields = ([pa.field("Op", pa.string())] if with_op else []) + list(schema)
     full_schema = pa.schema(fields)
-    if path.endswith(".csv"):
-        with open(path, "w", newline="") as handle:
-            writer = csv.writer(handle, delimiter=csv_delimiter, lineterminator="\n")
-            writer.writerow(full_schema.names)
+    if path.endswith((".csv", ".csv.gz")):  # compressionType=GZIP adds .gz
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "wt", newline="", encoding="utf-8") as handle:
+            handle.write(_csv_line(full_schema.names, csv_delimiter))
             for row in rows:
-                writer.writerow([_csv_value(row.get(name), csv_null_value) for name in full_schema.names])
+                handle.write(_csv_line([_csv_value(row.get(name), csv_null_value) for name in full_schema.names],
+                                       csv_delimiter))
     else:
         table = pa.Table.from_pylist([{n: row.get(n) for n in full_schema.names} for row in rows], full_schema)
         pq.write_table(table, path, row_group_size=row_group_size)
@@ -75,6 +79,17 @@ def write_dms_file(
         stamp = modified.timestamp()
         os.utime(path, (stamp, stamp))
     return path
+
+
+def _csv_line(values: Sequence[str], delimiter: str) -> str:
+    # Not the csv module: it leaves a lone "\r" unquoted, where DMS quotes every line break.
+    return delimiter.join(_rfc4180_field(value, delimiter) for value in values) + "\n"
+
+
+def _rfc4180_field(value: str, delimiter: str) -> str:
+    if any(special in value for special in ('"', delimiter, "\n", "\r")):
+        return '"' + value.replace('"', '""') + '"'
+    return value
 
 
 def _csv_value(value, null_value: str) -> str:

@@ -31,6 +31,11 @@ def get_provider_info() -> dict:
             }
         ],
         "sensors": [{"integration-name": INTEGRATION, "python-modules": ["dmscdc_provider.sensors.raw_files"]}],
+        "extra-links": [
+            "dmscdc_provider.links.DmsCdcGlueJobRunLink",
+            "dmscdc_provider.links.DmsCdcEmrServerlessJobRunLink",
+            "dmscdc_provider.links.DmsCdcEmrStepLink",
+        ],
         "triggers": [
             {
                 "integration-name": INTEGRATION,

@@ -38,6 +38,9 @@ class TablePlan:
     :param engine: the engine that merges this plan (``auto`` resolves it per table at planning
         time); None: the caller's configured engine.
     :param engine_reason: why that engine was chosen (shown in progress lines and task logs).
+    :param raw_listed_at: when the planner listed the table's raw folder (ISO, UTC); the commit
+        records it, and the next planning reports CDC files named before the watermark that
+        arrived after it (late files).
     """
 
     table: str
@@ -56,6 +59,7 @@ class TablePlan:
     superseded_files: list[str] = field(default_factory=list)
     engine: str | None = None
     engine_reason: str | None = None
+    raw_listed_at: str | None = None
 
     @property
     def schema_name(self) -> str:

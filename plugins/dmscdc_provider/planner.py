@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from typing import Callable
 
 from dmscdc_provider.dms_files import DmsFile, classify, dms_sort_key, file_name
 from dmscdc_provider.plan import TablePlan
 from dmscdc_provider.state.base import NEVER_LOADED, ControllerStore, TableState
-from dmscdc_provider.storage import Storage, join
+from dmscdc_provider.storage import Storage, join, local_path
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,15 @@ DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 def controller_path(raw_root: str, schema: str, table: str) -> str:
-    """The controller key for a table, as the blog writes it: ``bucket/prefix/schema/table/``."""
-    root = raw_root.split("://", 1)[-1].rstrip("/")
+    """The controller key for a table, as the blog writes it: ``bucket/prefix/schema/table/``.
+
+    A local raw root is keyed by its absolute path, so ``raw``, ``./raw``, ``/abs/raw`` and
+    ``file:///abs/raw`` name the same tables.
+    """
+    if "://" in raw_root and not raw_root.startswith("file:"):
+        root = raw_root.split("://", 1)[-1].rstrip("/")
+    else:
+        root = local_path(raw_root).rstrip("/")
     return f"{root}/{schema}/{table}/"
 
 
@@ -62,19 +70,42 @@ class PlanningReport:
     inactive: list[str] = field(default_factory=list)
     up_to_date: list[str] = field(default_factory=list)
     problems: list[PlanningProblem] = field(default_factory=list)
+    # Findings that do not stop a table (files ignored, LOAD counter gaps): said, not fatal.
+    warnings: list[PlanningProblem] = field(default_factory=list)
 
 
-def list_table_files(storage: Storage, table_root: str) -> list[DmsFile]:
-    """DMS data files under one table folder (any depth: date-partitioned CDC folders)."""
+def list_table_files(storage: Storage, table_root: str, ignored: list[str] | None = None) -> list[DmsFile]:
+    """DMS data files under one table folder (any depth: date-partitioned CDC folders).
+
+    :param ignored: collects the paths of visible files that are not DMS data file names.
+    """
     found = []
     for stored in storage.list_files(table_root):
         name = file_name(stored.path)
         kind = classify(name)
         if kind is None:
             log.debug("ignoring %s: not a DMS LOAD or CDC file", stored.path)
+            if ignored is not None:
+                ignored.append(stored.path)
             continue
         found.append(DmsFile(stored.path, name, kind, stored.size, stored.modified))
     return sorted(found, key=lambda f: f.sort_key)
+
+
+def load_counter_gaps(loads: list[DmsFile]) -> list[str]:
+    """Names of LOAD files missing from a full load: DMS numbers each segment's files 1, 2, 3 ..."""
+    counters: dict[str, list[int]] = {}
+    extension: dict[str, str] = {}
+    for load in loads:
+        _, segment, counter, name = load.sort_key
+        counters.setdefault(segment, []).append(counter)
+        extension.setdefault(segment, name[name.index("."):])
+    missing = []
+    for segment, present in sorted(counters.items()):
+        prefix = f"LOAD_{segment}_" if segment else "LOAD"
+        for counter in sorted(set(range(1, max(present) + 1)) - set(present)):
+            missing.append(f"{prefix}{counter:08X}{extension[segment]}")
+    return missing
 
 
 def _seconds(moment: datetime) -> str:
@@ -145,6 +176,49 @@ def plan_table(
     )
 
 
+def late_files(state: TableState, files: list[DmsFile]) -> list[DmsFile]:
+    """CDC files named at or before the table's watermark that arrived after the run that
+    moved the watermark listed raw: an incremental plan would never apply them.
+
+    The instant is the listing time the last commit recorded (``LastRun.raw_listed_at``); for a
+    state without one (written by an older version or the blog), the watermark file's own
+    LastModified.
+    """
+    watermark = state.last_incremental_file
+    if watermark is None or classify(file_name(watermark)) != "cdc":
+        return []
+    last = dms_sort_key(file_name(watermark))
+    listed_at = _instant((state.last_run or {}).get("raw_listed_at"))
+    if listed_at is None:
+        mark = next((f for f in files if f.name == file_name(watermark)), None)
+        if mark is None:
+            return []
+        listed_at = mark.modified
+    return [f for f in files if f.kind == "cdc" and f.sort_key <= last and f.modified > listed_at]
+
+
+def _instant(text: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def late_files_problem(state: TableState, late: list[DmsFile], has_load_files: bool) -> PlanningProblem:
+    names = ", ".join(f.path for f in late[:5]) + (f" and {len(late) - 5} more" if len(late) > 5 else "")
+    if has_load_files:
+        remedy = (f"`dmscdc run --full-refresh {state.name}` (the DAG's full_refresh param) rebuilds the table "
+                  "from its LOAD files and applies every CDC file after them in name order, these included")
+    else:
+        remedy = ("reload the table in DMS (reload-target): the next run rebuilds it from the new LOAD files, "
+                  "which hold these changes")
+    return PlanningProblem(state.name, (
+        f"{len(late)} CDC file(s) named before the table's watermark {file_name(state.last_incremental_file)} "
+        f"arrived after it was applied (a late delivery or a restored copy), so an incremental merge would "
+        f"never apply them: {names}. Remedy: {remedy}; if a file is a copy of one already applied, remove "
+        "it from raw. The table is not merged until then; its state is unchanged."))
+
+
 def _plan(state, mode, files, lake_root, full_date, incremental_file, delimiter, null_value, superseded):
     return TablePlan(
         table=state.name,
@@ -185,6 +259,8 @@ class Planner:
     :param store: the controller store.
     :param storage: storage for ``raw_root``.
     :param tables: comma-separated globs on ``schema.table``.
+    :param choose_engine: names the engine of each plan (``EngineConfig.choose``); None: plans
+        name no engine.
     """
 
     def __init__(
@@ -196,23 +272,42 @@ class Planner:
         tables: str | None = None,
         csv_delimiter: str = ",",
         csv_null_value: str = "NULL",
+        choose_engine: Callable[[TablePlan], TablePlan] | None = None,
     ):
         self.raw_root = raw_root
         self.lake_root = lake_root
         self.store = store
         self.storage = storage
         self.tables = tables
+        self.ambiguous_folders: list[tuple[str, str]] = []
         self.csv_delimiter = csv_delimiter
         self.csv_null_value = csv_null_value
+        self.choose_engine = choose_engine
 
     def discover(self) -> list[tuple[str, str]]:
-        """``(schema, table)`` folders under the raw root."""
+        """``(schema, table)`` folders under the raw root.
+
+        A schema folder whose name holds a dot is left out (see ``ambiguous_folders``): a table
+        is named ``schema.table``, and ``a.b/c`` and ``a/b.c`` would both be ``a.b.c``.
+        """
         found = []
+        self.ambiguous_folders = []
         for schema in self.storage.list_folders(self.raw_root):
             for table in self.storage.list_folders(join(self.raw_root, schema)):
                 if table_matches(f"{schema}.{table}", self.tables):
-                    found.append((schema, table))
+                    (self.ambiguous_folders if "." in schema else found).append((schema, table))
         return found
+
+    def ambiguous_folder_problems(self) -> list[PlanningProblem]:
+        """Problems for the dotted schema folders the last ``discover`` left out."""
+        return [PlanningProblem(
+            f"{schema}.{table}",
+            f"the schema folder {join(self.raw_root, schema)!r} has a dot in its name, so the table name "
+            f"{schema}.{table} cannot be told apart from schema {schema.split('.', 1)[0]!r}, table "
+            f"'{schema.split('.', 1)[1]}.{table}'; the folder is not registered or merged. Remedy: rename "
+            "the schema in the DMS task's table mappings (a transformation rule with rule-target schema "
+            "and rule-action rename, e.g. to a name with '_' for '.').",
+        ) for schema, table in self.ambiguous_folders]
 
     def selected_paths(self) -> list[str]:
         """Controller keys of the selected table folders under the raw root."""
@@ -226,10 +321,18 @@ class Planner:
             path = controller_path(self.raw_root, schema, table)
             state = self.store.get(path)
             if state is None:
-                state = TableState(path=path, schema=schema, table=table)
-                if self.store.register(state):
-                    report.registered.append(state.name)
-                    log.info("registered %s (inactive): activate it with `dmscdc configure`", state.name)
+                # Versions before local keys were absolute keyed a table by the raw path as typed.
+                as_typed = f"{self.raw_root.rstrip('/')}/{schema}/{table}/"
+                typed_locally = "://" not in self.raw_root
+                earlier = self.store.get(as_typed) if typed_locally and as_typed != path else None
+                if earlier is not None:
+                    if self.store.register(earlier.evolve(path=path)):
+                        log.info("%s: continues from the controller item %s", earlier.name, as_typed)
+                else:
+                    state = TableState(path=path, schema=schema, table=table)
+                    if self.store.register(state):
+                        report.registered.append(state.name)
+                        log.info("registered %s (inactive): activate it with `dmscdc configure`", state.name)
                 state = self.store.get(path)
             states.append(state)
         return states
@@ -246,13 +349,19 @@ class Planner:
         :param full_refresh: globs of tables to rebuild from their LOAD files.
         """
         report = PlanningReport()
-        for state in self.register_new(report):
+        states = self.register_new(report)
+        report.problems.extend(self.ambiguous_folder_problems())
+        for state in states:
             if not state.active:
                 report.inactive.append(state.name)
                 continue
             table_root = join(self.raw_root, state.schema, state.table)
+            # Recorded with the commit: a CDC file named before the new watermark that arrives
+            # after this instant was not seen by this run (``late_files``).
+            listed_at = datetime.now(timezone.utc)
+            ignored: list[str] = []
             try:
-                files = list_table_files(self.storage, table_root)
+                files = list_table_files(self.storage, table_root, ignored)
             except OSError as error:
                 report.problems.append(PlanningProblem(
                     state.name,
@@ -260,8 +369,9 @@ class Planner:
                     "readable by this worker. The table's state is unchanged.",
                 ))
                 continue
+            current = state_after_pending(state)
             plan = plan_table(
-                state_after_pending(state),
+                current,
                 files,
                 self.lake_root,
                 cdc_before=cdc_before,
@@ -269,8 +379,25 @@ class Planner:
                 csv_delimiter=self.csv_delimiter,
                 csv_null_value=self.csv_null_value,
             )
-            if plan is None:
+            for path in ignored:
+                report.warnings.append(PlanningProblem(
+                    state.name, f"ignored {path}: not a DMS file name (LOAD<hex counter> or "
+                    "YYYYMMDD-HHMMSS<fraction>, .parquet/.csv/.csv.gz); rename or move it if it holds changes"))
+            late = late_files(current, files) if plan is None or plan.mode == "incremental" else []
+            if late:
+                problem = late_files_problem(current, late, any(f.kind == "load" for f in files))
+                log.warning("%s: %s", problem.table, problem.problem)
+                report.problems.append(problem)
+            elif plan is None:
                 report.up_to_date.append(state.name)
             else:
-                report.plans.append(plan)
+                plan = replace(plan, raw_listed_at=listed_at.isoformat())
+                report.plans.append(self.choose_engine(plan) if self.choose_engine else plan)
+                missing = load_counter_gaps([f for f in files if f.path in {e["path"] for e in plan.files}
+                                             and f.kind == "load"])
+                if missing:
+                    report.warnings.append(PlanningProblem(
+                        state.name, f"the full load has no {', '.join(missing)} (DMS numbers LOAD files "
+                        "without gaps): its rows are not in the lake; if the file was lost, reload "
+                        "the table in DMS (the next run loads the new LOAD files)"))
         return report

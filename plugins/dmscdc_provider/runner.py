@@ -10,14 +10,21 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from enum import StrEnum
+from typing import TYPE_CHECKING, Callable
 
-from dmscdc_provider.engines import MergeEngine
+from dmscdc_provider.engines import EngineUnavailable, MergeEngine
 from dmscdc_provider.commit import StepCallback, _no_steps, commit_record, finish, record
 from dmscdc_provider.plan import TablePlan
-from dmscdc_provider.state.base import ConcurrentCommitError, ControllerStore, TableState
+from dmscdc_provider.report import one_line, remedy_for_crash
+from dmscdc_provider.state.base import (
+    ConcurrentCommitError,
+    ControllerStore,
+    StoreBusyError,
+    StoreUnavailableError,
+    TableState,
+)
 from dmscdc_provider.storage import Storage
 
 if TYPE_CHECKING:
@@ -127,6 +134,25 @@ class MergeProgress:
             self._set(None, f"{table}: controller state committed (version {detail.get('version')})")
 
 
+class FailureKind(StrEnum):
+    """Why a merge failed, which decides whether running the same plan again can succeed.
+
+    An engine's ``failed`` result is bad input unless its error says ``"kind":
+    "infrastructure"`` (docs/plan-and-result.md): the engines report what they could not
+    read or apply; a crash, a job that wrote no result or an unreachable service is
+    reported by the code that saw it, with this kind.
+    """
+
+    INPUT = "input"  # bad input or configuration: fix it, then clear the task
+    INFRASTRUCTURE = "infrastructure"  # store, network, engine start: a retry can heal it
+
+
+def infrastructure_error(table: str, problem: str, remedy: str) -> dict:
+    """The error document of a failure a retry may heal (no file to blame)."""
+    return {"table": table, "file": None, "problem": problem, "remedy": remedy,
+            "kind": FailureKind.INFRASTRUCTURE.value}
+
+
 @dataclass
 class TableOutcome:
     """What happened to one table in a run.
@@ -149,6 +175,13 @@ class TableOutcome:
     def succeeded(self) -> bool:
         return self.status == SUCCEEDED
 
+    @property
+    def failure_kind(self) -> FailureKind | None:
+        """For a failed table: input (retrying the plan cannot help) or infrastructure."""
+        if self.status != FAILED:
+            return None
+        return FailureKind((self.error or {}).get("kind") or FailureKind.INPUT)
+
     def to_dict(self) -> dict:
         return {
             "table": self.table, "status": self.status, "plan_id": self.plan_id,
@@ -166,12 +199,21 @@ class AttemptStart:
 
 
 def start_attempt(
-    plan: TablePlan, store: ControllerStore, storage: Storage, on_step: StepCallback = _no_steps
+    plan: TablePlan,
+    store: ControllerStore,
+    storage: Storage,
+    on_step: StepCallback = _no_steps,
+    *,
+    aws_conn_id: str | None = None,
+    region_name: str | None = None,
 ) -> AttemptStart:
     """Before a merge: finish a commit an earlier attempt recorded, detect a plan already
-    committed (a retry after the commit) or made stale by another run, else name a new attempt.
+    committed (a retry after the commit) or made stale by another run, check the plan's input
+    (``input_checks``: every engine's merge goes through here), else name a new attempt.
 
     :param storage: storage of the lake (for publishing staged files).
+    :param aws_conn_id: AWS connection for reading ``s3://`` footers (None: boto3's chain).
+    :param region_name: AWS region for it.
     """
     started = time.monotonic()
 
@@ -196,6 +238,11 @@ def start_attempt(
             note=f"the table's state moved from version {plan.base_version} to {state.version} "
             "since this plan was made (another run committed it); nothing was changed, plan again",
         )
+    from dmscdc_provider.input_checks import check_plan_inputs  # pyarrow: not at DAG-parse time
+
+    problem = check_plan_inputs(plan, aws_conn_id=aws_conn_id, region_name=region_name)
+    if problem is not None:  # before anything is staged: the table's state stays where it was
+        return done(FAILED, error=problem.to_error())
     return AttemptStart(attempt_id=f"{plan.plan_id}-{uuid.uuid4().hex[:8]}")
 
 
@@ -231,6 +278,10 @@ def complete_attempt(
     except ConcurrentCommitError as error:
         storage.delete_tree(staging)
         return outcome(CONFLICT, note=f"{error}; another run committed this table first, nothing was changed")
+    except StoreBusyError:
+        # Nothing was recorded, so no later attempt can publish these files: drop them now.
+        storage.delete_tree(staging)
+        raise
     on_step("commit_recorded", {"version": recorded.version})
     committed = finish(store, storage, recorded, on_step)
     summary = dict(committed.last_run or {})
@@ -245,24 +296,31 @@ def run_table(
     store: ControllerStore,
     storage: Storage,
     on_step: StepCallback = _no_steps,
+    *,
+    aws_conn_id: str | None = None,
+    region_name: str | None = None,
 ) -> TableOutcome:
     """Merge one table's plan and commit it; repeating a plan never applies it twice.
 
     :param storage: storage of the lake (for publishing staged files).
     :param on_step: called with each protocol step (progress reporting).
+    :param aws_conn_id: AWS connection for the input check's footer reads.
+    :param region_name: AWS region for it.
     """
     started = time.monotonic()
-    start = start_attempt(plan, store, storage, on_step)
+    start = start_attempt(plan, store, storage, on_step, aws_conn_id=aws_conn_id, region_name=region_name)
     if start.outcome is not None:
         return start.outcome
     on_step("merge_started", {"attempt_id": start.attempt_id})
     try:
         result = engine.run(plan.engine_plan(start.attempt_id))
+    except EngineUnavailable:  # raised before the engine staged anything
+        raise
     except Exception as error:  # the engine crashed: nothing was recorded, drop what it staged
-        log.exception("%s: merge failed", plan.table)
-        result = {"status": FAILED, "error": {
-            "table": plan.table, "file": None, "problem": f"the merge failed: {error}",
-            "remedy": "see the log; the table's state is unchanged, run again"}}
+        log.debug("%s: the merge failed", plan.table, exc_info=True)
+        cause = one_line(error)
+        result = {"status": FAILED, "error": infrastructure_error(
+            plan.table, f"the merge failed: {cause}", remedy_for_crash(cause))}
     return complete_attempt(plan, start.attempt_id, result, store, storage, on_step,
                             seconds=time.monotonic() - started)
 
@@ -281,6 +339,14 @@ def finish_pending_commits(store: ControllerStore, storage: Storage, states: lis
     return finished
 
 
+def store_failure(table: str, error: StoreUnavailableError) -> dict:
+    """The error document of a table the controller store failed: the message names the store."""
+    message = one_line(error)
+    problem, _, remedy = message.partition("; ")
+    return {"table": table, "file": None, "problem": problem, "store": True, "kind": FailureKind.INFRASTRUCTURE.value,
+            "remedy": (remedy or "check the store and run again") + "; the table's state is unchanged"}
+
+
 @dataclass
 class SourceRun:
     """The outcome of one run over a raw location: planning findings and one outcome per table."""
@@ -293,10 +359,15 @@ class SourceRun:
     def succeeded(self) -> bool:
         return not self.report.problems and all(o.succeeded for o in self.outcomes)
 
+    @property
+    def store_failed(self) -> bool:
+        """The controller store failed a table (locked, unreachable): not the input's fault."""
+        return any((o.error or {}).get("store") for o in self.outcomes)
+
 
 def run_source(
     planner: "Planner",
-    engine: MergeEngine,
+    engine: MergeEngine | Callable[[TablePlan], MergeEngine],
     lake_storage: Storage,
     *,
     cdc_before=None,
@@ -307,6 +378,9 @@ def run_source(
     """Finish commits left by crashed runs, plan, and merge every planned table in turn.
 
     A failing table does not stop the others; its state stays where it was.
+
+    :param engine: the engine for every table, or a function giving the engine a plan names
+        (``RunEngines.for_plan``).
     """
     selected = [s for s in (planner.store.get(p) for p in planner.selected_paths()) if s is not None]
     finished = finish_pending_commits(planner.store, lake_storage, selected)
@@ -316,11 +390,18 @@ def run_source(
         if on_table_start:
             on_table_start(index, len(report.plans), plan)
         try:
-            table_outcome = run_table(plan, engine, planner.store, lake_storage)
+            table_engine = engine if isinstance(engine, MergeEngine) else engine(plan)
+            table_outcome = run_table(plan, table_engine, planner.store, lake_storage)
+        except EngineUnavailable:  # every table would fail the same way
+            raise
+        except StoreUnavailableError as error:
+            log.debug("%s: the controller store failed", plan.table, exc_info=True)
+            table_outcome = TableOutcome(plan.table, FAILED, plan.plan_id, error=store_failure(plan.table, error))
         except Exception as error:  # one table's infrastructure error must not stop the others
-            log.exception("%s: run failed", plan.table)
-            table_outcome = TableOutcome(plan.table, FAILED, plan.plan_id, error={
-                "problem": str(error), "remedy": "see the log; run again once the cause is fixed"})
+            log.debug("%s: the run failed", plan.table, exc_info=True)
+            cause = one_line(error)
+            table_outcome = TableOutcome(plan.table, FAILED, plan.plan_id, error=infrastructure_error(
+                plan.table, cause, remedy_for_crash(cause)))
         outcomes.append(table_outcome)
         if on_table_done:
             on_table_done(index, len(report.plans), table_outcome)

@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Protocol
+from urllib.parse import unquote, urlparse
 
 
 @dataclass(frozen=True)
@@ -53,15 +54,24 @@ def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *[p.strip("/") for p in parts if p]])
 
 
+def local_path(uri: str) -> str:
+    """``file:///x/y`` or ``file:/x/y`` -> ``/x/y``; a plain path is made absolute."""
+    if uri.startswith("file:"):
+        return unquote(urlparse(uri).path)
+    return os.path.abspath(uri)
+
+
 def is_hidden(relative_path: str) -> bool:
     """A ``_`` or ``.`` name anywhere in the path: readers and crawlers skip it, so does dmscdc."""
     return any(part.startswith(("_", ".")) for part in relative_path.split("/"))
 
 
 class LocalStorage:
-    """Storage on a local or mounted file system."""
+    """Storage on a local or mounted file system; takes plain paths and ``file://`` URIs alike
+    (a commit recorded with either form finishes with either)."""
 
     def list_files(self, root: str) -> list[StoredObject]:
+        root = local_path(root)
         if not os.path.isdir(root):
             raise FileNotFoundError(f"folder {root} does not exist or is not readable")
         found = []
@@ -78,6 +88,7 @@ class LocalStorage:
         return found
 
     def list_folders(self, root: str) -> list[str]:
+        root = local_path(root)
         if not os.path.isdir(root):
             raise FileNotFoundError(f"folder {root} does not exist or is not readable")
         return sorted(
@@ -85,6 +96,7 @@ class LocalStorage:
         )
 
     def move(self, source: str, target: str) -> None:
+        source, target = local_path(source), local_path(target)
         if not os.path.exists(source):
             if os.path.exists(target):
                 return
@@ -94,15 +106,15 @@ class LocalStorage:
 
     def delete(self, path: str) -> None:
         try:
-            os.remove(path)
+            os.remove(local_path(path))
         except FileNotFoundError:
             pass
 
     def delete_tree(self, root: str) -> None:
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(local_path(root), ignore_errors=True)
 
     def exists(self, path: str) -> bool:
-        return os.path.exists(path)
+        return os.path.exists(local_path(path))
 
     def read_bytes(self, path: str) -> bytes:
         with open(path, "rb") as handle:

@@ -15,6 +15,8 @@ from dmscdc_provider.dag_factory import SourceConfigError, build_source_dag, dag
 from dmscdc_provider.dag_factory.builder import CONFIG_ERROR_TAG
 from dmscdc_provider.engines import ENGINE_CLASSES
 
+DEMO_CONFIG = DAGS_FOLDER / "sources" / "demo.yaml"
+
 MINIMAL = """
 source: sales
 raw: s3://dms-bucket/raw/
@@ -34,10 +36,37 @@ def test_minimal_config_gets_defaults_and_trailing_slashes_are_dropped(tmp_path)
 
     assert config.dag_id == "dmscdc_sales"
     assert config.raw == "s3://dms-bucket/raw"
-    assert (config.engine, config.catalog_mode) == ("local", "duckdb")
+    # An omitted schedule means manual runs only (docs/airflow.md); an S3 lake's catalog is Glue.
+    assert (config.engine, config.catalog_mode, config.schedule) == ("auto", "glue_tables", None)
+    assert config.engine_config.engines == ("duckdb", "local")
+    assert config.inprocess_max_bytes == 2**30
     assert config.wait_for_changes.mode == "reschedule"
     assert config.merge.retries == 2
     assert config.aws_conn_id == "aws_default"
+
+
+def test_an_s3_lake_defaults_to_glue_tables_in_a_database_named_after_the_source(tmp_path):
+    config = load_source_config(write(tmp_path, "sales.yaml", MINIMAL.replace("source: sales", "source: Sales")))
+
+    assert (config.catalog_mode, config.catalog_settings) == ("glue_tables", {"database": "dmscdc_sales"})
+
+
+def test_a_local_lake_defaults_to_a_duckdb_catalog(tmp_path):
+    config = load_source_config(write(tmp_path, "demo.yaml", """
+        source: demo
+        raw: /data/raw
+        lake: /data/lake
+        state: sqlite:////data/state.sqlite
+    """))
+
+    assert (config.catalog_mode, config.catalog_settings) == ("duckdb", {})
+
+
+def test_a_duckdb_catalog_over_an_s3_lake_fails_the_check_naming_the_file_and_key(tmp_path):
+    path = write(tmp_path, "sales.yaml", MINIMAL + "catalog: {mode: duckdb, settings: {path: /tmp/c.duckdb}}\n")
+
+    with pytest.raises(SourceConfigError, match=r"sales\.yaml: catalog\.mode duckdb .* s3://lake-bucket/lake"):
+        load_source_config(path)
 
 
 def test_environment_variables_fill_values_and_numbers_keep_their_type(tmp_path, monkeypatch):
@@ -132,6 +161,46 @@ def test_every_registered_engine_name_is_accepted(tmp_path, engine):
     assert load_source_config(write(tmp_path, "sales.yaml", MINIMAL + f"engine: {engine}\n")).engine == engine
 
 
+def test_engine_auto_takes_a_spark_engine_a_threshold_and_settings_for_each_engine(tmp_path, monkeypatch):
+    monkeypatch.setenv("INPROCESS_MAX", "256MiB")
+    config = load_source_config(write(tmp_path, "sales.yaml", MINIMAL + """
+engine:
+  name: auto
+  spark_engine: glue
+  inprocess_max_bytes: ${INPROCESS_MAX}
+  settings: {role_arn: "arn:aws:iam::123456789012:role/glue", artifacts_uri: s3://lake-bucket/artifacts}
+  duckdb_settings: {memory_limit: 1GB, temp_directory: /tmp/dmscdc-spill}
+"""))
+
+    engines = config.engine_config
+    assert (engines.engine, engines.spark, engines.inprocess_max_bytes) == ("auto", "glue", 256 * 2**20)
+    assert engines.settings_for("glue") == {"role_arn": "arn:aws:iam::123456789012:role/glue",
+                                            "artifacts_uri": "s3://lake-bucket/artifacts"}
+    assert engines.settings_for("duckdb") == {"memory_limit": "1GB", "temp_directory": "/tmp/dmscdc-spill"}
+
+
+def test_an_existing_single_engine_config_keeps_its_meaning(tmp_path):
+    config = load_source_config(write(tmp_path, "sales.yaml", MINIMAL + """
+engine: {name: glue, settings: {role_arn: r, artifacts_uri: s3://a}}
+"""))
+
+    assert config.engine_config.engines == ("glue",)
+    assert config.engine_settings == {"role_arn": "r", "artifacts_uri": "s3://a"}
+
+
+@pytest.mark.parametrize(("engine", "message"), [
+    ("engine: {name: glue, spark_engine: emr}", "spark_engine 'emr' is for engine auto"),
+    ("engine: {name: auto, inprocess_max_bytes: lots}", "not a size"),
+    ("engine: {name: auto, spark: glue}", "unknown key(s) engine.spark"),
+    ("engine: spark", "engine.name: 'spark' is not one of"),
+])
+def test_engine_config_errors_name_the_file(tmp_path, engine, message):
+    with pytest.raises(SourceConfigError, match="sales.yaml") as raised:
+        load_source_config(write(tmp_path, "sales.yaml", MINIMAL + engine + "\n"))
+
+    assert message in str(raised.value)
+
+
 def test_a_missing_required_location_is_an_error(tmp_path):
     with pytest.raises(SourceConfigError, match="lake is required"):
         load_source_config(write(tmp_path, "x.yaml", "source: x\nraw: /r\nstate: /s.sqlite\n"))
@@ -181,3 +250,16 @@ def test_a_file_that_is_not_yaml_gets_a_config_error_dag_named_after_the_file(tm
 
     assert dag_id == "dmscdc_config_error_sales_db"
     assert "not valid YAML" in dag.task_dict["config_error"].message
+
+
+@pytest.mark.parametrize("poke_interval", [None, "2"])
+def test_the_demo_sensor_defers_instead_of_rescheduling_even_with_a_short_poke_interval(monkeypatch, poke_interval):
+    """``reschedule`` with a short poke interval hits Airflow's reschedule race (apache/airflow#71172)."""
+    if poke_interval is None:
+        monkeypatch.delenv("DMSCDC_DEMO_POKE_INTERVAL", raising=False)
+    else:
+        monkeypatch.setenv("DMSCDC_DEMO_POKE_INTERVAL", poke_interval)
+
+    config = load_source_config(str(DEMO_CONFIG))
+
+    assert config.wait_for_changes.mode == "deferrable"

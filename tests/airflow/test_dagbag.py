@@ -49,7 +49,7 @@ def test_demo_dag_waits_plans_merges_per_table_then_refreshes_and_summarises(dag
     assert merge.partial_kwargs["retries"] == 3
     assert merge.partial_kwargs["state_uri"] == "sqlite:////srv/dmscdc-demo/state.sqlite"
 
-    assert tasks["refresh_catalog"].trigger_rule == "all_done_min_one_success"
+    assert tasks["refresh_catalog"].trigger_rule == "all_done"
     assert tasks["refresh_catalog"].outlets == [AssetAlias("dmscdc_demo_lake")]
     assert tasks["refresh_catalog"].inlets == [AssetAlias("dmscdc_demo_lake")]  # reads what it announced
     assert tasks["summary"].trigger_rule == "all_done"
@@ -83,6 +83,19 @@ def test_full_refresh_is_optional_in_the_trigger_form_and_has_a_title_and_descri
     render = Environment().from_string(FULL_REFRESH_TEMPLATE).render
     assert render(params={"full_refresh": None}) == ""
     assert render(params={"full_refresh": ["sales.store", "sales.product"]}) == "sales.store,sales.product"
+
+
+def test_a_run_plans_only_after_the_previous_run_finished_green(dagbag):
+    """Orders backfill runs, which Airflow exempts from the DAG's max_active_runs (docs/scheduling.md)."""
+    tasks = dagbag.dags["dmscdc_demo"].task_dict
+
+    assert tasks["plan"].depends_on_past and tasks["plan"].wait_for_downstream
+    # wait_for_downstream looks at the plan's direct downstream tasks; summary is one of them and
+    # runs last, so a run waits for the whole previous run.
+    assert tasks["plan"].downstream_task_ids == {"merge", "summary"}
+    assert tasks["summary"].upstream_task_ids == {"wait_for_changes", "plan", "merge", "refresh_catalog"}
+    # Only planning waits: the sensor of a later run may check for files meanwhile.
+    assert not tasks["wait_for_changes"].depends_on_past
 
 
 def test_parsing_the_dags_imports_no_spark():

@@ -7,6 +7,7 @@ import os
 import re
 import time
 
+import pyarrow as pa
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, AirflowSkipException
 from airflow.sdk import Asset, AssetAlias
@@ -15,6 +16,8 @@ from airflow.sdk.exceptions import TaskDeferred
 from airflow_env import utc
 from dmscdc_provider.catalog import query
 from dmscdc_provider.demo import prepare_demo_source, write_change_batch
+from dmscdc_provider.dms_writer import load_file_name, write_dms_file
+from dmscdc_provider.engines.choice import parse_size
 from dmscdc_provider.engines import ENGINE_CLASSES
 from dmscdc_provider.engines.local import LocalSparkEngine
 from dmscdc_provider.operators.catalog import DmsCdcRefreshCatalogOperator, lake_table_uri
@@ -23,10 +26,10 @@ from dmscdc_provider.plan import TablePlan
 from dmscdc_provider.runner import MergeProgress, TableOutcome, run_table
 from dmscdc_provider.storage import open_storage
 from dmscdc_provider.operators.plan import DmsCdcPlanOperator
-from dmscdc_provider.sensors.raw_files import cutoff_phrase, describe_cutoff
+from dmscdc_provider.sensors.raw_files import describe_cutoff
 from dmscdc_provider.operators.summary import DmsCdcRunSummaryOperator
 from dmscdc_provider.planner import controller_path
-from dmscdc_provider.state.base import open_store
+from dmscdc_provider.state.base import StoreUnavailableError, TableState, open_store
 from dmscdc_provider.triggers.merge_job import DmsCdcMergeJobTrigger
 from fakes import (
     FakeTaskInstance,
@@ -105,6 +108,52 @@ class TestDmsCdcPlanOperator:
         assert report["cdc_before"] == "2024-03-02T00:00:00+00:00"
         assert state(source, "sales.customer").active is False
 
+    def test_on_mwaa_small_tables_merge_in_the_worker_and_a_large_one_goes_to_glue(self, source, capsys):
+        schema = pa.schema([("id", pa.int64()), ("note", pa.string())])
+        rows = [{"Op": "I", "id": i, "note": f"order note {i:032x}"} for i in range(60_000)]
+        write_dms_file(f"{source['raw_root']}/sales/bigorder/{load_file_name(1)}", rows, schema)
+        store = open_store(source["state_uri"])
+        path = controller_path(source["raw_root"], "sales", "bigorder")
+        store.register(TableState(path=path, schema="sales", table="bigorder"))
+        store.update(path, active=True, primary_key=("id",))
+        store.close()
+
+        plans = plans_by_table(source, BEFORE_CHANGES, spark_engine="glue", inprocess_max_bytes=parse_size("100KiB"))
+
+        engines = {table: plan["engine"] for table, plan in plans.items()}
+        assert engines == {"sales.bigorder": "glue", "sales.product": "duckdb",
+                           "sales.productorder": "duckdb", "sales.store": "duckdb"}
+        assert "not under the in-process limit of 100.0 KiB" in plans["sales.bigorder"]["engine_reason"]
+        log = capsys.readouterr().out
+        assert "sales.bigorder: full merge of 1 file(s) on glue (auto: " in log
+        assert "sales.store: full merge of 1 file(s) on duckdb (auto: " in log
+
+    def test_files_that_are_not_dms_names_are_logged_and_reported_as_warnings(self, source, capsys):
+        stray = os.path.join(source["raw_root"], "sales", "store", "LOAD0000000G.parquet")
+        with open(stray, "w") as handle:
+            handle.write("x")
+        context = make_context(BEFORE_CHANGES)
+
+        plan_task(source).execute(context)
+
+        (warning,) = context["ti"].pushed["report"]["warnings"]
+        assert warning["table"] == "sales.store" and stray in warning["warning"]
+        logged = capsys.readouterr()
+        assert any(stray in line and "warning" in line for line in (logged.out + logged.err).splitlines())
+
+    @pytest.mark.parametrize(("interval_end", "sentence"), [
+        (BEFORE_CHANGES, "This run applies the CDC files named before 2024-03-02T00:00:00+00:00, the end of its "
+                         "data interval; files named at or after it are left for later runs."),
+        (None, "This run has no data interval (it was triggered without a logical date), so it applies every "
+               "CDC file present."),
+    ])
+    def test_logs_which_cdc_files_the_run_applies_as_a_sentence(self, source, capsys, interval_end, sentence):
+        plan_task(source).execute(make_context(interval_end))
+
+        log = capsys.readouterr().out  # the task SDK's logger writes to stdout
+        assert sentence in log
+        assert "any time" not in log
+
     def test_cdc_files_are_planned_only_by_runs_whose_interval_ends_after_their_name(self, source):
         write_change_batch(source["raw_root"])
 
@@ -126,11 +175,13 @@ class TestDmsCdcPlanOperator:
 
     def test_the_log_says_which_files_a_run_applies_with_and_without_a_logical_date(self):
         assert describe_cutoff(BEFORE_CHANGES) == (
-            "This run applies the CDC files named before 2024-03-02T00:00:00+00:00 (this run's data interval end); "
-            "files named later wait for a later run.")
-        assert describe_cutoff(None).startswith("This run has no logical date, so no cutoff: it applies every CDC file")
-        assert cutoff_phrase(None) == "every CDC file present: no cutoff, the run has no logical date"
-        assert cutoff_phrase(BEFORE_CHANGES) == "CDC files named before 2024-03-02T00:00:00+00:00"
+            "This run applies the CDC files named before 2024-03-02T00:00:00+00:00, the end of its data interval; "
+            "files named at or after it are left for later runs.")
+        assert describe_cutoff(BEFORE_CHANGES, explicit=True) == (
+            "This run applies the CDC files named before 2024-03-02T00:00:00+00:00, given as the cdc_before "
+            "argument; files named at or after it are left for later runs.")
+        assert describe_cutoff(None).startswith("This run has no data interval (it was triggered without a "
+                                                "logical date), so it applies every CDC file present")
 
 
 class TestDmsCdcMergeOperator:
@@ -185,7 +236,10 @@ class TestDmsCdcMergeOperator:
         assert set(message) == {"table", "plan_id", "mode", "file_count", "plan_uri"}
         assert message["plan_uri"] == f"{source['lake_root']}/_dmscdc_plans/sales/store/{inline['plan_id']}.json"
         assert len(json.dumps(message)) < len(json.dumps(inline))
-        assert json.loads(open(message["plan_uri"]).read()) == inline
+        stored = json.loads(open(message["plan_uri"]).read())
+        # The same plan; only the time each planning listed the raw folder differs.
+        assert {**stored, "raw_listed_at": None} == {**inline, "raw_listed_at": None}
+        assert stored["raw_listed_at"] <= inline["raw_listed_at"]
 
         outcome = merge_task(source, message).execute(make_context())
 
@@ -229,7 +283,8 @@ class TestDmsCdcMergeOperator:
         assert state(source, "sales.product").version == committed.version
         assert len(lake_rows(spark, source, "sales.product")) == 10
 
-    def test_a_corrupt_file_fails_with_table_file_and_remedy_and_a_rerun_after_the_fix_succeeds(self, source, spark):
+    def test_a_corrupt_file_fails_once_without_retries_naming_table_file_and_remedy_and_a_rerun_after_the_fix_succeeds(
+            self, source, spark):
         for plan in plans_by_table(source, BEFORE_CHANGES).values():
             merge_task(source, plan).execute(make_context())
         write_change_batch(source["raw_root"])
@@ -242,12 +297,13 @@ class TestDmsCdcMergeOperator:
         before = state(source, "sales.store")
         context = make_context()
 
-        with pytest.raises(AirflowException) as failed:
+        with pytest.raises(AirflowFailException) as failed:  # no retry can fix the file
             merge_task(source, plans["sales.store"]).execute(context)
 
-        assert not isinstance(failed.value, AirflowFailException)  # retried, unlike a conflict
         message = str(failed.value)
         assert "sales.store: merge failed" in message and cdc_file in message and "remedy" in message
+        assert "is not a Parquet file" in "\n".join(message.splitlines()[:20])  # the cause, in the task log
+        assert "An error occurred while calling" not in message
         assert context["ti"].pushed["outcome"]["status"] == "failed"
         assert state(source, "sales.store") == before
         merge_task(source, plans["sales.product"]).execute(make_context())  # another table is unaffected
@@ -260,6 +316,31 @@ class TestDmsCdcMergeOperator:
         assert len(lake_rows(spark, source, "sales.store")) == 9
         assert state(source, "sales.productorder").version == before.version  # never touched by these retries
 
+    def test_an_engine_that_cannot_start_fails_with_a_retryable_error_and_leaves_the_state(
+            self, source, monkeypatch):
+        monkeypatch.setitem(ENGINE_CLASSES, "unreachable", "fakes:UnreachableEngine")
+        # The merge runs on the engine its plan names (auto would name duckdb here).
+        plan = plans_by_table(source, BEFORE_CHANGES, engine="unreachable")["sales.store"]
+        context = make_context()
+
+        with pytest.raises(AirflowException, match="could not connect to the Spark master") as failed:
+            merge_task(source, plan, engine="unreachable").execute(context)
+
+        assert not isinstance(failed.value, AirflowFailException)  # Airflow retries it
+        assert context["ti"].pushed["outcome"]["error"]["kind"] == "infrastructure"
+        assert state(source, "sales.store").version == 1
+
+    def test_an_unreachable_store_fails_with_a_retryable_error(self, source, tmp_path):
+        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+        (tmp_path / "not-a-folder").write_text("")  # the store's folder cannot be opened
+        unreachable = {**source, "state_uri": f"sqlite://{tmp_path / 'not-a-folder' / 'state.sqlite'}"}
+
+        with pytest.raises(StoreUnavailableError, match="cannot open the controller store") as failed:
+            merge_task(unreachable, plan).execute(make_context())
+
+        assert not isinstance(failed.value, AirflowFailException)  # Airflow retries it
+        assert state(source, "sales.store").version == 1
+
     def test_a_plan_made_stale_by_another_run_fails_without_retry(self, source, spark):
         plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
         store = open_store(source["state_uri"])
@@ -270,9 +351,23 @@ class TestDmsCdcMergeOperator:
             merge_task(source, plan).execute(make_context())
 
     def test_deferrable_with_a_local_engine_runs_in_the_worker(self, source, spark):
-        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+        plan = plans_by_table(source, BEFORE_CHANGES, engine="local")["sales.store"]
 
-        assert merge_task(source, plan, deferrable=True).execute(make_context())["status"] == "succeeded"
+        assert merge_task(source, plan, engine="local", deferrable=True).execute(make_context())["status"] == "succeeded"
+
+    def test_in_process_engine_merges_in_the_worker(self, source):
+        """``engine: duckdb``: the merge runs in the worker, no Spark and no job to wait for."""
+        import duckdb
+
+        plan = plans_by_table(source, BEFORE_CHANGES, engine="duckdb")["sales.store"]
+        op = merge_task(source, plan, engine="duckdb", duckdb_settings={"memory_limit": "256MB"}, deferrable=True)
+        outcome = op.execute(make_context())
+
+        assert outcome["status"] == "succeeded"
+        lake_glob = f"{source['lake_root']}/sales/store/**/*.parquet"
+        (count,) = duckdb.sql(f"SELECT count(*) FROM read_parquet('{lake_glob}')").fetchall()[0]
+        assert count == outcome["summary"]["rows_written"] > 0
+        assert state(source, "sales.store").version > plan["base_version"]
 
 
 @pytest.fixture
@@ -284,7 +379,7 @@ def scripted_engine(monkeypatch):
 
 class TestRemoteEngineDeferral:
     def test_defers_on_a_job_trigger_after_submitting_the_pinned_plan(self, source, scripted_engine):
-        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+        plan = plans_by_table(source, BEFORE_CHANGES, engine=scripted_engine)["sales.store"]
         op = merge_task(source, plan, engine=scripted_engine, engine_settings={"statuses": ["running", "succeeded"]},
                         deferrable=True, poll_interval=5)
 
@@ -302,8 +397,22 @@ class TestRemoteEngineDeferral:
             scripted_engine, {"statuses": ["running", "succeeded"]}, 5)
         assert state(source, "sales.store").version == 1  # nothing committed while the job runs
 
-    def test_execute_complete_fetches_the_result_and_commits(self, source, scripted_engine, spark):
+    def test_bad_input_fails_the_task_before_a_job_is_submitted(self, source, scripted_engine):
         plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+        [load_file] = [f["path"] for f in plan["files"] if f["kind"] == "load"][:1]
+        open(load_file, "wb").close()  # zero bytes
+        context = make_context()
+
+        with pytest.raises(AirflowException, match="Parquet file size is 0 bytes") as failed:
+            merge_task(source, plan, engine=scripted_engine, deferrable=True).execute(context)
+
+        assert ScriptedRemoteEngine.submitted == []
+        assert load_file in str(failed.value)
+        assert context["ti"].pushed["outcome"]["error"]["file"] == load_file
+        assert state(source, "sales.store").version == 1
+
+    def test_execute_complete_fetches_the_result_and_commits(self, source, scripted_engine, spark):
+        plan = plans_by_table(source, BEFORE_CHANGES, engine=scripted_engine)["sales.store"]
         op = merge_task(source, plan, engine=scripted_engine, deferrable=True)
         with pytest.raises(TaskDeferred) as deferred:
             op.execute(make_context())
@@ -316,16 +425,18 @@ class TestRemoteEngineDeferral:
         assert state(source, "sales.store").last_full_load_date == "2024-03-01 09:00:00"
         assert len(lake_rows(spark, source, "sales.store")) == 8
 
-    def test_a_polling_error_fails_the_instance_and_leaves_the_state(self, source, scripted_engine):
-        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+    def test_a_polling_error_fails_the_instance_with_a_retryable_error_and_leaves_the_state(
+            self, source, scripted_engine):
+        plan = plans_by_table(source, BEFORE_CHANGES, engine=scripted_engine)["sales.store"]
         op = merge_task(source, plan, engine=scripted_engine, deferrable=True)
         with pytest.raises(TaskDeferred) as deferred:
             op.execute(make_context())
 
-        with pytest.raises(AirflowException, match="throttled"):
+        with pytest.raises(AirflowException, match="throttled") as failed:
             op.execute_complete(make_context(), {"status": "error", "message": "throttled",
                                                  "job_ref": deferred.value.trigger.job_ref,
                                                  "attempt_id": deferred.value.trigger.attempt_id})
+        assert not isinstance(failed.value, AirflowFailException)
         assert state(source, "sales.store").version == 1
 
     def test_job_trigger_logs_each_check(self, scripted_engine):
@@ -343,14 +454,16 @@ class TestRemoteEngineDeferral:
             assert asyncio.run(asyncio.wait_for(last_event(), 10))["status"] == "succeeded"
 
         checks = [entry["event"] for entry in logs if "check" in str(entry["event"])]
-        assert [line.split(", check ")[1] for line in checks] == ["1: running", "2: running", "3: succeeded"]
+        assert [re.search(r": (\w+) \(check (\d+) of", line).groups() for line in checks] == [
+            ("running", "1"), ("running", "2"), ("succeeded", "3")]
         assert checks[0].startswith(f"{scripted_engine} job job-1 (attempt a-1)")
 
     def test_job_trigger_serialize_round_trips_and_fires_when_the_job_ends(self, scripted_engine):
         import asyncio
 
         trigger = DmsCdcMergeJobTrigger(engine=scripted_engine, engine_settings={"statuses": ["running", "failed"]},
-                                        job_ref="job-1", attempt_id="a-1", poll_interval=0.01, aws_conn_id=None)
+                                        job_ref="job-1", attempt_id="a-1", poll_interval=0.01, max_attempts=5,
+                                        aws_conn_id=None)
         classpath, kwargs = trigger.serialize()
         assert classpath == "dmscdc_provider.triggers.merge_job.DmsCdcMergeJobTrigger"
         assert DmsCdcMergeJobTrigger(**kwargs).serialize() == (classpath, kwargs)
@@ -360,6 +473,26 @@ class TestRemoteEngineDeferral:
                 return event.payload
 
         assert asyncio.run(asyncio.wait_for(first(), 10)) == {"status": "failed", "job_ref": "job-1", "attempt_id": "a-1"}
+
+
+    def test_job_trigger_gives_up_after_max_attempts_logging_each_check(self, scripted_engine, capsys):
+        import asyncio
+
+        trigger = DmsCdcMergeJobTrigger(engine=scripted_engine, engine_settings={"statuses": ["running"]},
+                                        job_ref="job-1", attempt_id="a-1", poll_interval=0.01, max_attempts=3,
+                                        aws_conn_id=None)
+
+        async def first():
+            async for event in trigger.run():
+                return event.payload
+
+        payload = asyncio.run(asyncio.wait_for(first(), 10))
+
+        assert payload["status"] == "error" and payload["attempt_id"] == "a-1"
+        assert "still running after 3 checks" in payload["message"]
+        logged = capsys.readouterr()
+        checks = re.findall(r"scripted job job-1 \(attempt a-1\): running \(check \d of 3\)", logged.out + logged.err)
+        assert checks == [f"{scripted_engine} job job-1 (attempt a-1): running (check {n} of 3)" for n in (1, 2, 3)]
 
 
 class TestMergeProgress:
@@ -376,7 +509,7 @@ class TestMergeProgress:
         time.sleep(0.2)
 
         assert outcome.status == "failed"
-        assert said[0].startswith(f"sales.store: merging 1 file(s) (") and plan.lake_table_path in said[0]
+        assert said[0].startswith("sales.store: merging 1 file(s) (") and plan.lake_table_path in said[0]
         heartbeats = [line for line in said if ": still " in line]
         assert len(heartbeats) >= 3
         assert all(line.startswith(f"sales.store: still merging 1 file(s) into {plan.lake_table_path}")
@@ -386,7 +519,7 @@ class TestMergeProgress:
 
     def test_the_merge_task_reports_progress_at_its_configured_interval(self, source, monkeypatch):
         monkeypatch.setitem(ENGINE_CLASSES, "sleeping", "fakes:SleepingEngine")
-        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+        plan = plans_by_table(source, BEFORE_CHANGES, engine="sleeping")["sales.store"]  # the engine it runs on
         op = merge_task(source, plan, engine="sleeping", engine_settings={"seconds": 0.3}, progress_interval=0.05)
         said: list[str] = []
         monkeypatch.setattr(MergeProgress, "__init__", _recording_init(MergeProgress.__init__, said))
@@ -502,9 +635,9 @@ class TestDmsCdcRunSummaryOperator:
         return {"planned": planned, "registered": [], "inactive": [], "up_to_date": [],
                 "problems": list(problems), "finished_commits": [], "cdc_before": None}
 
-    def run(self, xcoms, failed_upstream=0):
+    def run(self, xcoms, task_states=None):
         return DmsCdcRunSummaryOperator(task_id="summary").execute(
-            make_context(ti=FakeTaskInstance(xcoms, failed_upstream)))
+            make_context(ti=FakeTaskInstance(xcoms, task_states)))
 
     def test_succeeds_when_every_planned_table_merged(self):
         result = self.run({("plan", "report"): self.report(["sales.store"]),
@@ -515,13 +648,17 @@ class TestDmsCdcRunSummaryOperator:
     def test_fails_naming_each_table_that_did_not_merge(self):
         with pytest.raises(AirflowFailException) as failed:
             self.run({("plan", "report"): self.report(["sales.product", "sales.store", "sales.productorder"]),
+                      ("plan", "return_value"): [{"plan": {"table": t}} for t in
+                                                 ("sales.product", "sales.store", "sales.productorder")],
                       ("merge", "outcome"): [outcome("sales.product"), outcome("sales.store", "failed", "bad file")]},
-                     failed_upstream=2)
+                     {"wait_for_changes": "success", "plan": "success", "merge_0": "success", "merge_1": "failed",
+                      "merge_2": "failed", "refresh_catalog": "success"})
 
         message = str(failed.value)
         assert "sales.store: bad file" in message
         assert "sales.productorder: the merge task failed" in message
         assert "sales.product:" not in message
+        assert "failed: merge[sales.productorder], merge[sales.store]" in message
 
     def test_fails_on_a_table_that_could_not_be_planned(self):
         with pytest.raises(AirflowFailException, match="sales.gone: not planned: cannot list"):
@@ -531,6 +668,25 @@ class TestDmsCdcRunSummaryOperator:
         with pytest.raises(AirflowSkipException):
             self.run({})
 
-    def test_fails_when_the_sensor_or_planning_failed(self):
-        with pytest.raises(AirflowFailException, match="before planning finished"):
-            self.run({}, failed_upstream=1)
+    def test_when_the_sensor_alone_failed_names_it_and_the_tasks_that_did_not_run_apart(self):
+        with pytest.raises(AirflowFailException) as failed:
+            self.run({}, {"wait_for_changes": "failed", "plan": "upstream_failed", "merge": "upstream_failed",
+                          "refresh_catalog": "skipped", "summary": "running"})
+
+        message = str(failed.value)
+        assert "before planning finished" in message
+        assert ("failed: wait_for_changes; did not run because an earlier task failed: merge, plan; "
+                "skipped: refresh_catalog") in message
+        assert "task(s)" not in message
+
+    def test_skipped_tasks_are_not_failures(self):
+        with pytest.raises(AirflowSkipException):
+            self.run({}, {"wait_for_changes": "skipped", "plan": "skipped", "merge": "skipped",
+                          "refresh_catalog": "skipped"})
+
+    def test_fails_naming_the_catalog_refresh_when_every_table_merged_but_it_failed(self):
+        with pytest.raises(AirflowFailException, match=r"failed: refresh_catalog\)"):
+            self.run({("plan", "report"): self.report(["sales.store"]),
+                      ("merge", "outcome"): outcome("sales.store")},
+                     {"wait_for_changes": "success", "plan": "success", "merge": "success",
+                      "refresh_catalog": "failed"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from datetime import datetime, timezone
 
 import pytest
@@ -56,3 +57,26 @@ def set_last_modified(bucket: str, key: str, moment: datetime) -> None:
 
     stored = s3_backends[DEFAULT_ACCOUNT_ID]["global"].buckets[bucket].keys[key]
     stored.last_modified = moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def moto_server(monkeypatch):
+    """moto's server in this process, reached over HTTP through ``AWS_ENDPOINT_URL`` (by a CLI
+    subprocess, or by Arrow's own S3 client, which ``mock_aws`` cannot intercept)."""
+    import requests
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    yield url
+    requests.post(f"{url}/moto-api/reset", timeout=30)  # the server keeps state in this process
+    server.stop()

@@ -8,37 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import boto3
-import pytest
-import requests
 
 from tests.aws.conftest import LAKE_BUCKET, RAW_BUCKET, REGION
 from tests.aws.test_blog_continuation import blog_controller, upload_raw_files
 from tests.aws.test_dynamodb_store import TABLE
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def moto_server(monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
-    yield url
-    requests.post(f"{url}/moto-api/reset", timeout=30)  # the server keeps state in this process
-    server.stop()
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -79,3 +56,22 @@ def test_plan_creates_a_missing_controller_table(moto_server, tmp_path):
     assert len(json.loads(completed.stdout)["registered"]) == 5
     table = boto3.client("dynamodb", region_name=REGION).describe_table(TableName="NewController")["Table"]
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+
+
+def test_demo_source_writes_the_dms_files_to_s3_and_nothing_locally(moto_server, tmp_path):
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=RAW_BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    raw = f"s3://{RAW_BUCKET}/dms"
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "dmscdc_provider.cli", "demo-source", "--raw", raw, "--state",
+         f"dynamodb://{TABLE}", "--changes"], capture_output=True, text=True, env=dict(os.environ), timeout=120,
+        cwd=tmp_path)
+
+    assert completed.returncode == 0, completed.stderr
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=RAW_BUCKET, Prefix="dms/")["Contents"])
+    assert "dms/sales/product/LOAD00000001.parquet" in keys
+    assert len([k for k in keys if "/2024/" in k]) == 3  # the change batch, one file per table
+    assert list(tmp_path.iterdir()) == []  # no local "s3:" folder
+    assert boto3.client("dynamodb", region_name=REGION).get_item(
+        TableName=TABLE, Key={"path": {"S": f"{RAW_BUCKET}/dms/sales/product/"}})["Item"]["ActiveFlag"] == {"S": "true"}

@@ -9,7 +9,7 @@ import zipfile
 import boto3
 import pytest
 
-from dmscdc_provider.aws.artifacts import build_library_zip, publish_artifacts, spark_source_folder
+from dmscdc_provider.aws.artifacts import build_library_zip, library_files, publish_artifacts
 from dmscdc_provider.aws.remote_engine import parse_job_ref, plan_uri_for, result_uri_for
 from dmscdc_provider.aws.s3_storage import S3Storage
 from dmscdc_provider.engines import RemoteMergeEngine, make_engine
@@ -58,7 +58,7 @@ def glue_engine(**settings) -> GlueMergeEngine:
 
 # -- job files --------------------------------------------------------------------------------
 def test_library_zip_holds_the_merge_package_and_the_entry_point():
-    archive = zipfile.ZipFile(io.BytesIO(build_library_zip(spark_source_folder())))
+    archive = zipfile.ZipFile(io.BytesIO(build_library_zip(library_files())))
     names = archive.namelist()
     assert {"dmscdc_spark/__init__.py", "dmscdc_spark/job.py", "dmscdc_spark/rules.py", "dmscdc_spark/submit.py"} <= set(names)
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
@@ -66,13 +66,24 @@ def test_library_zip_holds_the_merge_package_and_the_entry_point():
 
 
 def test_library_zip_is_reproducible_so_unchanged_code_is_not_uploaded_again(s3):
-    assert build_library_zip(spark_source_folder()) == build_library_zip(spark_source_folder())
+    assert build_library_zip(library_files()) == build_library_zip(library_files())
     first = publish_artifacts(S3Storage(), ARTIFACTS)
     uploaded = s3.list_objects_v2(Bucket=LAKE_BUCKET, Prefix="dmscdc-artifacts/")["Contents"]
     second = publish_artifacts(S3Storage(), ARTIFACTS)
     assert first == second
     assert s3.list_objects_v2(Bucket=LAKE_BUCKET, Prefix="dmscdc-artifacts/")["Contents"] == uploaded
     assert sorted(o["Key"].rsplit("/", 1)[1] for o in uploaded) == ["dmscdc_spark.zip", "glue_entry.py", "submit.py"]
+
+
+def test_publishing_job_files_never_heads_a_key(s3):
+    storage = S3Storage()
+    operations = []
+    storage.client.meta.events.register("before-call.s3", lambda model, **_: operations.append(model.name))
+
+    publish_artifacts(storage, ARTIFACTS)
+    publish_artifacts(storage, ARTIFACTS)
+
+    assert set(operations) == {"PutObject"}, operations
 
 
 def test_engines_are_registered_and_remote():
@@ -129,12 +140,13 @@ def test_glue_run_returns_the_result_the_job_wrote(s3):
     assert glue_engine().run(plan)["status"] == "succeeded"
 
 
-def test_glue_job_that_wrote_no_result_gives_a_failed_result(s3):
+def test_glue_job_that_wrote_no_result_gives_a_failed_result_a_retry_may_heal(s3):
     engine, plan = glue_engine(), engine_plan()
     job_ref = engine.submit(plan)
     engine.wait(job_ref)
     result = engine.fetch_result(job_ref, plan)
     assert result["status"] == "failed" and "wrote no result" in result["error"]["problem"]
+    assert result["error"]["kind"] == "infrastructure"
     assert result["attempt_id"] == plan["attempt_id"]
 
 

@@ -93,3 +93,20 @@ def test_delete_of_a_missing_file_is_fine_and_exists_sees_folders(s3):
     storage.delete(f"s3://{LAKE_BUCKET}/sales/product/missing.parquet")
     assert storage.exists(f"s3://{LAKE_BUCKET}/sales/product")
     assert not storage.exists(f"s3://{LAKE_BUCKET}/sales/store")
+
+
+def test_exists_tells_a_key_from_a_longer_key_that_starts_with_it(s3):
+    put_object(s3, LAKE_BUCKET, "sales/product/part-0.parquet.bak")
+    storage = S3Storage()
+    assert not storage.exists(f"s3://{LAKE_BUCKET}/sales/product/part-0.parquet")
+    put_object(s3, LAKE_BUCKET, "sales/product/part-0.parquet")
+    assert storage.exists(f"s3://{LAKE_BUCKET}/sales/product/part-0.parquet")
+
+
+def test_create_bytes_writes_a_missing_key_and_leaves_an_existing_one_untouched(s3):
+    storage = S3Storage()
+    target = f"s3://{LAKE_BUCKET}/dmscdc-artifacts/abc/submit.py"
+
+    assert storage.create_bytes(target, b"first") is True
+    assert storage.create_bytes(target, b"second") is False
+    assert storage.read_bytes(target) == b"first"

@@ -123,3 +123,15 @@ class LakeHarness:
             dirs[:] = [d for d in dirs if not d.startswith(("_", "."))]
             found += [os.path.join(folder, n) for n in names if not n.startswith(("_", "."))]
         return sorted(found)
+
+
+def bad_and_good_tables(root, engine, schema: pa.Schema) -> LakeHarness:
+    """``s.bad`` and ``s.good`` keyed by ``id`` and loaded with row 1 ("one"); ``s.good`` has a
+    good change waiting, so a test can show that it merges whatever happens to ``s.bad``."""
+    lake = LakeHarness(root, engine)
+    for table in ("s.bad", "s.good"):
+        lake.configure(table, primary_key=["id"])
+        lake.load(table, [{"Op": "I", "id": 1, "name": "one"}], schema)
+    lake.run_ok()
+    lake.cdc("s.good", [{"Op": "U", "id": 1, "name": "good change"}], schema)
+    return lake

@@ -11,21 +11,15 @@ import pytest
 from dmscdc_provider.cli import main
 from dmscdc_provider.storage import LocalStorage
 
-from tests.core.harness import LakeHarness
+from tests.core.harness import LakeHarness, bad_and_good_tables
 
 ITEM = pa.schema([("id", pa.int64()), ("name", pa.string())])
 
 
 @pytest.fixture
-def lake(tmp_path, local_engine):
+def lake(tmp_path, engine):
     """Two loaded tables, s.bad and s.good."""
-    lake = LakeHarness(tmp_path, local_engine)
-    for table in ("s.bad", "s.good"):
-        lake.configure(table, primary_key=["id"])
-        lake.load(table, [{"Op": "I", "id": 1, "name": "one"}], ITEM)
-    lake.run_ok()
-    lake.cdc("s.good", [{"Op": "U", "id": 1, "name": "good change"}], ITEM)
-    return lake
+    return bad_and_good_tables(tmp_path, engine, ITEM)
 
 
 def assert_failed_cleanly(lake: LakeHarness, result, file_name: str | None, words: str) -> dict:
@@ -37,6 +31,7 @@ def assert_failed_cleanly(lake: LakeHarness, result, file_name: str | None, word
         assert os.path.basename(bad.error["file"]) == file_name
     assert words in bad.error["problem"]
     assert bad.error["remedy"]
+    assert bad.failure_kind == "input"  # the Airflow task fails without retries
     assert outcomes["s.good"].succeeded
     assert {r["name"] for r in lake.rows("s.good")} == {"good change"}
     return bad.error
@@ -109,13 +104,13 @@ def test_unreadable_raw_folder_is_reported_and_other_tables_still_run(lake):
     assert [o.table for o in result.outcomes] == ["s.good"] and result.outcomes[0].succeeded
 
 
-def test_cli_run_exits_nonzero_and_names_table_file_and_remedy(lake, capsys):
+def test_cli_run_exits_nonzero_and_names_table_file_and_remedy(lake, engine_name, capsys):
     path = lake.cdc("s.bad", [{"Op": "Q", "id": 1, "name": "x"}], ITEM)
-    code = main(["run", "--raw", lake.raw, "--lake", lake.lake, "--state", f"sqlite://{lake.store.path}",
+    code = main(["run", "--engine", engine_name, "--raw", lake.raw, "--lake", lake.lake, "--state", f"sqlite://{lake.store.path}",
                  "--catalog", os.path.join(lake.root, "catalog.duckdb")])
     captured = capsys.readouterr()
     assert code == 1
-    assert "s.bad: FAILED" in captured.err
+    assert "s.bad: merge failed" in captured.err
     assert path in captured.err and "remedy:" in captured.err
     assert "s.good" in captured.out and "succeeded" in captured.out
 
@@ -135,8 +130,8 @@ def test_cli_reports_a_missing_raw_folder(tmp_path, capsys):
     assert "nowhere" in capsys.readouterr().err
 
 
-def test_unknown_op_in_a_load_file_names_that_load_file(tmp_path, local_engine):
-    lake = LakeHarness(tmp_path, local_engine)
+def test_unknown_op_in_a_load_file_names_that_load_file(tmp_path, engine):
+    lake = LakeHarness(tmp_path, engine)
     lake.configure("s.bad", primary_key=["id"])
     lake.load("s.bad", [{"Op": "I", "id": 1, "name": "one"}], ITEM, counter=1)
     bad = lake.load("s.bad", [{"Op": "I", "id": 2, "name": "two"}, {"Op": "Z", "id": 3, "name": "x"}], ITEM, counter=2)

@@ -6,6 +6,7 @@ import json
 import os
 
 import pyarrow as pa
+import pytest
 
 from dmscdc_provider.catalog import query
 from dmscdc_provider.cli import main
@@ -64,6 +65,51 @@ def test_configure_tables_plan_and_query_commands(tmp_path, local_engine, capsys
 
     assert main(["run", *state, "--lake", lake.lake, "--catalog", catalog]) == 0
     assert "sales.item: no new files" in capsys.readouterr().out
+
+
+def test_plan_names_each_tables_engine_auto_by_default(tmp_path, capsys):
+    lake = LakeHarness(tmp_path, engine=None)
+    lake.configure("sales.item", primary_key=["id"])
+    load = lake.load("sales.item", [{"Op": "I", "id": 1, "name": "one"}], ITEM)
+    state = ["--raw", lake.raw, "--state", f"sqlite://{lake.store.path}"]
+
+    assert main(["plan", *state]) == 0
+    (plan,) = json.loads(capsys.readouterr().out)["plans"]
+    assert plan["engine"] == "duckdb"
+    assert plan["engine_reason"] == (f"auto: {os.path.getsize(load)} B of LOAD files to read, "
+                                      "under the in-process limit of 1.0 GiB")
+
+    assert main(["plan", *state, "--spark-engine", "glue", "--inprocess-max-bytes", "10B"]) == 0
+    (plan,) = json.loads(capsys.readouterr().out)["plans"]
+    assert plan["engine"] == "glue" and "not under the in-process limit of 10 B" in plan["engine_reason"]
+
+
+def test_run_merges_in_process_by_default_and_shows_the_engine_in_progress_and_summary(tmp_path, capsys):
+    lake = LakeHarness(tmp_path, engine=None)
+    lake.configure("sales.item", primary_key=["id"])
+    lake.load("sales.item", [{"Op": "I", "id": 1, "name": "one"}], ITEM)
+    state = ["--raw", lake.raw, "--state", f"sqlite://{lake.store.path}", "--lake", lake.lake,
+             "--catalog-mode", "none"]
+
+    assert main(["run", *state]) == 0
+    out = capsys.readouterr().out
+    assert "[1/1] sales.item: full merge of 1 file(s) on duckdb (auto: " in out
+    header, row = out.split("summary:\n", 1)[1].splitlines()[:2]
+    assert header.split()[:3] == ["table", "engine", "status"]
+    assert row.split()[:3] == ["sales.item", "duckdb", "succeeded"]
+    assert lake.rows("sales.item") == [{"Op": "I", "id": 1, "name": "one"}]
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--engine", "glue", "--inprocess-max-bytes", "1GB"], "--inprocess-max-bytes is for --engine auto"),
+    (["--engine", "glue", "--spark-engine", "emr"], "spark_engine 'emr' is for engine auto"),
+    (["--spark-engine", "glue", "--spark-conf", "spark.x=1"], "--spark-conf is for the local engine"),
+    (["--engine", "local", "--duckdb-setting", "memory_limit=1GB"], "never merges in-process"),
+])
+def test_run_refuses_engine_flags_the_chosen_engines_would_not_use(tmp_path, capsys, flags, message):
+    code = main(["run", "--raw", str(tmp_path), "--lake", str(tmp_path / "lake"),
+                 "--state", f"sqlite://{tmp_path}/s.sqlite", *flags])
+    assert code == 2 and message in capsys.readouterr().err
 
 
 def test_run_rejects_spark_settings_for_a_remote_engine(tmp_path, capsys):

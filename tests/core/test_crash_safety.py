@@ -49,8 +49,8 @@ def build_source(lake: LakeHarness) -> None:
 
 
 @pytest.fixture
-def clean(tmp_path_factory, local_engine):
-    lake = LakeHarness(tmp_path_factory.mktemp("clean"), local_engine)
+def clean(tmp_path_factory, engine):
+    lake = LakeHarness(tmp_path_factory.mktemp("clean"), engine)
     build_source(lake)
     lake.run_ok()
     return lake
@@ -82,14 +82,14 @@ AFTER_COMMIT_POINT = [
 
 @pytest.mark.parametrize("recovery", ["retry_same_plan", "next_run"])
 @pytest.mark.parametrize("step,occurrence", BEFORE_COMMIT_POINT + AFTER_COMMIT_POINT)
-def test_crash_at_each_step_then_rerun_equals_one_clean_run(tmp_path, local_engine, clean, step, occurrence, recovery):
-    lake = LakeHarness(tmp_path, local_engine)
+def test_crash_at_each_step_then_rerun_equals_one_clean_run(tmp_path, engine, clean, step, occurrence, recovery):
+    lake = LakeHarness(tmp_path, engine)
     build_source(lake)
     before_rows, before_state = lake.rows("s.t"), lake.state("s.t")
     plan = planned(lake)
 
     with pytest.raises(SimulatedCrash):
-        run_table(plan, local_engine, lake.store, lake.storage, on_step=crash_at(step, occurrence))
+        run_table(plan, engine, lake.store, lake.storage, on_step=crash_at(step, occurrence))
 
     if (step, occurrence) in BEFORE_COMMIT_POINT:
         # Nothing readers see changed and the watermark did not move.
@@ -98,7 +98,7 @@ def test_crash_at_each_step_then_rerun_equals_one_clean_run(tmp_path, local_engi
         assert lake.state("s.t").pending_commit is None
 
     if recovery == "retry_same_plan":
-        outcome = run_table(plan, local_engine, lake.store, lake.storage)
+        outcome = run_table(plan, engine, lake.store, lake.storage)
         assert outcome.status == SUCCEEDED
     else:
         lake.run_ok()
@@ -120,12 +120,12 @@ class DiesMidWrite:
         raise SimulatedCrash("executor lost while writing")
 
 
-def test_crash_mid_write_leaves_nothing_visible_and_rerun_equals_clean(tmp_path, local_engine, clean):
-    lake = LakeHarness(tmp_path, local_engine)
+def test_crash_mid_write_leaves_nothing_visible_and_rerun_equals_clean(tmp_path, engine, clean):
+    lake = LakeHarness(tmp_path, engine)
     build_source(lake)
     before_files = lake.visible_files_everywhere()
     plan = planned(lake)
-    outcome = run_table(plan, DiesMidWrite(local_engine), lake.store, lake.storage)
+    outcome = run_table(plan, DiesMidWrite(engine), lake.store, lake.storage)
     assert outcome.status == "failed"
     assert lake.visible_files_everywhere() == before_files
     assert lake.state("s.t").version == plan.base_version
@@ -133,9 +133,9 @@ def test_crash_mid_write_leaves_nothing_visible_and_rerun_equals_clean(tmp_path,
     assert_same_as_clean(lake, clean)
 
 
-def test_leftover_staging_of_a_killed_process_is_invisible_and_ignored(tmp_path, local_engine, clean):
+def test_leftover_staging_of_a_killed_process_is_invisible_and_ignored(tmp_path, engine, clean):
     """A process killed mid-write leaves a partial staging folder that nobody committed."""
-    lake = LakeHarness(tmp_path, local_engine)
+    lake = LakeHarness(tmp_path, engine)
     build_source(lake)
     plan = planned(lake)
     partial = os.path.join(plan.staging_path(f"{plan.plan_id}-killed"), "dept=a")
@@ -146,8 +146,8 @@ def test_leftover_staging_of_a_killed_process_is_invisible_and_ignored(tmp_path,
     assert_same_as_clean(lake, clean)
 
 
-def test_two_concurrent_runs_on_one_table_commit_once(tmp_path, local_engine, clean):
-    lake = LakeHarness(tmp_path, local_engine)
+def test_two_concurrent_runs_on_one_table_commit_once(tmp_path, engine, clean):
+    lake = LakeHarness(tmp_path, engine)
     build_source(lake)
     plans = [planned(lake), planned(lake)]
     both_staged = threading.Barrier(2, timeout=120)
@@ -159,7 +159,7 @@ def test_two_concurrent_runs_on_one_table_commit_once(tmp_path, local_engine, cl
 
     def worker(index: int) -> None:
         store = SqliteControllerStore(lake.store.path)  # each run has its own connection
-        outcomes[index] = run_table(plans[index], local_engine, store, lake.storage, on_step=wait_for_the_other)
+        outcomes[index] = run_table(plans[index], engine, store, lake.storage, on_step=wait_for_the_other)
         store.close()
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
@@ -174,26 +174,26 @@ def test_two_concurrent_runs_on_one_table_commit_once(tmp_path, local_engine, cl
     assert_same_as_clean(lake, clean)
 
 
-def test_retrying_a_committed_plan_changes_nothing(tmp_path, local_engine, clean):
-    lake = LakeHarness(tmp_path, local_engine)
+def test_retrying_a_committed_plan_changes_nothing(tmp_path, engine, clean):
+    lake = LakeHarness(tmp_path, engine)
     build_source(lake)
     plan = planned(lake)
-    assert run_table(plan, local_engine, lake.store, lake.storage).status == SUCCEEDED
+    assert run_table(plan, engine, lake.store, lake.storage).status == SUCCEEDED
     files = lake.data_files("s.t")
-    again = run_table(plan, local_engine, lake.store, lake.storage)
+    again = run_table(plan, engine, lake.store, lake.storage)
     assert again.status == SUCCEEDED and again.note == "already committed by an earlier attempt"
     assert lake.data_files("s.t") == files
     assert_same_as_clean(lake, clean)
 
 
-def test_plan_made_before_another_run_committed_stops_without_changes(tmp_path, local_engine):
-    lake = LakeHarness(tmp_path, local_engine)
+def test_plan_made_before_another_run_committed_stops_without_changes(tmp_path, engine):
+    lake = LakeHarness(tmp_path, engine)
     build_source(lake)
     stale_plan = planned(lake)
     lake.cdc("s.t", [{"Op": "I", "id": 200, "name": "later", "dept": "c"}], ITEM)
     lake.run_ok()  # commits both CDC files under a different plan
     files, rows = lake.data_files("s.t"), lake.rows("s.t")
-    outcome = run_table(stale_plan, local_engine, lake.store, lake.storage)
+    outcome = run_table(stale_plan, engine, lake.store, lake.storage)
     assert outcome.status == CONFLICT
     assert "plan again" in outcome.note
     assert lake.data_files("s.t") == files and lake.rows("s.t") == rows
@@ -212,11 +212,11 @@ class ReattachesToEarlierJob:
         return self.engine.run(earlier)
 
 
-def test_result_of_a_reattached_job_commits_that_jobs_staged_files(tmp_path, local_engine, clean):
-    lake = LakeHarness(tmp_path, local_engine)
+def test_result_of_a_reattached_job_commits_that_jobs_staged_files(tmp_path, engine, clean):
+    lake = LakeHarness(tmp_path, engine)
     build_source(lake)
     plan = planned(lake)
-    outcome = run_table(plan, ReattachesToEarlierJob(local_engine, f"{plan.plan_id}-earlier"), lake.store, lake.storage)
+    outcome = run_table(plan, ReattachesToEarlierJob(engine, f"{plan.plan_id}-earlier"), lake.store, lake.storage)
     assert outcome.status == SUCCEEDED
     assert lake.state("s.t").last_run["attempt_id"] == f"{plan.plan_id}-earlier"
     assert_same_as_clean(lake, clean)

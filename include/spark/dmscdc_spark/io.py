@@ -91,25 +91,60 @@ class CsvFormat:
     null_value: str = "NULL"
 
 
+# What Spark's CSV reader is told the null text is. Spark returns null for a field that equals
+# it and for an unquoted empty field alike, so it is set to a text no DMS value holds: then a
+# null from Spark can only be an unquoted empty field, and the null marker arrives as its text.
+_UNQUOTED_EMPTY = "\u0000dmscdc:unquoted-empty\u0000"
+
+
+def read_dms_csv(spark: SparkSession, path: str, csv_format: CsvFormat) -> DataFrame:
+    """A DMS CSV file (``Rfc4180=true``, ``addColumnName=true``) as string columns, exactly.
+
+    RFC 4180: a value holding the quote, the delimiter or a line break is enclosed in double
+    quotes, an inner quote doubled (``"quote""d"`` is ``quote"d``). ``multiLine`` keeps quoted
+    line breaks inside their value; it also reads each file whole in one task, which the row
+    position relies on. Nulls: a field whose text is the null marker (``csvNullValue``; DMS
+    does not quote it) is null; an empty field is the empty string, except an unquoted one
+    when the marker is the empty string; a quoted ``""`` is always the empty string.
+    """
+    frame = (
+        spark.read.option("header", True)
+        .option("sep", csv_format.delimiter)
+        .option("quote", '"')
+        .option("escape", '"')
+        .option("multiLine", True)
+        .option("nullValue", _UNQUOTED_EMPTY)
+        .option("emptyValue", "")
+        .option("inferSchema", False)
+        .option("mode", "FAILFAST")
+        .csv(path)
+    )
+    marker = csv_format.null_value
+    if marker == "":  # Spark's null is exactly the unquoted empty field: already right
+        return frame
+    return frame.select(*[
+        F.when(F.col(_quoted(name)) == F.lit(marker), F.lit(None).cast("string"))
+        .otherwise(F.coalesce(F.col(_quoted(name)), F.lit("")))
+        .alias(name)
+        for name in frame.columns
+    ])
+
+
+def _quoted(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
 def read_change_file(
     spark: SparkSession, path: str, file_seq: int, csv_format: CsvFormat
 ) -> DataFrame:
     """One DMS file with ``Op`` (``I`` where the file has none) and its ordering columns.
 
     Row position: for Parquet, ``_metadata.row_index`` is the row's index in the file however
-    Spark splits it. CSV has no such column, so the file is read on its own and
-    ``monotonically_increasing_id`` is used: Spark orders a single file's splits by offset
-    (equal-sized splits keep their order under its stable size sort) and reads each split
-    front to back, so the id grows with the row's position in the file.
+    Spark splits it. CSV has no such column; it is read whole in one task (``multiLine``, see
+    ``read_dms_csv``), so ``monotonically_increasing_id`` grows with the row's position in it.
     """
     if is_csv(path):
-        frame = (
-            spark.read.option("header", True)
-            .option("sep", csv_format.delimiter)
-            .option("nullValue", csv_format.null_value)
-            .option("inferSchema", False)
-            .csv(path)
-        )
+        frame = read_dms_csv(spark, path, csv_format)
         position = F.monotonically_increasing_id()
     else:
         frame = spark.read.parquet(path)
@@ -132,7 +167,9 @@ def read_parquet_changes(
         need neither file nor position and the reader is spared per-row metadata.
     """
     frame = spark.read.option("mergeSchema", True).parquet(*[path for path, _ in files])
-    op = F.coalesce(F.col(OP), F.lit("I")) if OP in frame.columns else F.lit("I")
+    # A null Op stays null (the merge refuses it); a file without an Op column among files with
+    # one also reads as null here, and the merge then reads the files one by one.
+    op = F.col(OP) if OP in frame.columns else F.lit("I")
     if full_load:
         # No per-row metadata: the first file's position stands for all (their order is moot).
         return frame.withColumn(OP, op).withColumn(FILE_SEQ, F.lit(files[0][1])).withColumn(ROW_POS, F.lit(0).cast("long"))

@@ -5,6 +5,7 @@ See docs/plan-and-result.md for both documents and docs/merge-semantics.md for t
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from dmscdc_spark import rules
+from dmscdc_spark.errors import failure_text, root_cause
 from dmscdc_spark.io import (
     CsvFormat,
     HadoopFiles,
@@ -32,10 +34,29 @@ from dmscdc_spark.schema import TypeConflict, unify_schemas, union_conformed
 # Session settings the merge relies on. Partition values are read as strings and cast to the
 # type the change data has (inference would turn "007" into 7); timestamps are written as
 # INT64 micros, which Athena, Spectrum and DuckDB all read.
+log = logging.getLogger(__name__)
+
 SESSION_SETTINGS = {
     "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
 }
+
+
+class _ReadFilesOneByOne(Exception):
+    """A one-scan read mixed files with and without an Op column (the latter hold inserts): the
+    merge starts over reading each file on its own."""
+
+
+UNREADABLE_REMEDY = ("Replace it with a good copy (or re-run the DMS task for the table) and run again; "
+                     "the table's state was left unchanged.")
+
+
+# A rebuild from the LOAD files already in raw (--full-refresh) meets the old type there again;
+# a DMS reload writes LOAD files in the new type, and the planner rebuilds from those alone.
+TYPE_CHANGE_REMEDY = ("The column's type changed at the source: reload the table in DMS (reload-target) so "
+                      "its LOAD files carry the new type, and the next run rebuilds the table from them "
+                      "(changes older than the reload are not applied over it); or cast the column back in "
+                      "the source. The table's state was left unchanged.")
 
 
 class MergeInputError(Exception):
@@ -91,6 +112,8 @@ def run_merge(spark: SparkSession, plan: dict) -> dict:
     try:
         result = _TableMerge(spark, files, merge_plan).run()
     except MergeInputError as error:
+        # The result says the cause in one line; the library's whole trace stays at debug level.
+        log.debug("%s: %s", merge_plan.table, error, exc_info=error)
         files.delete_tree(merge_plan.staging_path)
         result = {"status": "failed", "error": error.to_dict()}
     result.update(
@@ -108,6 +131,7 @@ class _TableMerge:
         self.spark, self.files, self.plan = spark, files, plan
         self.csv_format = CsvFormat(plan.csv_delimiter, plan.csv_null_value)
         self.warnings: list[str] = []
+        self.one_file_per_read = False
 
     # -- errors -------------------------------------------------------------------------------
     def _fail(self, file: str | None, problem: str, remedy: str) -> MergeInputError:
@@ -115,15 +139,13 @@ class _TableMerge:
 
     def _fail_unreadable(self, error: Exception, candidates: list[str]) -> MergeInputError | None:
         """Map a Spark failure to the file it names, if it names one of ours."""
-        message = str(error)
+        message = failure_text(error)
         for path in candidates:
             if path.rsplit("/", 1)[-1] in message:
-                first_line = next((line for line in message.splitlines() if line.strip()), message)
                 return self._fail(
                     path,
-                    f"cannot read the file ({first_line.strip()[:300]})",
-                    "Replace it with a good copy (or re-run the DMS task for the table) and run "
-                    "again; the table's state was left unchanged.",
+                    f"cannot read the file: {root_cause(error)}",
+                    UNREADABLE_REMEDY,
                 )
         return None
 
@@ -152,7 +174,8 @@ class _TableMerge:
         """Parquet files in one scan when their names are distinct; otherwise (CSV, or a type
         that widens between files, which one Parquet scan cannot merge) one read per file."""
         names = [file_name(path) for _, path in files]
-        if not any(is_csv(path) for _, path in files) and len(set(names)) == len(names):
+        one_scan = not self.one_file_per_read and not any(is_csv(path) for _, path in files)
+        if one_scan and len(set(names)) == len(names):
             full_load = all(self.plan.files[seq]["kind"] == "load" for seq, _ in files)
             try:
                 frame = read_parquet_changes(self.spark, [(path, seq) for seq, path in files], full_load=full_load)
@@ -169,7 +192,7 @@ class _TableMerge:
             return read_change_file(self.spark, path, seq, self.csv_format)
         except Exception as error:  # Spark raises AnalysisException / Py4JJavaError
             raise self._fail_unreadable(error, [path]) or self._fail(
-                path, f"cannot read the file ({str(error).splitlines()[0][:300]})",
+                path, f"cannot read the file: {root_cause(error)}",
                 "Check that the file exists and is a DMS Parquet or CSV file.",
             ) from error
 
@@ -196,8 +219,7 @@ class _TableMerge:
                     conflict = precise
             raise self._fail(
                 conflict.source, str(conflict),
-                remedy or "Cast the column in the source, or rebuild the table in the new type with "
-                "a full load (`dmscdc run --full-refresh`); the table's state was left unchanged.",
+                remedy or TYPE_CHANGE_REMEDY,
             ) from conflict
 
     def _require_columns(self, schemas: list[tuple[str, T.StructType]]) -> None:
@@ -243,8 +265,17 @@ class _TableMerge:
                 for r in frame.groupBy(rules.FILE_SEQ, rules.OP).count().collect()]
 
     def _check_ops(self, counts: list[tuple[int | None, str | None, int]]) -> dict[str, int]:
-        """Rows read by Op from ``(file_seq, op, count)``; an unknown Op fails the table."""
+        """Rows read by Op from ``(file_seq, op, count)``; an unknown or null Op fails the table."""
         for seq, op, count in sorted(counts, key=lambda c: (c[0] is None, c[0] or 0)):
+            if op is None and seq is not None:
+                path = self.plan.files[seq]["path"]
+                if not is_csv(path) and rules.OP not in self.spark.read.parquet(path).columns:
+                    raise _ReadFilesOneByOne()
+                raise self._fail(
+                    path, f"Op is null in {count} row(s)",
+                    "DMS writes I, U or D in every row: the file is damaged or was not written by DMS. "
+                    "Replace it with a good copy (same name) and run again; the table's state was left unchanged.",
+                )
             if op not in rules.KNOWN_OPS:
                 raise self._fail(
                     self.plan.files[seq]["path"] if seq is not None else None,
@@ -331,13 +362,34 @@ class _TableMerge:
         # than building an in-memory cache that each query would then scan.
         try:
             return self._merge(loads, cdc, change_schema)
+        except _ReadFilesOneByOne:
+            self.one_file_per_read, self.warnings = True, []
+            return self.run()
         except Exception as error:
             if isinstance(error, MergeInputError):
                 raise
-            mapped = self._fail_unreadable(error, [f["path"] for f in plan.files])
+            mapped = self._fail_unreadable(error, [f["path"] for f in plan.files]) or self._find_unreadable()
             if mapped is not None:
                 raise mapped from error
             raise
+
+    def _find_unreadable(self) -> MergeInputError | None:
+        """The first planned file that cannot be read through, when a failure did not name it (a
+        task that failed while writing names only what it wrote). Runs only after a failure."""
+        for seq, planned in enumerate(self.plan.files):
+            try:
+                frame = read_change_file(self.spark, planned["path"], seq, self.csv_format)
+                # Every column, so each value is parsed (a count alone may skip the parsing); the
+                # noop sink runs the read with no shuffle and no output, so a full disk that
+                # failed the merge cannot fail the probe and be blamed on a file.
+                (frame.select(F.hash(*[F.col(f"`{c}`") for c in frame.columns]).alias("h"))
+                 .write.format("noop").mode("overwrite").save())
+            except Exception as error:  # noqa: BLE001 - any failure to read names this file
+                return self._fail_unreadable(error, [planned["path"]]) or self._fail(
+                    planned["path"], f"cannot read the file: {root_cause(error)}",
+                    UNREADABLE_REMEDY,
+                )
+        return None
 
     def _merge(self, loads: DataFrame | None, cdc: DataFrame | None, change_schema: T.StructType) -> dict:
         """Base rows (what survives of the table) plus incoming rows (the newest changes).
@@ -387,9 +439,7 @@ class _TableMerge:
             replaced = []
 
         # Lake files first: the lake's types win ties.
-        schema = self._unify(lake_sources + [("the changes", change_schema)],
-                             "The lake file and the new changes disagree on the column's type; rebuild "
-                             "the table in the new type with a full load (`dmscdc run --full-refresh`).")
+        schema = self._unify(lake_sources + [("the changes", change_schema)])
         schema = T.StructType([f for f in schema.fields if f.name not in rules.INTERNAL_COLUMNS])
         written = Observation("written")
         output = rules.lake_rows(union_conformed(base + incoming, schema)).observe(
@@ -405,6 +455,8 @@ class _TableMerge:
             observed = load_ops.get
             if observed["not_inserts"]:  # LOAD rows are inserts; find what else is there, and where
                 load_counts = self._load_ops_by_file()
+                if observed["null_ops"] and not any(op is None for _, op, _ in load_counts):
+                    raise _ReadFilesOneByOne()  # the nulls were files without an Op column
             else:
                 load_counts = [(None, "I", observed["rows"])]
         rows_read = self._check_ops(cdc_counts + load_counts)
@@ -444,8 +496,11 @@ def output_file_count(input_bytes: int, target_file_bytes: int, parallelism: int
 
 
 def _op_counters() -> list:
-    """What the write of LOAD rows observes: rows, and rows that are not inserts."""
-    return [F.count(F.lit(1)).alias("rows"), F.count(F.when(F.col(rules.OP) != "I", 1)).alias("not_inserts")]
+    """What the write of LOAD rows observes: rows, rows that are not inserts, rows with a null Op."""
+    op = F.col(rules.OP)
+    return [F.count(F.lit(1)).alias("rows"),
+            F.count(F.when(op.isNull() | (op != "I"), 1)).alias("not_inserts"),
+            F.count(F.when(op.isNull(), 1)).alias("null_ops")]
 
 
 def conform_partition_columns(

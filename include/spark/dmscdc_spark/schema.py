@@ -15,6 +15,7 @@ from pyspark.sql import types as T
 
 # Integral and floating types in widening order; a wider type holds every value of a narrower one
 # (LongType -> DoubleType loses precision past 2**53, the same trade-off Spark's own coercion makes).
+MAX_DECIMAL_PRECISION = 38  # Spark's (and Parquet readers' common) decimal limit
 _NUMERIC_ORDER = [T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType]
 
 
@@ -44,6 +45,9 @@ def _numeric_rank(data_type: T.DataType) -> int | None:
 def wider_type(existing: T.DataType, incoming: T.DataType) -> T.DataType | None:
     """The type that holds values of both, or None when they cannot be reconciled.
 
+    The same rule as the provider's pre-merge check (``dmscdc_provider.input_checks.wider_type``),
+    in Spark's types: a decimal widens to the precision that holds both or not at all.
+
     :param existing: the type the column has so far (lake files come first, so the lake wins
         ties such as timestamp with or without time zone).
     :param incoming: the type in the next source.
@@ -60,7 +64,9 @@ def wider_type(existing: T.DataType, incoming: T.DataType) -> T.DataType | None:
     if isinstance(existing, T.DecimalType) and isinstance(incoming, T.DecimalType):
         scale = max(existing.scale, incoming.scale)
         integral = max(existing.precision - existing.scale, incoming.precision - incoming.scale)
-        return T.DecimalType(min(38, integral + scale), scale)
+        if integral + scale > MAX_DECIMAL_PRECISION:
+            return None  # no decimal holds both: capping would turn the widest values into NULL
+        return T.DecimalType(integral + scale, scale)
     timestamps = (T.TimestampType, T.TimestampNTZType)
     if isinstance(existing, timestamps) and isinstance(incoming, timestamps):
         return existing

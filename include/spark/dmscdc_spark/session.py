@@ -6,6 +6,8 @@ import os
 
 from pyspark.sql import SparkSession
 
+from dmscdc_spark.s3a import cached_jars, s3a_settings
+
 LOG_SETTINGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "log4j2.properties")
 
 # Small shuffles: a merge's shuffled data is the size of the change, not of the table.
@@ -20,9 +22,15 @@ LOCAL_DEFAULTS = {
 
 
 def local_session(master: str = "local[2]", conf: dict | None = None) -> SparkSession:
-    """Get or create the process's local session with dmscdc's defaults and ``conf`` on top."""
+    """Get or create the process's local session with dmscdc's defaults and ``conf`` on top.
+
+    When the S3A jars are cached (``make setup``), the session reads and writes ``s3://`` and
+    ``s3a://`` through them (see ``dmscdc_spark.s3a``).
+    """
     builder = SparkSession.builder.master(master).appName("dmscdc")
-    for key, value in {**LOCAL_DEFAULTS, **(conf or {})}.items():
+    jars = cached_jars()
+    s3a = s3a_settings(jars) if jars else {}
+    for key, value in {**LOCAL_DEFAULTS, **s3a, **(conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")

@@ -53,6 +53,7 @@ def run_job(spark, plan_uri: str, result_uri: str | None = None) -> dict:
         ``failed`` result describing it).
     """
     from dmscdc_spark import run_merge
+    from dmscdc_spark.errors import root_cause
 
     result_uri = result_uri or result_uri_for(plan_uri)
     plan = json.loads(read_text(spark, plan_uri))
@@ -70,8 +71,10 @@ def run_job(spark, plan_uri: str, result_uri: str | None = None) -> dict:
             "error": {
                 "table": plan.get("table"),
                 "file": None,
-                "problem": f"the Spark job failed: {str(error)[:2000]}",
+                "problem": f"the Spark job failed: {root_cause(error)}",
                 "remedy": "see the job's driver log; the table's state is unchanged, run again",
+                # Not the input's fault (that is a MergeInputError): a retry may succeed.
+                "kind": "infrastructure",
             },
         }
         write_text(spark, result_uri, json.dumps(failed, sort_keys=True))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import zipfile
 from dataclasses import dataclass
 
@@ -22,24 +21,31 @@ GLUE_SCRIPT = "glue_entry.py"
 _FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 
 
-def spark_source_folder() -> str:
-    """The folder that holds the ``dmscdc_spark`` package (``include/spark`` in the project, or
-    site-packages where the project is installed)."""
-    import dmscdc_spark
+def library_files() -> dict[str, bytes]:
+    """The ``dmscdc_spark`` package's Python sources, ``dmscdc_spark/...`` -> bytes.
 
-    return os.path.dirname(os.path.dirname(os.path.abspath(dmscdc_spark.__file__)))
+    Read through ``importlib.resources``, so it works wherever the package is importable: a
+    source checkout, site-packages, or MWAA's plugins folder. Importing the package imports
+    no pyspark.
+    """
+    from importlib.resources import files
 
-
-def build_library_zip(spark_source: str) -> bytes:
-    """The zip of the ``dmscdc_spark`` package (Python sources only)."""
     entries = {}
-    package_root = os.path.join(spark_source, LIBRARY_PACKAGE)
-    for folder, subfolders, names in os.walk(package_root):
-        subfolders[:] = [d for d in subfolders if d != "__pycache__"]
-        for name in names:
-            if name.endswith(".py"):
-                path = os.path.join(folder, name)
-                entries[os.path.relpath(path, spark_source).replace(os.sep, "/")] = _read(path)
+
+    def walk(folder, prefix: str) -> None:
+        for entry in folder.iterdir():
+            if entry.is_dir():
+                if entry.name != "__pycache__":
+                    walk(entry, f"{prefix}/{entry.name}")
+            elif entry.name.endswith(".py"):
+                entries[f"{prefix}/{entry.name}"] = entry.read_bytes()
+
+    walk(files(LIBRARY_PACKAGE), LIBRARY_PACKAGE)
+    return entries
+
+
+def build_library_zip(entries: dict[str, bytes]) -> bytes:
+    """The zip of the ``dmscdc_spark`` package (``library_files()``), byte-for-byte reproducible."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name in sorted(entries):
@@ -48,11 +54,6 @@ def build_library_zip(spark_source: str) -> bytes:
             info.external_attr = 0o644 << 16
             archive.writestr(info, entries[name])
     return buffer.getvalue()
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
 
 
 @dataclass(frozen=True)
@@ -69,28 +70,26 @@ class SparkArtifacts:
     glue_script: str
 
 
-def publish_artifacts(storage, artifacts_uri: str, spark_source: str | None = None) -> SparkArtifacts:
+def publish_artifacts(storage, artifacts_uri: str) -> SparkArtifacts:
     """Upload the job files under ``<artifacts_uri>/<content hash>/`` unless already there.
 
-    :param storage: an ``S3Storage`` (``exists``, ``write_bytes``).
+    :param storage: an ``S3Storage`` (``create_bytes``).
     :param artifacts_uri: ``s3://bucket/prefix`` for dmscdc's job files.
-    :param spark_source: folder with ``dmscdc_spark/`` and the entry points (default: found
-        beside the installed ``dmscdc_spark`` package).
     """
-    source = spark_source or spark_source_folder()
+    library = library_files()
     files = {
-        LIBRARY_ZIP: build_library_zip(source),
-        JOB_SCRIPT: _read(os.path.join(source, LIBRARY_PACKAGE, JOB_SCRIPT)),
-        GLUE_SCRIPT: _read(os.path.join(source, LIBRARY_PACKAGE, GLUE_SCRIPT)),
+        LIBRARY_ZIP: build_library_zip(library),
+        JOB_SCRIPT: library[f"{LIBRARY_PACKAGE}/{JOB_SCRIPT}"],
+        GLUE_SCRIPT: library[f"{LIBRARY_PACKAGE}/{GLUE_SCRIPT}"],
     }
     digest = hashlib.sha256()
     for name in sorted(files):
         digest.update(name.encode() + b"\0" + files[name])
     folder = f"{artifacts_uri.rstrip('/')}/{digest.hexdigest()[:16]}"
     for name, data in files.items():
-        target = f"{folder}/{name}"
-        if not storage.exists(target):
-            storage.write_bytes(target, data)
+        # The folder is named by the content, so an existing key already holds these bytes; a
+        # conditional PUT needs no HEAD (which a prefix-limited role gets 403 for when missing).
+        storage.create_bytes(f"{folder}/{name}", data)
     return SparkArtifacts(
         library_zip=f"{folder}/{LIBRARY_ZIP}",
         job_script=f"{folder}/{JOB_SCRIPT}",

@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from dmscdc_provider.aws.artifacts import SparkArtifacts, publish_artifacts
 from dmscdc_provider.aws.s3_storage import S3Storage
 from dmscdc_provider.plan import STAGING_FOLDER
+from dmscdc_provider.runner import infrastructure_error
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,6 @@ class S3SparkJobEngine(ABC):
     :param region_name: AWS region (None: the connection's or the environment's).
     :param poll_interval: seconds between status checks while ``run`` waits.
     :param wait_timeout: seconds ``run`` waits for a job before giving up.
-    :param spark_source: folder with ``dmscdc_spark/`` and the entry points (default: found).
     """
 
     engine_name = "remote"
@@ -95,7 +95,6 @@ class S3SparkJobEngine(ABC):
         region_name: str | None = None,
         poll_interval: float = 30.0,
         wait_timeout: float = 6 * 3600.0,
-        spark_source: str | None = None,
     ):
         if not artifacts_uri or not artifacts_uri.startswith("s3://"):
             raise ValueError(f"{self.engine_name}: artifacts_uri must be an s3:// location, not {artifacts_uri!r}")
@@ -104,9 +103,11 @@ class S3SparkJobEngine(ABC):
         self.region_name = region_name
         self.poll_interval = poll_interval
         self.wait_timeout = wait_timeout
-        self.spark_source = spark_source
         self._storage: S3Storage | None = None
         self._artifacts: SparkArtifacts | None = None
+        # Called with each job reference ``run`` submits or reattaches to (the operator's links
+        # and on_kill); None outside Airflow.
+        self.on_submitted = None
 
     @property
     def storage(self) -> S3Storage:
@@ -117,7 +118,7 @@ class S3SparkJobEngine(ABC):
     def artifacts(self) -> SparkArtifacts:
         """The job files on S3, uploaded on first use."""
         if self._artifacts is None:
-            self._artifacts = publish_artifacts(self.storage, self.artifacts_uri, self.spark_source)
+            self._artifacts = publish_artifacts(self.storage, self.artifacts_uri)
         return self._artifacts
 
     def upload_plan(self, engine_plan: dict) -> str:
@@ -144,19 +145,20 @@ class S3SparkJobEngine(ABC):
         """The job's result document; a ``failed`` one when the job wrote none."""
         ref = parse_job_ref(job_ref)
         result_uri = result_uri_for(ref["plan_uri"])
-        try:
+        # Listed first, not read and caught: a role whose s3:ListBucket is limited by prefix gets
+        # 403, not 404, for a missing key.
+        if self.storage.exists(result_uri):
             result = json.loads(self.storage.read_bytes(result_uri))
-        except FileNotFoundError:
+        else:
             state = self.poll(job_ref)
             reason = self.failure_reason(job_ref) if state == FAILED else f"it is {state}"
             return {
                 "status": FAILED, "table": engine_plan["table"], "plan_id": engine_plan["plan_id"],
                 "attempt_id": ref["attempt_id"],
-                "error": {
-                    "table": engine_plan["table"], "file": None,
-                    "problem": f"the {self.engine_name} job {self.describe(job_ref)} wrote no result ({reason})",
-                    "remedy": "see the job's log; the table's state is unchanged, run again",
-                },
+                "error": infrastructure_error(
+                    engine_plan["table"],
+                    f"the {self.engine_name} job {self.describe(job_ref)} wrote no result ({reason})",
+                    "see the job's log; the table's state is unchanged, run again"),
             }
         if result.get("plan_id") != engine_plan["plan_id"]:
             raise ValueError(
@@ -183,6 +185,8 @@ class S3SparkJobEngine(ABC):
         """
         for _ in range(3):
             job_ref = self.submit(engine_plan)
+            if self.on_submitted is not None:
+                self.on_submitted(job_ref)
             self.wait(job_ref)
             if parse_job_ref(job_ref)["attempt_id"] == engine_plan["attempt_id"]:
                 return self.fetch_result(job_ref, engine_plan)
@@ -197,6 +201,10 @@ class S3SparkJobEngine(ABC):
     @abstractmethod
     def start(self, engine_plan: dict, plan_uri: str, artifacts: SparkArtifacts) -> str:
         """Start the job for this attempt; returns its job reference."""
+
+    @abstractmethod
+    def cancel(self, job_ref: str) -> None:
+        """Ask the service to stop the job (the task running it was killed)."""
 
     # The service's job states: the one that means success, and those that mean it ended badly.
     success_state: str

@@ -109,13 +109,12 @@ class S3Storage:
                 )
 
     def exists(self, path: str) -> bool:
+        # Listing, not HEAD: S3 answers a HEAD of a missing key with 403 instead of 404 when the
+        # role's s3:ListBucket is limited by an s3:prefix condition (docs/iam-policy.json).
         bucket, key = parse_s3_uri(path)
-        try:
-            self.client.head_object(Bucket=bucket, Key=key)
+        listed = self.client.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+        if any(entry["Key"] == key for entry in listed.get("Contents", [])):
             return True
-        except Exception as error:
-            if error_code(error) not in _MISSING:
-                raise
         # Not an object: a "folder" exists when any key lies under it.
         listed = self.client.list_objects_v2(Bucket=bucket, Prefix=_folder_prefix(key), MaxKeys=1)
         return bool(listed.get("KeyCount"))
@@ -133,6 +132,18 @@ class S3Storage:
     def write_bytes(self, path: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         bucket, key = parse_s3_uri(path)
         self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+
+    def create_bytes(self, path: str, data: bytes, content_type: str = "application/octet-stream") -> bool:
+        """Write ``path`` unless it exists (a conditional PUT); returns whether this call wrote it."""
+        bucket, key = parse_s3_uri(path)
+        try:
+            self.client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type, IfNoneMatch="*")
+        except Exception as error:
+            # 412: the key exists; 409: another writer's conditional PUT of it is in flight.
+            if error_code(error) in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                return False
+            raise
+        return True
 
 
 def _as_os_error(error: Exception, where: str) -> OSError | None:

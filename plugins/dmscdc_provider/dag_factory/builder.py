@@ -17,7 +17,18 @@ from typing import TYPE_CHECKING
 
 import yaml
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
-from airflow.sdk import DAG, AssetAlias, CronDataIntervalTimetable, Param, TriggerRule
+from airflow.sdk import DAG, AssetAlias, Param
+
+# Supported: Airflow 3.0 (MWAA's oldest Airflow 3) to the newest. The Task SDK gained these
+# names later (TriggerRule in 3.1, the timetables in 3.2); 3.0 has them in airflow core.
+try:
+    from airflow.sdk import TriggerRule
+except ImportError:
+    from airflow.utils.trigger_rule import TriggerRule
+try:
+    from airflow.sdk import CronDataIntervalTimetable
+except ImportError:
+    from airflow.timetables.interval import CronDataIntervalTimetable
 
 from dmscdc_provider.dag_factory.config import SourceConfig, SourceConfigError, load_source_config
 from dmscdc_provider.dag_factory.schema import SOURCE_NAME_PATTERN
@@ -55,7 +66,7 @@ Keeps the lake `{config.lake}` in sync with the AWS DMS output `{config.raw}`.
 | --- | --- |
 | tables | {tables} (schema.table globs; tables found in the raw location register **inactive** in the controller until activated with `dmscdc configure`) |
 | controller | `{config.state}` |
-| engine | `{config.engine}` |
+| engine | `{_engine_text(config)}` |
 | catalog | `{config.catalog_mode}` |
 | schedule | {schedule} |
 | config | `{config.path}` |
@@ -77,6 +88,12 @@ Clearing the whole run, `plan` included, plans every table again from the curren
 """
 
 
+def _engine_text(config: SourceConfig) -> str:
+    if config.engine == "auto":
+        return f"auto: duckdb under {config.inprocess_max_bytes:,} bytes read, else {config.engine_config.spark}"
+    return config.engine
+
+
 def build_source_dag(config: SourceConfig) -> DAG:
     """The DAG for one source config."""
     aws = {"aws_conn_id": config.aws_conn_id, "region_name": config.region_name}
@@ -89,7 +106,8 @@ def build_source_dag(config: SourceConfig) -> DAG:
         schedule=CronDataIntervalTimetable(config.schedule, timezone="UTC") if config.schedule else None,
         start_date=config.start_date,
         catchup=config.catchup,
-        # Runs of one source apply changes in order: a run must not plan while another merges.
+        # Scheduled and manual runs of one source never overlap; backfill runs are ordered by
+        # the plan task's depends_on_past.
         max_active_runs=1,
         default_args={"owner": config.owner},
         params={
@@ -126,13 +144,25 @@ def build_source_dag(config: SourceConfig) -> DAG:
             full_refresh=FULL_REFRESH_TEMPLATE,
             csv_delimiter=config.csv_delimiter,
             csv_null_value=config.csv_null_value,
+            engine=config.engine,
+            spark_engine=config.spark_engine,
+            inprocess_max_bytes=config.inprocess_max_bytes,
+            # Runs apply changes in logical-date order: a run plans only after the previous
+            # run's plan and everything downstream of it (merges, catalog, summary) finished
+            # well. Airflow counts a backfill's runs apart from the DAG's max_active_runs, so
+            # this, not max_active_runs, is what orders backfill and catch-up runs
+            # (docs/scheduling.md).
+            depends_on_past=True,
+            wait_for_downstream=True,
             **aws,
         )
         merged = DmsCdcMergeOperator.partial(
             task_id="merge",
             state_uri=config.state,
             engine=config.engine,
+            spark_engine=config.spark_engine,
             engine_settings=config.engine_settings,
+            duckdb_settings=config.duckdb_settings,
             deferrable=merge.deferrable,
             poll_interval=merge.poll_interval,
             retries=merge.retries,
@@ -148,8 +178,9 @@ def build_source_dag(config: SourceConfig) -> DAG:
             lake_root=config.lake,
             catalog_mode=config.catalog_mode,
             catalog_settings=config.catalog_settings,
-            # The tables that merged become queryable even when another table failed.
-            trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
+            # The tables that merged become queryable even when another table failed; with
+            # none merged the operator skips itself (Airflow 3.0 has no all_done_min_one_success).
+            trigger_rule=TriggerRule.ALL_DONE,
             outlets=[lake_asset_alias(config)],
             # Read back to announce each merge once when a cleared table merges later.
             inlets=[lake_asset_alias(config)],

@@ -16,10 +16,11 @@ from typing import Any
 import yaml
 
 from dmscdc_provider.dag_factory.schema import coerce_types, schema_errors, source_schema
+from dmscdc_provider.engines.choice import AUTO, DEFAULT_INPROCESS_MAX_BYTES, EngineConfig, parse_size
 
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 # SourceConfig fields that the YAML spells differently (sections, engine/catalog mappings).
-_BUILT_FIELDS = {"path", "engine_settings", "catalog_mode", "catalog_settings", "aws_conn_id", "region_name",
+_BUILT_FIELDS = {"path", "engine_settings", "spark_engine", "inprocess_max_bytes", "duckdb_settings", "catalog_mode", "catalog_settings", "aws_conn_id", "region_name",
                  "csv_delimiter", "csv_null_value"}
 
 
@@ -76,8 +77,12 @@ class SourceConfig:
     :param tables: comma-separated globs on ``schema.table``; empty: every table.
     :param schedule: cron expression or preset; a run applies CDC files named before its
         data interval end. Empty: manual runs only.
-    :param engine: merge engine name and its settings (Spark settings for ``local``).
-    :param catalog_mode: ``duckdb`` locally; AWS modes once registered.
+    :param engine: ``auto`` (per table: in-process under ``inprocess_max_bytes``, else
+        ``spark_engine``), or one engine for every table (``duckdb``, ``local``, ``glue``,
+        ``emr``, ``emr_serverless``); ``engine_settings`` are the Spark engine's settings and
+        ``duckdb_settings`` the in-process engine's (docs/engines.md).
+    :param catalog_mode: ``duckdb`` for a local lake; ``glue_tables`` (the default for an
+        ``s3://`` lake) or ``glue_crawler``.
     """
 
     source: str
@@ -90,8 +95,11 @@ class SourceConfig:
     schedule: str | None = None
     start_date: datetime = datetime(2024, 1, 1, tzinfo=timezone.utc)
     catchup: bool = False
-    engine: str = "local"
+    engine: str = AUTO
     engine_settings: dict = field(default_factory=dict)
+    spark_engine: str | None = None
+    inprocess_max_bytes: int = DEFAULT_INPROCESS_MAX_BYTES
+    duckdb_settings: dict = field(default_factory=dict)
     catalog_mode: str = "duckdb"
     catalog_settings: dict = field(default_factory=dict)
     wait_for_changes: SensorConfig = field(default_factory=SensorConfig)
@@ -106,6 +114,11 @@ class SourceConfig:
     @property
     def dag_id(self) -> str:
         return f"dmscdc_{self.source}"
+
+    @property
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(self.engine, self.spark_engine, self.inprocess_max_bytes,
+                            self.engine_settings, self.duckdb_settings)
 
 
 def expand_variables(value: Any, where: str = "") -> Any:
@@ -141,6 +154,45 @@ def _named(document: dict, key: str, default_name: str, name_key: str) -> Any:
     return value
 
 
+def _on_s3(lake: Any) -> bool:
+    return str(lake or "").startswith(("s3://", "s3a://"))
+
+
+def _engine(engine: dict, path: str) -> dict:
+    """The checked ``engine`` mapping (``{name: auto, spark_engine: glue, inprocess_max_bytes: 1GiB,
+    settings: {...}, duckdb_settings: {...}}``) as SourceConfig fields, its keys checked together."""
+    try:
+        config = EngineConfig(
+            engine=str(engine.get("name") or AUTO),
+            spark_engine=engine.get("spark_engine"),
+            inprocess_max_bytes=parse_size(engine.get("inprocess_max_bytes", DEFAULT_INPROCESS_MAX_BYTES)),
+            spark_settings=dict(engine.get("settings") or {}),
+            duckdb_settings=dict(engine.get("duckdb_settings") or {}),
+        )
+    except ValueError as error:
+        raise SourceConfigError(f"{path}: engine: {error}") from None
+    return {"engine": config.engine, "spark_engine": config.spark_engine,
+            "inprocess_max_bytes": config.inprocess_max_bytes, "engine_settings": config.spark_settings,
+            "duckdb_settings": config.duckdb_settings}
+
+
+def _catalog(catalog: dict, document: dict, path: str) -> tuple[str, dict]:
+    """The checked ``catalog`` mapping: duckdb for a local lake, glue_tables (database
+    ``dmscdc_<source>``) for S3 (the default mode comes from ``_named``).
+
+    A DuckDB catalog file cannot describe an ``s3://`` lake for anyone but this worker, so that
+    combination is refused instead of refreshing nothing.
+    """
+    mode, settings = str(catalog["mode"]), dict(catalog.get("settings") or {})
+    if mode == "duckdb" and _on_s3(document["lake"]):
+        raise SourceConfigError(
+            f"{path}: catalog.mode duckdb is for a local lake, and lake {document['lake']} is on S3; "
+            "use catalog.mode glue_tables (the default for S3) or glue_crawler")
+    if mode == "glue_tables":
+        settings.setdefault("database", f"dmscdc_{document['source']}".lower())
+    return mode, settings
+
+
 def _start_date(value: Any, path: str) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
@@ -161,14 +213,16 @@ def parse_source_config(document: dict, path: str = "<config>") -> SourceConfig:
         document = expand_variables(dict(document))
     except SourceConfigError as error:
         raise SourceConfigError(f"{path}: {error}") from None
-    document["engine"] = _named(document, "engine", "local", "name")
-    document["catalog"] = _named(document, "catalog", "duckdb", "mode")
+    document["engine"] = _named(document, "engine", AUTO, "name")
+    document["catalog"] = _named(document, "catalog", "glue_tables" if _on_s3(document.get("lake")) else "duckdb",
+                                 "mode")
     schema = source_schema(SensorConfig, MergeConfig, set(SourceConfig.__dataclass_fields__) - _BUILT_FIELDS)
     document = coerce_types(document, schema)
     problems = schema_errors(document, schema)
     if problems:
         raise SourceConfigError(f"{path}: " + "; ".join(problems))
-    engine, catalog = document.pop("engine"), document.pop("catalog")
+    engine = _engine(document.pop("engine"), path)
+    catalog_mode, catalog_settings = _catalog(document.pop("catalog"), document, path)
     sensor = SensorConfig(**(document.pop("wait_for_changes", None) or {}))
     merge = MergeConfig(**(document.pop("merge", None) or {}))
     aws = document.pop("aws", None) or {}
@@ -182,10 +236,9 @@ def parse_source_config(document: dict, path: str = "<config>") -> SourceConfig:
     return SourceConfig(
         **document,
         path=path,
-        engine=engine["name"],
-        engine_settings=dict(engine.get("settings") or {}),
-        catalog_mode=catalog["mode"],
-        catalog_settings=dict(catalog.get("settings") or {}),
+        **engine,
+        catalog_mode=catalog_mode,
+        catalog_settings=catalog_settings,
         wait_for_changes=sensor,
         merge=merge,
         aws_conn_id=aws.get("conn_id", "aws_default"),

@@ -15,9 +15,8 @@ from jsonschema import Draft202012Validator
 
 from dmscdc_provider.catalog import CATALOG_REFRESHERS
 from dmscdc_provider.engines import ENGINE_CLASSES
+from dmscdc_provider.engines.choice import AUTO, spark_engine_names
 
-# Chosen per table at planning time; not a class of its own.
-AUTO_ENGINE = "auto"
 SENSOR_MODES = ("poke", "reschedule", "deferrable")
 SOURCE_NAME_PATTERN = "^[A-Za-z0-9_]+$"
 _JSON_TYPES = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"))
@@ -26,7 +25,8 @@ _TYPE_NAMES = {"boolean": "true or false", "integer": "an integer", "number": "a
 
 
 def engine_names() -> list[str]:
-    return sorted(set(ENGINE_CLASSES) | {AUTO_ENGINE})
+    """The registered engines, and ``auto`` (chosen per table at planning time; no class of its own)."""
+    return sorted(set(ENGINE_CLASSES) | {AUTO})
 
 
 def catalog_modes() -> list[str]:
@@ -52,11 +52,12 @@ def _section_schema(section_class, overrides: dict | None = None) -> dict:
     return {"type": "object", "additionalProperties": False, "properties": properties}
 
 
-def _named_schema(name_key: str, names: list[str]) -> dict:
+def _named_schema(name_key: str, names: list[str], extra_properties: dict | None = None) -> dict:
     return {
         "type": "object",
         "additionalProperties": False,
-        "properties": {name_key: {"type": "string", "enum": names}, "settings": {"type": ["object", "null"]}},
+        "properties": {name_key: {"type": "string", "enum": names}, "settings": {"type": ["object", "null"]},
+                       **(extra_properties or {})},
     }
 
 
@@ -78,7 +79,12 @@ def source_schema(sensor_class, merge_class, extra_keys: set[str] = frozenset())
         "catchup": {"type": "boolean"},
         "owner": text,
         "tags": {"type": ["array", "null"], "items": {"type": "string"}},
-        "engine": _named_schema("name", engine_names()),
+        "engine": _named_schema("name", engine_names(), {
+            "spark_engine": {"type": ["string", "null"], "enum": [*spark_engine_names(), None]},
+            # bytes, or a size such as 512MB or 1GiB (parsed with the engine choice's parse_size)
+            "inprocess_max_bytes": {"type": ["integer", "string"]},
+            "duckdb_settings": {"type": ["object", "null"]},
+        }),
         "catalog": _named_schema("mode", catalog_modes()),
         "wait_for_changes": _section_schema(sensor_class, {"mode": {"type": "string", "enum": list(SENSOR_MODES)}}),
         "merge": _section_schema(merge_class, {

@@ -1,4 +1,4 @@
-"""Merge engines: where the Spark merge of one table runs.
+"""Merge engines: where the merge of one table runs (in this process, or Spark here or on AWS).
 
 Every engine takes the engine plan document (``TablePlan.engine_plan``) and returns the
 engine's result document (docs/plan-and-result.md); publishing and the state commit stay
@@ -10,6 +10,19 @@ from __future__ import annotations
 
 import importlib
 from typing import Protocol, runtime_checkable
+
+
+class EngineUnavailable(Exception):
+    """The engine cannot run any plan here (e.g. local Spark without the S3A jars for an ``s3://`` lake).
+
+    Raised before anything is staged; a run stops at once instead of failing every table the
+    same way. The message is one line that says what to install.
+    """
+
+
+class MergeCrashed(Exception):
+    """The merge failed for a reason other than its input; the message is the cause in one line,
+    the original error its ``__cause__``."""
 
 
 @runtime_checkable
@@ -36,10 +49,14 @@ class RemoteMergeEngine(MergeEngine, Protocol):
     def fetch_result(self, job_ref: str, engine_plan: dict) -> dict:
         """The result document the job wrote (or a ``failed`` document describing the job's failure)."""
 
+    def cancel(self, job_ref: str) -> None:
+        """Ask the service to stop the job (the task running it was killed)."""
+
 
 # name -> "module:Class"; classes are imported only when an engine is made, so parsing a DAG
 # never imports pyspark or an AWS SDK module it does not need.
 ENGINE_CLASSES = {
+    "duckdb": "dmscdc_provider.engines.duckdb:DuckDBMergeEngine",
     "local": "dmscdc_provider.engines.local:LocalSparkEngine",
     "glue": "dmscdc_provider.engines.glue:GlueMergeEngine",
     "emr": "dmscdc_provider.engines.emr:EmrMergeEngine",

@@ -37,6 +37,10 @@ class EmrMergeEngine(S3SparkJobEngine):
     :param cluster_name: the name of a single active cluster.
     :param spark_submit_args: extra spark-submit arguments, e.g. ``["--conf", "spark.executor.cores=2"]``.
     :param execution_role_arn: runtime role of the steps (clusters with runtime roles enabled).
+    :param aws_conn_id: the Airflow AWS connection of every client (None: boto3's default chain).
+    :param region_name: AWS region (None: the connection's or the environment's).
+    :param poll_interval: seconds between status checks while ``run`` waits.
+    :param wait_timeout: seconds ``run`` waits for a job before giving up.
     """
 
     engine_name = "emr"
@@ -50,9 +54,13 @@ class EmrMergeEngine(S3SparkJobEngine):
         cluster_name: str | None = None,
         spark_submit_args: list[str] | None = None,
         execution_role_arn: str | None = None,
-        **settings,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        poll_interval: float = 30.0,
+        wait_timeout: float = 6 * 3600.0,
     ):
-        super().__init__(artifacts_uri, **settings)
+        super().__init__(artifacts_uri, aws_conn_id=aws_conn_id, region_name=region_name,
+                         poll_interval=poll_interval, wait_timeout=wait_timeout)
         if not (cluster_id or cluster_name):
             raise ValueError("emr: give cluster_id or cluster_name")
         self._cluster_id = cluster_id
@@ -109,6 +117,10 @@ class EmrMergeEngine(S3SparkJobEngine):
         )
         log.info("%s: added EMR step %s to %s", engine_plan["table"], step_ids[0], self.cluster_id)
         return make_job_ref("emr", engine_plan["attempt_id"], plan_uri, cluster_id=self.cluster_id, step_id=step_ids[0])
+
+    def cancel(self, job_ref: str) -> None:
+        ref = parse_job_ref(job_ref)
+        self.hook().conn.cancel_steps(ClusterId=ref["cluster_id"], StepIds=[ref["step_id"]])
 
     def _step(self, job_ref: str) -> dict:
         ref = parse_job_ref(job_ref)

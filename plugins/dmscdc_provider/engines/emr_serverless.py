@@ -36,6 +36,10 @@ class EmrServerlessMergeEngine(S3SparkJobEngine):
     :param spark_submit_parameters: extra spark-submit options, e.g. ``--conf spark.executor.cores=2``.
     :param configuration_overrides: ``configurationOverrides`` of StartJobRun (log locations ...).
     :param execution_timeout_minutes: EMR Serverless's timeout of one run.
+    :param aws_conn_id: the Airflow AWS connection of every client (None: boto3's default chain).
+    :param region_name: AWS region (None: the connection's or the environment's).
+    :param poll_interval: seconds between status checks while ``run`` waits.
+    :param wait_timeout: seconds ``run`` waits for a job before giving up.
     """
 
     engine_name = "emr_serverless"
@@ -50,9 +54,13 @@ class EmrServerlessMergeEngine(S3SparkJobEngine):
         spark_submit_parameters: str = "",
         configuration_overrides: dict | None = None,
         execution_timeout_minutes: int = 120,
-        **settings,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        poll_interval: float = 30.0,
+        wait_timeout: float = 6 * 3600.0,
     ):
-        super().__init__(artifacts_uri, **settings)
+        super().__init__(artifacts_uri, aws_conn_id=aws_conn_id, region_name=region_name,
+                         poll_interval=poll_interval, wait_timeout=wait_timeout)
         self.application_id = application_id
         self.execution_role_arn = execution_role_arn
         self.spark_submit_parameters = spark_submit_parameters
@@ -108,6 +116,10 @@ class EmrServerlessMergeEngine(S3SparkJobEngine):
         log.info("%s: started EMR Serverless job run %s", engine_plan["table"], response["jobRunId"])
         return make_job_ref("emr_serverless", engine_plan["attempt_id"], plan_uri,
                             application_id=self.application_id, job_run_id=response["jobRunId"])
+
+    def cancel(self, job_ref: str) -> None:
+        ref = parse_job_ref(job_ref)
+        self.client.cancel_job_run(applicationId=ref["application_id"], jobRunId=ref["job_run_id"])
 
     def _job_run(self, job_ref: str) -> dict:
         ref = parse_job_ref(job_ref)

@@ -43,6 +43,10 @@ class GlueMergeEngine(S3SparkJobEngine):
     :param timeout_minutes: Glue's timeout of one run.
     :param default_arguments: extra job arguments, e.g. ``{"--enable-auto-scaling": "true"}``.
     :param job_kwargs: extra ``CreateJob`` fields (``Connections``, ``SecurityConfiguration``, ``Tags``).
+    :param aws_conn_id: the Airflow AWS connection of every client (None: boto3's default chain).
+    :param region_name: AWS region (None: the connection's or the environment's).
+    :param poll_interval: seconds between status checks while ``run`` waits.
+    :param wait_timeout: seconds ``run`` waits for a job before giving up.
     """
 
     engine_name = "glue"
@@ -61,9 +65,13 @@ class GlueMergeEngine(S3SparkJobEngine):
         timeout_minutes: int = 120,
         default_arguments: dict[str, str] | None = None,
         job_kwargs: dict | None = None,
-        **settings,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        poll_interval: float = 30.0,
+        wait_timeout: float = 6 * 3600.0,
     ):
-        super().__init__(artifacts_uri, **settings)
+        super().__init__(artifacts_uri, aws_conn_id=aws_conn_id, region_name=region_name,
+                         poll_interval=poll_interval, wait_timeout=wait_timeout)
         self.role_arn = role_arn
         self.job_name = job_name
         self.glue_version = glue_version
@@ -155,6 +163,10 @@ class GlueMergeEngine(S3SparkJobEngine):
         )
         log.info("%s: started Glue job run %s of %s", engine_plan["table"], response["JobRunId"], self.job_name)
         return make_job_ref("glue", engine_plan["attempt_id"], plan_uri, job_name=self.job_name, run_id=response["JobRunId"])
+
+    def cancel(self, job_ref: str) -> None:
+        ref = parse_job_ref(job_ref)
+        self.hook().conn.batch_stop_job_run(JobName=ref["job_name"], JobRunIds=[ref["run_id"]])
 
     def _job_run(self, job_ref: str) -> dict:
         ref = parse_job_ref(job_ref)

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from dmscdc_provider.engines import EngineUnavailable, MergeCrashed
+
+
+def plan_uris(engine_plan: dict) -> list[str]:
+    """Every location a merge of this plan reads or writes."""
+    files = [entry["path"] for entry in engine_plan["files"]]
+    return [engine_plan["lake_table_path"], engine_plan["staging_path"], *files]
+
 
 class LocalSparkEngine:
     """Runs the merge in this process.
@@ -9,11 +17,17 @@ class LocalSparkEngine:
     :param master: Spark master, ``local[2]`` by default.
     :param spark_conf: extra Spark settings.
     :param session: an existing SparkSession to use instead of creating one.
+    :param aws_conn_id: the task's AWS connection; Spark's S3A connector takes credentials from
+        its own chain (environment, instance role), so only the region is handed on.
+    :param region_name: the region of an ``s3://`` lake, for S3A (``fs.s3a.endpoint.region``).
     """
 
-    def __init__(self, master: str = "local[2]", spark_conf: dict | None = None, session=None):
+    def __init__(self, master: str = "local[2]", spark_conf: dict | None = None, session=None,
+                 aws_conn_id: str | None = None, region_name: str | None = None):
         self.master = master
-        self.spark_conf = spark_conf or {}
+        self.spark_conf = dict(spark_conf or {})
+        if region_name:
+            self.spark_conf.setdefault("spark.hadoop.fs.s3a.endpoint.region", region_name)
         self._session = session
 
     @property
@@ -38,5 +52,19 @@ class LocalSparkEngine:
 
     def run(self, engine_plan: dict) -> dict:
         from dmscdc_spark import run_merge
+        from dmscdc_spark.s3a import S3AUnavailable, cached_jars, is_s3_uri, jars_missing_error, require_s3
 
-        return run_merge(self.session, engine_plan)
+        s3_uri = next((uri for uri in plan_uris(engine_plan) if is_s3_uri(uri)), None)
+        if s3_uri is not None:
+            if self._session is None and cached_jars() is None:  # say so before starting a JVM
+                raise EngineUnavailable(str(jars_missing_error(s3_uri)))
+            try:
+                require_s3(self.session, s3_uri)
+            except S3AUnavailable as error:
+                raise EngineUnavailable(str(error)) from None
+        from dmscdc_spark.errors import root_cause
+
+        try:
+            return run_merge(self.session, engine_plan)
+        except Exception as error:  # a Py4J wrapper around a Java trace: keep its innermost cause
+            raise MergeCrashed(root_cause(error)) from error

@@ -57,10 +57,10 @@ def asset_event_extra(outcome: dict) -> dict:
 class DmsCdcRefreshCatalogOperator(AwsBaseOperator[DmsCdcHook]):
     """Makes the tables merged in this run queryable, and emits one Asset event per table.
 
-    Meant to run when some merges failed (``trigger_rule="all_done_min_one_success"``): it
-    covers exactly the tables whose merge succeeded. Asset events go to every ``AssetAlias``
-    among the task's ``outlets``, one per lake table (see ``lake_table_asset``), with
-    ``asset_event_extra`` as their extra.
+    Meant to run when some merges failed (``trigger_rule="all_done"``): it covers exactly the
+    tables whose merge succeeded, and skips itself when none did. Asset events go to every
+    ``AssetAlias`` among the task's ``outlets``, one per lake table (see ``lake_table_asset``),
+    with ``asset_event_extra`` as their extra.
 
     An event announces one merge once: after a failed table is fixed and its merge instance
     cleared (with downstream), this task runs again and announces only that table. It learns

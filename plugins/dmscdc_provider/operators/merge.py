@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -10,15 +11,20 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, conf
 
 from dmscdc_provider.engines import RemoteMergeEngine
+from dmscdc_provider.engines.choice import AUTO, EngineConfig
 from dmscdc_provider.hooks.dmscdc import DmsCdcHook
+from dmscdc_provider.links import DmsCdcEmrServerlessJobRunLink, DmsCdcEmrStepLink, DmsCdcGlueJobRunLink, persist_job_link
 from dmscdc_provider.plan import TablePlan, plan_from_message
+from dmscdc_provider.report import describe_failure
 from dmscdc_provider.runner import (
     CONFLICT,
     PROGRESS_INTERVAL_SECONDS,
     SUCCEEDED,
+    FailureKind,
     MergeProgress,
     TableOutcome,
     complete_attempt,
+    infrastructure_error,
     run_table,
     start_attempt,
 )
@@ -30,18 +36,6 @@ if TYPE_CHECKING:
 OUTCOME_KEY = "outcome"
 
 
-def describe_failure(outcome: TableOutcome) -> str:
-    """The failure as a person reads it: table, status, file, problem, remedy."""
-    error = outcome.error or {}
-    lines = [f"{outcome.table}: merge {outcome.status}"]
-    for label, key in (("file", "file"), ("problem", "problem"), ("remedy", "remedy")):
-        if error.get(key):
-            lines.append(f"  {label}: {error[key]}")
-    if outcome.note:
-        lines.append(f"  note: {outcome.note}")
-    return "\n".join(lines)
-
-
 def describe_success(outcome: TableOutcome, plan: TablePlan) -> str:
     """The success as a person reads it: what was merged where, and the table's new watermark."""
     summary = outcome.summary or {}
@@ -51,8 +45,12 @@ def describe_success(outcome: TableOutcome, plan: TablePlan) -> str:
         f"{outcome.table}: merged {len(plan.files)} file(s) into {plan.lake_table_path} in {outcome.seconds:.1f} s: "
         f"read {read.get('I', 0)} insert(s), {read.get('U', 0)} update(s), {read.get('D', 0)} delete(s); "
         f"wrote {summary.get('rows_written', 0)} row(s) in {summary.get('files_added', 0)} new file(s), "
-        f"replacing {summary.get('files_removed', 0)}. LastIncrementalFile is now "
-        f"{watermark['LastIncrementalFile'] or 'unset (no CDC file applied yet)'}")
+        f"replacing {summary.get('files_removed', 0)}")
+    skipped = summary.get("skipped") or {}
+    if skipped.get("U") or skipped.get("D"):
+        sentence += (f"; skipped {skipped.get('U', 0)} update(s) and {skipped.get('D', 0)} delete(s) "
+                     "(the table has no primary key)")
+    sentence += f". LastIncrementalFile is now {watermark['LastIncrementalFile'] or 'unset (no CDC file applied yet)'}"
     if plan.mode == "full":
         sentence += f", LastFullLoadDate {watermark['LastFullLoadDate']}"
     return sentence + (f" ({outcome.note})." if outcome.note else ".")
@@ -68,32 +66,40 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
     Pushes the table's outcome once, under the XCom key ``outcome``, also when it fails (the
     return value is not pushed: ``do_xcom_push`` defaults to False). The outcome adds the lake
     table path and, on success, the new watermark to ``TableOutcome.to_dict``. Fails with the
-    table, file and remedy when the input is bad or the engine fails (retried), and without
-    retries on a conflict (another run committed the table first; plan again).
+    table, file and remedy. Bad input or configuration (a corrupt file, an unknown ``Op``, a
+    missing key column) and a conflict (another run committed the table first) fail without
+    retries; a store, network or engine start failure raises an ordinary error that Airflow retries.
 
     :param plan: a plan message from the plan task: ``TablePlan.to_dict()``, or a reference to a
         stored plan document (``plan.plan_message``).
     :param state_uri: the controller store.
-    :param engine: merge engine name: ``local`` (Spark in the worker), or a remote one
-        (``glue``, ``emr``, ``emr_serverless``) once registered.
-    :param engine_settings: the engine's settings.
+    :param engine: ``auto`` (the engine the plan names: the plan task chose it per table), or
+        one engine for every table: ``duckdb`` (in the worker, no JVM), ``local`` (Spark in the
+        worker), ``glue``, ``emr`` or ``emr_serverless``.
+    :param spark_engine: the Spark engine ``auto`` uses for large tables (default ``local``).
+    :param engine_settings: the Spark engine's settings.
+    :param duckdb_settings: the in-process engine's settings (``memory_limit``, ``temp_directory``, ``threads``).
     :param deferrable: with a remote engine, wait for the job in the triggerer.
     :param poll_interval: seconds between job status checks while deferred.
     :param progress_interval: seconds between progress lines while a step lasts.
     """
 
     aws_hook_class = DmsCdcHook
-    template_fields: Sequence[str] = aws_template_fields("plan", "state_uri", "engine", "engine_settings")
-    template_fields_renderers = {"plan": "json", "engine_settings": "json"}
+    template_fields: Sequence[str] = aws_template_fields(
+        "plan", "state_uri", "engine", "spark_engine", "engine_settings", "duckdb_settings")
+    template_fields_renderers = {"plan": "json", "engine_settings": "json", "duckdb_settings": "json"}
     ui_color = "#fdf1e3"
+    operator_extra_links = (DmsCdcGlueJobRunLink(), DmsCdcEmrServerlessJobRunLink(), DmsCdcEmrStepLink())
 
     def __init__(
         self,
         *,
         plan: dict,
         state_uri: str,
-        engine: str = "local",
+        engine: str = AUTO,
+        spark_engine: str | None = None,
         engine_settings: dict | None = None,
+        duckdb_settings: dict | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 30.0,
         progress_interval: float = PROGRESS_INTERVAL_SECONDS,
@@ -104,11 +110,14 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         self.plan = plan
         self.state_uri = state_uri
         self.engine = engine
+        self.spark_engine = spark_engine
         self.engine_settings = engine_settings or {}
+        self.duckdb_settings = duckdb_settings or {}
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.progress_interval = progress_interval
         self._table_plan: TablePlan | None = None
+        self._remote_job: tuple | None = None  # (engine, job_ref) while a remote job runs, for on_kill
 
     @property
     def table_plan(self) -> TablePlan:
@@ -120,32 +129,60 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
     def _progress(self, engine=None) -> MergeProgress:
         return MergeProgress(self.table_plan, self.log.info, self.progress_interval, engine)
 
+    def _table_engine(self, plan: TablePlan) -> tuple[str, dict]:
+        """The engine that merges ``plan`` (the one its planning chose) and that engine's settings."""
+        config = EngineConfig(engine=self.engine, spark_engine=self.spark_engine,
+                              spark_settings=self.engine_settings, duckdb_settings=self.duckdb_settings)
+        name = config.engine_for(plan)
+        return name, config.settings_for(name)
+
     def execute(self, context: Context) -> dict:
         plan = self.table_plan
-        self.log.info("%s: %s merge of %d file(s), plan %s", plan.table, plan.mode, len(plan.files), plan.plan_id)
-        engine = self.hook.make_engine(self.engine, self.engine_settings)
+        engine_name, engine_settings = self._table_engine(plan)
+        self.log.info("%s: %s merge of %d file(s) on %s (%s), plan %s", plan.table, plan.mode, len(plan.files),
+                      engine_name, plan.engine_reason or "configured", plan.plan_id)
+        engine = self.hook.make_engine(engine_name, engine_settings)
+        if isinstance(engine, RemoteMergeEngine):
+            engine.on_submitted = lambda job_ref: self._job_submitted(context, engine, job_ref)
         store = self.hook.open_store(self.state_uri)
         try:
             lake_storage = self.hook.open_storage(plan.lake_root)
             if self.deferrable and isinstance(engine, RemoteMergeEngine):
-                start = start_attempt(plan, store, lake_storage, self._progress().step)
+                start = start_attempt(plan, store, lake_storage, self._progress().step,
+                                      aws_conn_id=self.aws_conn_id, region_name=self.region_name)
                 if start.outcome is None:
                     job_ref = engine.submit(plan.engine_plan(start.attempt_id))
                     self.log.info("%s: submitted job %s for attempt %s", plan.table, job_ref, start.attempt_id)
+                    self._job_submitted(context, engine, job_ref)
+                    wait_timeout = getattr(engine, "wait_timeout", None)
                     self.defer(
                         trigger=DmsCdcMergeJobTrigger(
-                            engine=self.engine, engine_settings=self.engine_settings, job_ref=job_ref,
+                            engine=engine_name, engine_settings=engine_settings, job_ref=job_ref,
                             attempt_id=start.attempt_id, poll_interval=self.poll_interval,
+                            max_attempts=math.ceil(wait_timeout / self.poll_interval) if wait_timeout else None,
                             aws_conn_id=self.aws_conn_id, region_name=self.region_name),
                         method_name="execute_complete",
                     )
                 outcome = start.outcome
             else:
                 with self._progress(engine) as progress:
-                    outcome = run_table(plan, engine, store, lake_storage, progress.step)
+                    outcome = run_table(plan, engine, store, lake_storage, progress.step,
+                                        aws_conn_id=self.aws_conn_id, region_name=self.region_name)
         finally:
             store.close()
         return self._report(context, outcome)
+
+    def _job_submitted(self, context: Context, engine, job_ref: str) -> None:
+        """Remember the running job (for on_kill) and link it from the task (Extra Links)."""
+        self._remote_job = (engine, job_ref)
+        persist_job_link(context, job_ref, self.hook)
+
+    def on_kill(self) -> None:
+        """Stop the remote job this task is waiting for (a deferred task has no worker to kill)."""
+        if self._remote_job is not None:
+            engine, job_ref = self._remote_job
+            self.log.info("%s: stopping job %s", self.plan.get("table"), job_ref)
+            engine.cancel(job_ref)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict:
         plan = self.table_plan
@@ -155,11 +192,11 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
             raise AirflowException(f"{plan.table}: unexpected trigger event {event!r}")
         engine_plan = plan.engine_plan(attempt_id)
         if event.get("status") == "error":
-            result = {"status": "failed", "error": {
-                "table": plan.table, "file": None, "problem": event.get("message"),
-                "remedy": "see the log; the table's state is unchanged, clear the task to run it again"}}
+            result = {"status": "failed", "error": infrastructure_error(
+                plan.table, event.get("message"),
+                "see the log; the table's state is unchanged, clear the task to run it again")}
         else:
-            engine = self.hook.make_engine(self.engine, self.engine_settings)
+            engine = self.hook.make_engine(*self._table_engine(plan))
             result = engine.fetch_result(event["job_ref"], engine_plan)
         store = self.hook.open_store(self.state_uri)
         try:
@@ -181,7 +218,8 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
             self.log.info("%s", describe_success(outcome, plan))
             return document
         message = describe_failure(outcome)
-        if outcome.status == CONFLICT:
-            # Repeating this plan cannot succeed: the table moved on. The next run plans afresh.
+        if outcome.status == CONFLICT or outcome.failure_kind == FailureKind.INPUT:
+            # Repeating this plan cannot succeed: the input must be fixed first (then clear the
+            # task), or the table moved on (the next run plans afresh). No retries.
             raise AirflowFailException(message)
         raise AirflowException(message)

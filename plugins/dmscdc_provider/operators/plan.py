@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
+from dmscdc_provider.engines.choice import AUTO, DEFAULT_INPROCESS_MAX_BYTES, EngineConfig
 from dmscdc_provider.hooks.dmscdc import DmsCdcHook
 from dmscdc_provider.plan import PLAN_INLINE_LIMIT_BYTES, plan_message
 from dmscdc_provider.runner import finish_pending_commits
@@ -40,6 +41,10 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
     :param csv_null_value: DMS ``csvNullValue``.
     :param plan_inline_limit: bytes up to which a plan travels in the XCom itself; a larger one
         is stored under ``<lake>/_dmscdc_plans/`` and the XCom carries its URI.
+    :param engine: ``auto`` names each plan's engine from the bytes its merge reads (Parquet
+        footers only); another engine name is recorded in every plan.
+    :param spark_engine: the Spark engine ``auto`` uses for large tables (default ``local``).
+    :param inprocess_max_bytes: ``auto`` merges a table in-process when it reads less than this.
     """
 
     aws_hook_class = DmsCdcHook
@@ -59,6 +64,9 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         csv_delimiter: str = ",",
         csv_null_value: str = "NULL",
         plan_inline_limit: int = PLAN_INLINE_LIMIT_BYTES,
+        engine: str = AUTO,
+        spark_engine: str | None = None,
+        inprocess_max_bytes: int = DEFAULT_INPROCESS_MAX_BYTES,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -71,22 +79,26 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         self.csv_delimiter = csv_delimiter
         self.csv_null_value = csv_null_value
         self.plan_inline_limit = plan_inline_limit
+        self.engine = engine
+        self.spark_engine = spark_engine
+        self.inprocess_max_bytes = inprocess_max_bytes
 
     def execute(self, context: Context) -> list[dict]:
         cdc_before = parse_instant(self.cdc_before) if self.cdc_before else interval_end(context)
         full_refresh = split_globs(self.full_refresh)
+        engines = EngineConfig(self.engine, self.spark_engine, self.inprocess_max_bytes)
         store = self.hook.open_store(self.state_uri)
         try:
             planner = self.hook.planner(self.raw_root, self.lake_root, store, self.tables,
-                                        self.csv_delimiter, self.csv_null_value)
+                                        self.csv_delimiter, self.csv_null_value, engines)
             selected = [s for s in (store.get(p) for p in planner.selected_paths()) if s is not None]
             finished = finish_pending_commits(store, self.hook.open_storage(self.lake_root), selected)
             report = planner.plan(cdc_before=cdc_before, full_refresh=full_refresh)
         finally:
             store.close()
 
-        self.log.info("%s%s", describe_cutoff(cdc_before, bool(self.cdc_before)),
-                      f" Full refresh of {', '.join(full_refresh)}." if full_refresh else "")
+        self.log.info("%s%s", describe_cutoff(cdc_before, explicit=bool(self.cdc_before)),
+                      f" Full refresh requested for {', '.join(full_refresh)}." if full_refresh else "")
         for name in finished:
             self.log.info("%s: finished the commit a crashed run had recorded", name)
         for name in report.registered:
@@ -98,8 +110,11 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
             self.log.info("%s: no new files", name)
         for problem in report.problems:
             self.log.error("%s: cannot plan: %s", problem.table, problem.problem)
+        for warning in report.warnings:
+            self.log.warning("%s: %s", warning.table, warning.problem)
         for plan in report.plans:
-            self.log.info("%s: %s merge of %d file(s), plan %s", plan.table, plan.mode, len(plan.files), plan.plan_id)
+            self.log.info("%s: %s merge of %d file(s) on %s (%s), plan %s", plan.table, plan.mode,
+                          len(plan.files), plan.engine, plan.engine_reason, plan.plan_id)
 
         context["ti"].xcom_push(key=REPORT_KEY, value={
             "planned": [plan.table for plan in report.plans],
@@ -107,6 +122,7 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
             "inactive": report.inactive,
             "up_to_date": report.up_to_date,
             "problems": [{"table": p.table, "problem": p.problem} for p in report.problems],
+            "warnings": [{"table": w.table, "warning": w.problem} for w in report.warnings],
             "finished_commits": finished,
             "cdc_before": cdc_before.isoformat() if cdc_before else None,
         })

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException, BaseOperator
@@ -9,16 +11,38 @@ from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSki
 from dmscdc_provider.operators.catalog import pull_outcomes
 from dmscdc_provider.operators.plan import REPORT_KEY
 from dmscdc_provider.runner import SUCCEEDED
+from dmscdc_provider.sensors.raw_files import describe_cutoff
+from dmscdc_provider.triggers.raw_files import parse_instant
 
-FAILED, UPSTREAM_FAILED = "failed", "upstream_failed"
+FAILED, UPSTREAM_FAILED, SKIPPED = "failed", "upstream_failed", "skipped"
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
+@dataclass(frozen=True)
+class UpstreamStates:
+    """The upstream task instances of this run that failed, those that did not run because a
+    task before them failed, and those skipped; each named as the UI names it
+    (``merge[sales.store]``)."""
+
+    failed: list[str]
+    not_run: list[str]
+    skipped: list[str]
+
+    def describe(self) -> str:
+        parts = [f"failed: {', '.join(self.failed)}"] if self.failed else []
+        if self.not_run:
+            parts.append(f"did not run because an earlier task failed: {', '.join(self.not_run)}")
+        if self.skipped:
+            parts.append(f"skipped: {', '.join(self.skipped)}")
+        return "; ".join(parts)
+
+
 class DmsCdcRunSummaryOperator(BaseOperator):
     """Logs one line per table, and fails when a table could not be planned or merged or when
-    any of its upstream tasks failed.
+    any of its upstream tasks failed, naming the tasks that failed apart from those that did not
+    run because of them.
 
     Airflow decides a DAG run's state by its leaf tasks. The catalog refresh runs (and
     succeeds) for the tables that merged even when others failed, so this leaf, run with
@@ -36,18 +60,34 @@ class DmsCdcRunSummaryOperator(BaseOperator):
         self.plan_task_id = plan_task_id
         self.merge_task_id = merge_task_id
 
-    def _failed_upstream(self, context: Context) -> int:
+    def _upstream_states(self, context: Context, plans: list[dict]) -> UpstreamStates:
         ti = context["ti"]
-        return ti.get_ti_count(dag_id=ti.dag_id, task_ids=sorted(self.upstream_task_ids), run_ids=[ti.run_id],
-                               states=[FAILED, UPSTREAM_FAILED])
+        states = ti.get_task_states(dag_id=ti.dag_id, task_ids=sorted(self.upstream_task_ids),
+                                    run_ids=[ti.run_id]).get(ti.run_id, {})
+        # Mapped instances come back as "merge_<map index>"; the plan list gives their tables.
+        mapped = re.compile(rf"^{re.escape(self.merge_task_id)}_(\d+)$")
+
+        def name(key: str) -> str:
+            match = mapped.match(key)
+            if match and int(match.group(1)) < len(plans):
+                return f"{self.merge_task_id}[{plans[int(match.group(1))]['plan']['table']}]"
+            return key
+
+        others = {key: state for key, state in states.items() if key != self.task_id}
+        return UpstreamStates(
+            failed=sorted(name(key) for key, state in others.items() if state == FAILED),
+            not_run=sorted(name(key) for key, state in others.items() if state == UPSTREAM_FAILED),
+            skipped=sorted(name(key) for key, state in others.items() if state == SKIPPED),
+        )
 
     def execute(self, context: Context) -> dict:
-        failed_tasks = self._failed_upstream(context)
+        plans = context["ti"].xcom_pull(task_ids=self.plan_task_id) or []
+        upstream = self._upstream_states(context, plans)
         report = context["ti"].xcom_pull(task_ids=self.plan_task_id, key=REPORT_KEY)
         if report is None:
-            if failed_tasks:
-                raise AirflowFailException(f"{failed_tasks} task(s) of this run failed before planning finished; "
-                                           "see the logs of wait_for_changes and plan")
+            if upstream.failed or upstream.not_run:
+                raise AirflowFailException(f"this run failed before planning finished ({upstream.describe()}); "
+                                           "see the log of the failed task")
             raise AirflowSkipException("nothing was planned in this run (no new files for active tables)")
         outcomes = {o["table"]: o for o in pull_outcomes(context, self.merge_task_id)}
         lines = [f"{'table':<32} {'status':<10} {'files':>5} {'I':>7} {'U':>7} {'D':>7} {'written':>8}"]
@@ -64,12 +104,15 @@ class DmsCdcRunSummaryOperator(BaseOperator):
                 failed.append(f"{table}: {problem or 'the merge task failed; see its log'}")
         for problem in report["problems"]:
             failed.append(f"{problem['table']}: not planned: {problem['problem']}")
-        self.log.info("run summary (CDC files before %s):\n%s", report.get("cdc_before") or "any time", "\n".join(lines))
-        if failed_tasks and not failed:
-            failed.append(f"{failed_tasks} task(s) of this run failed; see their logs")
+        self.log.info("run summary. %s\n%s", describe_cutoff(parse_instant(report.get("cdc_before"))), "\n".join(lines))
+        for warning in report.get("warnings", []):
+            self.log.warning("%s: %s", warning["table"], warning["warning"])
         if failed:
             raise AirflowFailException(
                 "these tables failed; their state is unchanged. Fix the cause, then clear the failed "
-                "merge instances (or the next run plans them again):\n" + "\n".join(failed))
+                "merge instances (or the next run plans them again):\n" + "\n".join(failed)
+                + (f"\ntasks: {upstream.describe()}" if upstream.failed or upstream.not_run else ""))
+        if upstream.failed or upstream.not_run:
+            raise AirflowFailException(f"tasks of this run failed ({upstream.describe()}); see their logs")
         return {"merged": sorted(t for t, o in outcomes.items() if o["status"] == SUCCEEDED),
                 "up_to_date": report["up_to_date"]}

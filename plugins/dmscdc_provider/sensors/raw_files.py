@@ -37,21 +37,17 @@ def interval_end(context: Context) -> datetime | None:
     return value.astimezone(timezone.utc) if value is not None else None
 
 
-def cutoff_phrase(cdc_before: datetime | None) -> str:
-    """Which CDC files count, in a few words, for a log line."""
-    if cdc_before is None:
-        return "every CDC file present: no cutoff, the run has no logical date"
-    return f"CDC files named before {cdc_before.isoformat()}"
-
-
 def describe_cutoff(cdc_before: datetime | None, explicit: bool = False) -> str:
-    """Which CDC files a run applies, as a person reads it (docs/scheduling.md)."""
+    """Which CDC files a run applies, as a sentence for its log (docs/scheduling.md).
+
+    :param explicit: the cutoff was given as the ``cdc_before`` argument, not taken from the run.
+    """
     if cdc_before is None:
-        return ("This run has no logical date, so no cutoff: it applies every CDC file present "
-                "(a run with a logical date applies the files named before its data interval end).")
-    source = "the cdc_before argument" if explicit else "this run's data interval end"
-    return (f"This run applies the CDC files named before {cdc_before.isoformat()} ({source}); "
-            "files named later wait for a later run.")
+        return ("This run has no data interval (it was triggered without a logical date), "
+                "so it applies every CDC file present.")
+    source = "given as the cdc_before argument" if explicit else "the end of its data interval"
+    return (f"This run applies the CDC files named before {cdc_before.isoformat()}, {source}; "
+            "files named at or after it are left for later runs.")
 
 
 class DmsCdcNewFilesSensor(AwsBaseSensor[DmsCdcHook]):
@@ -104,9 +100,9 @@ class DmsCdcNewFilesSensor(AwsBaseSensor[DmsCdcHook]):
         except Exception as error:
             raise RawFilesCheckError(f"cannot check {self.raw_root} against {self.state_uri}: {error}") from error
         if tables:
-            self.log.info("new work for %s (%s)", ", ".join(tables), cutoff_phrase(cdc_before))
+            self.log.info("New work for %s. %s", ", ".join(tables), describe_cutoff(cdc_before))
         else:
-            self.log.info("no new DMS files for active tables (%s)", cutoff_phrase(cdc_before))
+            self.log.info("No new DMS files for active tables yet. %s", describe_cutoff(cdc_before))
         return PokeReturnValue(is_done=bool(tables), xcom_value=tables)
 
     def execute(self, context: Context) -> Any:

@@ -31,6 +31,10 @@ class StoreUnavailableError(StateError):
     """The controller store cannot be reached or opened."""
 
 
+class StoreBusyError(StoreUnavailableError):
+    """The store is locked by another process and refused the operation; nothing was written."""
+
+
 class UnknownTableError(StateError):
     """The table has no item in the controller."""
 

@@ -1,0 +1,60 @@
+"""The cause of a Spark failure in one line, as the library that raised it states it.
+
+A failure reaches Python as a ``Py4JJavaError`` or a PySpark ``CapturedException`` whose text
+is a wrapper (``An error occurred while calling o47.parquet``) followed by hundreds of lines of
+Java stack. The cause a person can act on (``No space left on device``, ``not a Parquet
+file``) is the message of the innermost Java exception. No pyspark import: the module only
+walks the objects it is given.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Spark's error-class prefix (``[FAILED_READ_FILE.NO_HINT] ``): a code for machines.
+_ERROR_CLASS = re.compile(r"^\[[A-Z0-9_.]+\]\s*")
+_MAX_CHARS = 400
+
+
+def root_cause(error: BaseException) -> str:
+    """The innermost cause's message, one line (the Python error's own text when no Java
+    exception is attached)."""
+    messages = [_one_line(m) for m in _java_messages(error)]
+    return next((m for m in reversed(messages) if m), None) or _python_message(error)
+
+
+def failure_text(error: BaseException) -> str:
+    """Every message in the failure's chain, whole: where to look for the file it names (PySpark's
+    own text leaves out the Java causes unless its JVM stack trace setting is on)."""
+    return "\n".join([str(error), *_java_messages(error)])
+
+
+def _java_messages(error: BaseException) -> list[str]:
+    java = _java_throwable(error)
+    messages = []
+    while java is not None and len(messages) < 50:  # a cause chain can loop; 50 is far past any real one
+        messages.append(java.getMessage() or "")
+        java = java.getCause()
+    return messages
+
+
+def _java_throwable(error: BaseException):
+    # Py4JJavaError keeps the Java exception as ``java_exception``; PySpark's converted
+    # exceptions (AnalysisException ...) keep it as ``_origin``.
+    for attribute in ("java_exception", "_origin"):
+        throwable = getattr(error, attribute, None)
+        if throwable is not None:
+            return throwable
+    cause = error.__cause__ or error.__context__
+    return _java_throwable(cause) if cause is not None else None
+
+
+def _python_message(error: BaseException) -> str:
+    text = getattr(error, "desc", None) or str(error) or type(error).__name__
+    return _one_line(text)
+
+
+def _one_line(text: str) -> str:
+    line = next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+    line = _ERROR_CLASS.sub("", line)
+    return line if len(line) <= _MAX_CHARS else line[: _MAX_CHARS - 3] + "..."

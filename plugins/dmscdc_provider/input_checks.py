@@ -1,0 +1,368 @@
+"""The pre-merge input check: every planned file against the others and against the lake.
+
+It runs once per merge attempt, before any engine reads a row or stages a file
+(``runner.start_attempt``), so the command line, the Airflow merge task and every engine
+(local Spark, Glue, EMR, EMR Serverless, the in-process engine) share one set of rules. It
+reads Parquet footers only (schema and row-group statistics) and, of a CSV file, its header
+and its key and ``Op`` columns (CSV has no footer; a CDC file is the size of the change).
+
+A file fails its table when (docs/bad-input.md):
+
+- it cannot be read: zero bytes, truncated, not Parquet, malformed CSV;
+- a primary or partition key column is missing from it;
+- a column's type cannot be reconciled with the type the same column has in the files
+  before it or in the lake (``wider_type``): a key that turns from int to string, text vs
+  number, a decimal that cannot hold both scales within 38 digits;
+- a primary key value or an ``Op`` is null (files without an ``Op`` column hold inserts).
+
+The engines keep their own cheap checks (unknown ``Op`` values, which need the rows); the
+type rule they apply when they combine files is this module's ``wider_type``
+(``dmscdc_spark.schema.wider_type`` follows it for Spark types).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from dmscdc_provider.arrow_fs import arrow_filesystem
+from dmscdc_provider.plan import TablePlan
+from dmscdc_provider.storage import is_hidden
+
+log = logging.getLogger(__name__)
+
+OP = "Op"
+MAX_DECIMAL_PRECISION = 38
+# Lake footers are read in parallel: on S3 each is one or two ranged GETs.
+FOOTER_READERS = 16
+
+# Integral and floating types in widening order (the order Spark widens them in).
+_NUMERIC_ORDER = [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.float32(), pa.float64()]
+
+
+@dataclass(frozen=True)
+class InputProblem(Exception):
+    """A planned file the merge cannot apply exactly: table, file, column, cause and remedy."""
+
+    table: str
+    file: str | None
+    column: str | None
+    problem: str
+    remedy: str
+
+    def __str__(self) -> str:
+        where = f" in {self.file}" if self.file else ""
+        return f"{self.table}: {self.problem}{where}. {self.remedy}"
+
+    def to_error(self) -> dict:
+        """The ``error`` of a failed result (docs/plan-and-result.md)."""
+        return {"table": self.table, "file": self.file, "column": self.column,
+                "problem": self.problem, "remedy": self.remedy}
+
+
+def as_read(data_type: pa.DataType) -> pa.DataType:
+    """The type an engine reads a Parquet column as (Spark's reading of unsigned integers,
+    large and dictionary-encoded strings)."""
+    if pa.types.is_dictionary(data_type):
+        data_type = data_type.value_type
+    if pa.types.is_large_string(data_type) or pa.types.is_string_view(data_type):
+        return pa.string()
+    if pa.types.is_large_binary(data_type) or pa.types.is_binary_view(data_type):
+        return pa.binary()
+    unsigned = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(), pa.uint32(): pa.int64(),
+                pa.uint64(): pa.decimal128(20, 0)}
+    if data_type in unsigned:
+        return unsigned[data_type]
+    if pa.types.is_decimal(data_type):
+        return pa.decimal128(data_type.precision, data_type.scale) if data_type.precision <= 38 else data_type
+    if pa.types.is_date64(data_type):
+        return pa.date32()
+    return data_type
+
+
+def wider_type(existing: pa.DataType, incoming: pa.DataType) -> pa.DataType | None:
+    """The type that holds every value of both, or None when there is none.
+
+    :param existing: the column's type so far (the lake's first: it wins ties such as
+        timestamps with or without a time zone).
+    :param incoming: the column's type in the next file.
+    """
+    existing, incoming = as_read(existing), as_read(incoming)
+    if existing == incoming or pa.types.is_null(incoming):
+        return existing
+    if pa.types.is_null(existing):
+        return incoming
+    if existing in _NUMERIC_ORDER and incoming in _NUMERIC_ORDER:
+        return max(existing, incoming, key=_NUMERIC_ORDER.index)
+    if pa.types.is_decimal(existing) and pa.types.is_decimal(incoming):
+        scale = max(existing.scale, incoming.scale)
+        integral = max(existing.precision - existing.scale, incoming.precision - incoming.scale)
+        if integral + scale > MAX_DECIMAL_PRECISION:
+            return None  # no decimal holds both: capping would turn the widest values into NULL
+        return pa.decimal128(integral + scale, scale)
+    if pa.types.is_timestamp(existing) and (pa.types.is_timestamp(incoming) or pa.types.is_date(incoming)):
+        return existing
+    return None
+
+
+def type_name(data_type: pa.DataType) -> str:
+    data_type = as_read(data_type)
+    if pa.types.is_decimal(data_type):
+        return f"decimal({data_type.precision},{data_type.scale})"
+    return str(data_type)
+
+
+def check_plan_inputs(
+    plan: TablePlan, aws_conn_id: str | None = None, region_name: str | None = None
+) -> InputProblem | None:
+    """Check a table plan's files (and, for an incremental merge, the lake's footers).
+
+    :param aws_conn_id: Airflow AWS connection for ``s3://`` files (None: boto3's chain).
+    :param region_name: AWS region.
+    :return: the first problem found, in plan order, or None when every file can be applied.
+    """
+    try:
+        _PlanCheck(plan, _Files(aws_conn_id, region_name)).run()
+    except InputProblem as problem:
+        log.warning("%s", problem)
+        return problem
+    return None
+
+
+class _Files:
+    """Arrow file systems by scheme, made once per check."""
+
+    def __init__(self, aws_conn_id: str | None, region_name: str | None):
+        self.aws_conn_id, self.region_name = aws_conn_id, region_name
+        self._by_scheme: dict[str, pafs.FileSystem] = {}
+
+    def resolve(self, uri: str) -> tuple[pafs.FileSystem, str]:
+        if not uri.startswith("s3://"):
+            return arrow_filesystem(uri)
+        if "s3" not in self._by_scheme:
+            self._by_scheme["s3"] = arrow_filesystem(uri, self.aws_conn_id, self.region_name)[0]
+        return self._by_scheme["s3"], uri[len("s3://"):].rstrip("/")
+
+
+@dataclass(frozen=True)
+class _FileFacts:
+    """What the check learns of one file: its columns (as read) and null counts of key and Op columns."""
+
+    schema: pa.Schema
+    null_counts: dict[str, int]
+
+
+_REPLACE = ("Replace it with a good copy of the file DMS wrote (same name), or reload the table in "
+            "DMS (reload-target), then run again; the table's state is unchanged.")
+
+
+class _PlanCheck:
+    def __init__(self, plan: TablePlan, files: _Files):
+        self.plan, self.files = plan, files
+        self.key_columns = list(plan.primary_key)
+        self.required = {**{c: "partition key" for c in plan.partition_key}, **{c: "primary key" for c in plan.primary_key}}
+
+    def fail(self, file: str | None, column: str | None, problem: str, remedy: str) -> InputProblem:
+        return InputProblem(self.plan.table, file, column, problem, remedy)
+
+    # -- the check ------------------------------------------------------------------------------
+    def run(self) -> None:
+        schemas = []
+        for entry in self.plan.files:  # each file on its own first: the likeliest culprit
+            path = entry["path"]
+            facts = self._read(path)
+            self._require_columns(path, facts.schema)
+            self._refuse_nulls(path, facts)
+            schemas.append((path, facts.schema))
+        # Then together, in plan order, after the lake (an incremental merge keeps its files).
+        seen = self._lake_columns() if self.plan.mode == "incremental" else {}
+        for path, schema in schemas:
+            for field in schema:
+                conflict = _widen(seen, field.name, field.type, path)
+                if conflict is not None:
+                    raise self._type_conflict(path, field.name, *conflict, field.type)
+
+    def _type_conflict(self, source, column, existing, where, incoming) -> InputProblem:
+        role = f"{self.required[column]} column" if column in self.required else "column"
+        cause = (f"{role} {column!r} is {type_name(incoming)} here but {type_name(existing)} in {where}")
+        if pa.types.is_decimal(as_read(existing)) and pa.types.is_decimal(as_read(incoming)):
+            cause += (f"; no decimal holds both within {MAX_DECIMAL_PRECISION} digits, so values would "
+                      "be lost")
+        return self.fail(
+            source, column, cause,
+            "If the source column's type changed, reload the table in DMS (reload-target): the next "
+            "run rebuilds the table from the new LOAD files and skips the CDC files the reload "
+            "supersedes, this one included. If this file is wrong, replace it with a corrected copy "
+            "(same name). The table's state is unchanged.",
+        )
+
+    def _require_columns(self, path: str, schema: pa.Schema) -> None:
+        for column, role in self.required.items():
+            if column not in schema.names:
+                raise self.fail(
+                    path, column,
+                    f"{role} column {column!r} does not exist (the file has {', '.join(schema.names)})",
+                    f"Fix the table's {role} with `dmscdc configure {self.plan.table} "
+                    f"--{role.replace(' ', '-')} ...`, then run again; the table's state is unchanged.",
+                )
+
+    def _refuse_nulls(self, path: str, facts: _FileFacts) -> None:
+        for column in self.key_columns:
+            if facts.null_counts.get(column):
+                raise self.fail(
+                    path, column,
+                    f"primary key column {column!r} is null in {facts.null_counts[column]} row(s); "
+                    "the lake keeps one row per key and a null is no key",
+                    f"DMS output never has a null in the source's primary key: if {column!r} is not "
+                    f"it, set the right key (`dmscdc configure {self.plan.table} --primary-key ...`) "
+                    f"and rebuild the table (`dmscdc run --full-refresh {self.plan.table}`); otherwise "
+                    f"the file is damaged. {_REPLACE}",
+                )
+        if facts.null_counts.get(OP):
+            raise self.fail(
+                path, OP, f"Op is null in {facts.null_counts[OP]} row(s); DMS writes I, U or D in every row",
+                f"The file is damaged or was not written by DMS. {_REPLACE}",
+            )
+
+    # -- the lake -------------------------------------------------------------------------------
+    def _lake_columns(self) -> dict[str, tuple[pa.DataType, str]]:
+        """Column types over the lake table's visible files (footers), partition columns aside:
+        they live in folder names, not in the files."""
+        filesystem, root = self.files.resolve(self.plan.lake_table_path)
+        infos = filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+        prefix = root.rstrip("/") + "/"
+        lake_files = sorted(
+            info.path for info in infos
+            if info.type == pafs.FileType.File and info.path.endswith(".parquet")
+            and not is_hidden(info.path[len(prefix):])
+        )
+        if not lake_files:
+            return {}
+        uri_prefix = self.plan.lake_table_path.rstrip("/") + "/"
+
+        def footer(path: str) -> tuple[str, pa.Schema] | None:
+            label = uri_prefix + path[len(prefix):]
+            try:
+                with filesystem.open_input_file(path) as handle:
+                    return label, pq.ParquetFile(handle).schema_arrow
+            except (pa.ArrowException, OSError) as error:
+                # Not input: a merge whose changes never touch the file never opens it either
+                # (partition pruning, footer ranges); one that does reports it.
+                log.warning("%s: cannot read the footer of lake file %s (%s); its types are not checked",
+                            self.plan.table, label, _first_line(error))
+                return None
+
+        with ThreadPoolExecutor(min(FOOTER_READERS, len(lake_files))) as pool:
+            footers = [read for read in pool.map(footer, lake_files) if read is not None]
+        seen: dict[str, tuple[pa.DataType, str]] = {}
+        partition = set(self.plan.partition_key)
+        for label, schema in footers:
+            for column in self.key_columns:
+                if column not in partition and column not in schema.names:
+                    raise self.fail(label, column, f"primary key column {column!r} is missing from this lake file",
+                                    self._rebuild_remedy())
+            for field in schema:
+                conflict = None if field.name in partition else _widen(seen, field.name, field.type, label)
+                if conflict is not None:
+                    raise self.fail(
+                        label, field.name,
+                        f"the lake's files disagree on column {field.name!r}: {type_name(field.type)} here, "
+                        f"{type_name(conflict[0])} in {conflict[1]}", self._rebuild_remedy())
+        return seen
+
+    def _rebuild_remedy(self) -> str:
+        return (f"Rebuild the table from its LOAD files: `dmscdc run --full-refresh {self.plan.table}` "
+                "(the DAG's full_refresh param); the table's state is unchanged.")
+
+    # -- reading one planned file ---------------------------------------------------------------
+    def _read(self, path: str) -> _FileFacts:
+        filesystem, local = self.files.resolve(path)
+        try:
+            if path.endswith((".csv", ".csv.gz")):
+                return self._read_csv(filesystem, local)
+            return self._read_parquet(filesystem, local)
+        except InputProblem:
+            raise
+        except (pa.ArrowException, OSError) as error:
+            cause = _first_line(error)
+            if not path.endswith((".csv", ".csv.gz")) and "magic bytes not found" in cause:
+                # Arrow's words for a truncated file or one of another format, said plainly first.
+                cause = f"it is not a Parquet file, or a truncated one: {cause}"
+            raise self.fail(path, None, f"cannot read the file ({cause})", _REPLACE) from error
+
+    def _checked_columns(self, names: list[str]) -> list[str]:
+        return [c for c in [*self.key_columns, OP] if c in names]
+
+    def _read_parquet(self, filesystem: pafs.FileSystem, path: str) -> _FileFacts:
+        with filesystem.open_input_file(path) as handle:
+            parquet = pq.ParquetFile(handle)
+            schema = parquet.schema_arrow
+            checked = self._checked_columns(schema.names)
+            counts, unknown = _footer_null_counts(parquet.metadata, checked)
+            if unknown:  # a writer that left the statistics out: read just those columns
+                table = parquet.read(columns=unknown)
+                counts.update({c: table.column(c).null_count for c in unknown})
+        return _FileFacts(schema, counts)
+
+    def _read_csv(self, filesystem: pafs.FileSystem, path: str) -> _FileFacts:
+        parse = pa_csv.ParseOptions(delimiter=self.plan.csv_delimiter, newlines_in_values=True)
+        with filesystem.open_input_stream(path) as stream:
+            names = pa_csv.open_csv(stream, parse_options=parse).schema.names
+        checked = self._checked_columns(names)
+        convert = pa_csv.ConvertOptions(
+            include_columns=checked or names[:1], column_types={c: pa.string() for c in names},
+            null_values=[self.plan.csv_null_value], strings_can_be_null=True,
+            quoted_strings_can_be_null=False)
+        with filesystem.open_input_stream(path) as stream:
+            table = pa_csv.read_csv(stream, parse_options=parse, convert_options=convert)
+        # CSV carries no types: every column is text, as every engine reads it.
+        schema = pa.schema([(name, pa.string()) for name in names])
+        return _FileFacts(schema, {c: table.column(c).null_count for c in checked})
+
+
+def _widen(seen: dict[str, tuple[pa.DataType, str]], column: str, incoming: pa.DataType,
+           source: str) -> tuple[pa.DataType, str] | None:
+    """Widen ``seen[column]`` (type so far, file that brought it) by ``incoming``; returns the
+    type so far and its file when no type holds both (``seen`` is then unchanged)."""
+    known = seen.get(column)
+    if known is None:
+        seen[column] = (as_read(incoming), source)
+        return None
+    widened = wider_type(known[0], incoming)
+    if widened is None:
+        return known
+    seen[column] = (widened, known[1])
+    return None
+
+
+def _footer_null_counts(metadata: pq.FileMetaData, columns: list[str]) -> tuple[dict[str, int], list[str]]:
+    """Null counts of top-level ``columns`` from row-group statistics, and the columns whose
+    statistics lack a null count."""
+    index = {metadata.schema.column(i).path: i for i in range(metadata.num_columns)}
+    counts: dict[str, int] = {}
+    unknown = []
+    for column in columns:
+        if column not in index:
+            unknown.append(column)
+            continue
+        total = 0
+        for group in range(metadata.num_row_groups):
+            statistics = metadata.row_group(group).column(index[column]).statistics
+            if statistics is None or not statistics.has_null_count:
+                unknown.append(column)
+                break
+            total += statistics.null_count
+        else:
+            counts[column] = total
+    return counts, unknown
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,122 @@
+"""Hostile input, against every engine: wrong types, null keys and Op, truncated and zero-byte
+files. Each fails its table alone, before anything is staged, naming table, file, column and
+the cause as the library states it; the table's state and lake files stay as they were."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pytest
+
+from dmscdc_provider.cli import main
+from dmscdc_provider.dms_writer import cdc_file_name
+from dmscdc_provider.plan import STAGING_FOLDER
+
+from tests.core.harness import LakeHarness, bad_and_good_tables
+
+ITEM = pa.schema([("id", pa.int64()), ("name", pa.string())])
+
+
+@pytest.fixture
+def lake(tmp_path, engine):
+    return bad_and_good_tables(tmp_path, engine, ITEM)
+
+
+def raw_bytes(lake: LakeHarness, data: bytes, extension: str = "parquet") -> str:
+    path = os.path.join(lake.table_dir("s.bad"), cdc_file_name(lake.tick(), extension=extension))
+    with open(path, "wb") as handle:
+        handle.write(data)
+    return path
+
+
+def truncated_parquet(lake):
+    path = lake.cdc("s.bad", [{"Op": "U", "id": 1, "name": "x"}], ITEM)
+    with open(path, "rb") as handle:
+        data = handle.read()
+    return raw_bytes(lake, data[: len(data) // 2])
+
+
+# name -> (writes the hostile file and returns its path, words of the cause, column or None)
+HOSTILE = {
+    "zero_byte_parquet": (lambda lake: raw_bytes(lake, b""), "Parquet file size is 0 bytes", None),
+    "truncated_parquet": (truncated_parquet, "magic bytes not found", None),
+    "text_named_parquet": (lambda lake: raw_bytes(lake, b"Op,id,name\nI,2,two\n"), "magic bytes not found", None),
+    "zero_byte_csv": (lambda lake: raw_bytes(lake, b"", "csv"), "Empty CSV file", None),
+    "csv_cut_mid_row": (lambda lake: raw_bytes(lake, b"Op,id,name\nU,1,x\nI,2", "csv"), "Expected 3 columns", None),
+    "key_turns_text": (
+        lambda lake: lake.cdc("s.bad", [{"Op": "I", "id": "2", "name": "two"}],
+                              pa.schema([("id", pa.string()), ("name", pa.string())])),
+        "primary key column 'id' is string here but int64", "id"),
+    "column_turns_number": (
+        lambda lake: lake.cdc("s.bad", [{"Op": "U", "id": 1, "name": 1.5}],
+                              pa.schema([("id", pa.int64()), ("name", pa.float64())])),
+        "column 'name' is double here but string", "name"),
+    "key_column_missing": (
+        lambda lake: lake.cdc("s.bad", [{"Op": "I", "name": "two"}], pa.schema([("name", pa.string())])),
+        "primary key column 'id' does not exist", "id"),
+    "null_key_parquet": (
+        lambda lake: lake.cdc("s.bad", [{"Op": "I", "id": None, "name": "x"}], ITEM),
+        "primary key column 'id' is null in 1 row(s)", "id"),
+    "null_key_csv": (
+        lambda lake: lake.cdc("s.bad", [{"Op": "I", "id": None, "name": "x"}], ITEM, extension="csv"),
+        "primary key column 'id' is null in 1 row(s)", "id"),
+    "null_op_parquet": (
+        lambda lake: lake.cdc("s.bad", [{"Op": None, "id": 2, "name": "x"}], ITEM),
+        "Op is null in 1 row(s)", "Op"),
+    "null_op_csv": (
+        lambda lake: lake.cdc("s.bad", [{"Op": "I", "id": 2, "name": "y"}, {"Op": None, "id": 3, "name": "x"}], ITEM,
+                              extension="csv"),
+        "Op is null in 1 row(s)", "Op"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_file_fails_its_table_alone_before_staging(lake, case):
+    write, cause, column = HOSTILE[case]
+    path = write(lake)
+    state = lake.state("s.bad")
+    files_before = lake.data_files("s.bad")
+
+    result = lake.run()
+
+    outcomes = {o.table: o for o in result.outcomes}
+    error = outcomes["s.bad"].error
+    assert outcomes["s.bad"].status == "failed"
+    assert (error["table"], error["file"], error["column"]) == ("s.bad", path, column)
+    assert cause in error["problem"] and len(error["problem"].splitlines()) == 1
+    assert error["remedy"]
+    assert lake.state("s.bad") == state and lake.data_files("s.bad") == files_before
+    assert not os.listdir(os.path.join(lake.lake, STAGING_FOLDER, "s", "bad"))
+    assert outcomes["s.good"].succeeded and [r["name"] for r in lake.rows("s.good")] == ["good change"]
+
+
+def test_a_hostile_load_file_fails_the_first_full_load_and_loads_nothing(tmp_path, engine):
+    lake = LakeHarness(tmp_path, engine)
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [{"Op": "I", "id": 1, "name": "one"}], ITEM, counter=1)
+    zero = os.path.join(lake.table_dir("s.t"), "LOAD00000002.parquet")
+    open(zero, "wb").close()
+
+    (outcome,) = lake.run().outcomes
+
+    assert outcome.status == "failed" and outcome.error["file"] == zero
+    assert lake.state("s.t").last_full_load_date == "1900-01-01 00:00:00" and lake.rows("s.t") == []
+
+
+def test_the_remedy_for_an_unreadable_file_a_good_copy_under_the_same_name_is_applied(lake):
+    path = raw_bytes(lake, b"")
+    assert {o.table: o for o in lake.run().outcomes}["s.bad"].status == "failed"
+    lake.cdc("s.bad", [{"Op": "I", "id": 2, "name": "two"}], ITEM, name=os.path.basename(path))
+    lake.run_ok()
+    assert [r["id"] for r in lake.rows("s.bad")] == [1, 2]
+
+
+def test_the_cli_shows_a_corrupt_files_cause_in_its_first_lines(lake, capsys):
+    path = raw_bytes(lake, b"")
+    code = main(["run", "--raw", lake.raw, "--lake", lake.lake, "--state", f"sqlite://{lake.store.path}",
+                 "--catalog", os.path.join(lake.root, "c.duckdb")])
+    captured = capsys.readouterr()
+    assert code == 1
+    head = "\n".join((captured.out + captured.err).splitlines()[:20])
+    assert "s.bad" in head and path in head and "Parquet file size is 0 bytes" in head
