@@ -290,7 +290,11 @@ class _PlanCheck:
         except InputProblem:
             raise
         except (pa.ArrowException, OSError) as error:
-            raise self.fail(path, None, f"cannot read the file ({_first_line(error)})", _REPLACE) from error
+            cause = _first_line(error)
+            if not path.endswith((".csv", ".csv.gz")) and "magic bytes not found" in cause:
+                # Arrow's words for a truncated file or one of another format, said plainly first.
+                cause = f"it is not a Parquet file, or a truncated one: {cause}"
+            raise self.fail(path, None, f"cannot read the file ({cause})", _REPLACE) from error
 
     def _checked_columns(self, names: list[str]) -> list[str]:
         return [c for c in [*self.key_columns, OP] if c in names]

@@ -35,7 +35,7 @@ class DmsCdcEmrStepLink(BaseAwsLink):
 JOB_LINKS = {"glue": DmsCdcGlueJobRunLink, "emr_serverless": DmsCdcEmrServerlessJobRunLink, "emr": DmsCdcEmrStepLink}
 
 
-def persist_job_link(context, operator, job_ref: str, hook) -> None:
+def persist_job_link(context, job_ref: str, hook) -> None:
     """Store the console link of the job ``job_ref`` names (no-op for an engine without one).
 
     :param hook: the operator's AWS hook (its connection's region and partition).
@@ -51,5 +51,10 @@ def persist_job_link(context, operator, job_ref: str, hook) -> None:
         region_name = hook.region_name or session.region_name
         if not region_name:  # no console page to name
             return
-        link.persist(context=context, operator=operator, region_name=region_name,
-                     aws_partition=session.get_partition_for_region(region_name), **ids)
+        # What ``BaseAwsLink.persist`` stores, without its ``do_xcom_push`` guard: the merge task
+        # keeps that False (its outcome is pushed once, under ``outcome``), yet its links must show.
+        context["ti"].xcom_push(key=link.key, value={
+            "region_name": region_name,
+            "aws_domain": link.get_aws_domain(session.get_partition_for_region(region_name)),
+            **ids,
+        })

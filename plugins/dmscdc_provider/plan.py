@@ -10,10 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
 
 from dmscdc_provider.storage import join
 
 STAGING_FOLDER = "_dmscdc_staging"
+# Plans too large for an XCom, stored once by the planner and read by the merge task.
+PLANS_FOLDER = "_dmscdc_plans"
+PLAN_INLINE_LIMIT_BYTES = 4096
+# A stored plan outlives any retry or clear that can still apply it (older plans conflict anyway).
+PLAN_RETENTION = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,12 @@ class TablePlan:
         ).hexdigest()
         return digest[:16]
 
+    @property
+    def new_watermark(self) -> dict:
+        """The table's watermarks once this plan is committed, by their controller attribute names."""
+        return {"LastFullLoadDate": self.new_last_full_load_date,
+                "LastIncrementalFile": self.new_last_incremental_file}
+
     def staging_path(self, attempt_id: str) -> str:
         return join(self.lake_root, STAGING_FOLDER, self.schema_name, self.table_name, attempt_id)
 
@@ -102,3 +114,49 @@ class TablePlan:
     def from_dict(cls, document: dict) -> "TablePlan":
         known = set(cls.__dataclass_fields__)
         return cls(**{key: value for key, value in document.items() if key in known})
+
+
+def plan_document_uri(plan: TablePlan) -> str:
+    """Where a plan passed by reference is stored: ``<lake>/_dmscdc_plans/<schema>/<table>/<plan_id>.json``
+    (a ``_`` folder, so readers and crawlers skip it)."""
+    return join(plan.lake_root, PLANS_FOLDER, plan.schema_name, plan.table_name, f"{plan.plan_id}.json")
+
+
+def plan_message(plan: TablePlan, storage, inline_limit: int = PLAN_INLINE_LIMIT_BYTES) -> dict:
+    """What the plan task hands a merge task: the plan itself while small, else a reference to the
+    plan document it stores through ``storage`` (XCom rows stay small whatever the backlog).
+
+    A reference keeps ``table``, ``plan_id`` and ``mode`` so the UI and the run summary still read it.
+    """
+    document = plan.to_dict()
+    encoded = json.dumps(document, sort_keys=True).encode()
+    if len(encoded) <= inline_limit:
+        return document
+    uri = plan_document_uri(plan)
+    storage.write_bytes(uri, encoded, "application/json")
+    expired = datetime.now(timezone.utc) - PLAN_RETENTION
+    for stored in storage.list_files(uri.rsplit("/", 1)[0]):
+        if stored.modified < expired:
+            storage.delete(stored.path)
+    return {"table": plan.table, "plan_id": plan.plan_id, "mode": plan.mode, "file_count": len(plan.files),
+            "plan_uri": uri}
+
+
+def plan_from_message(message: dict, storage_for) -> TablePlan:
+    """The plan a ``plan_message`` carries or points to.
+
+    :param storage_for: opens the storage for a URI (called only for a reference).
+    """
+    if "plan_uri" not in message:
+        return TablePlan.from_dict(message)
+    try:
+        stored = storage_for(message["plan_uri"]).read_bytes(message["plan_uri"])
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{message['table']}: the plan document {message['plan_uri']} is gone (stored plans are kept "
+            f"{PLAN_RETENTION.days} days); clear the run's plan task to plan again") from None
+    plan = TablePlan.from_dict(json.loads(stored))
+    if plan.plan_id != message["plan_id"]:
+        raise ValueError(f"{message['table']}: the plan document {message['plan_uri']} holds plan {plan.plan_id}, "
+                         f"not {message['plan_id']}; clear the run's plan task to plan again")
+    return plan

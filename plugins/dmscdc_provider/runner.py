@@ -7,6 +7,7 @@ runs (this process, Glue, EMR, EMR Serverless).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -33,6 +34,104 @@ log = logging.getLogger(__name__)
 
 
 SUCCEEDED, FAILED, CONFLICT = "succeeded", "failed", "conflict"
+
+# A person watching a task log hears from a long merge at least this often.
+PROGRESS_INTERVAL_SECONDS = 30.0
+
+
+class MergeProgress:
+    """Tells a person what one table's merge is doing: a sentence per commit-protocol step and,
+    while a step lasts, a line every ``interval`` seconds naming the step and the time so far.
+
+    Use it as a context manager around ``run_table`` (or ``complete_attempt``) with ``step`` as
+    the ``on_step`` callback; the heartbeat runs in a daemon thread while the context is open.
+
+    :param plan: the table's plan (table, files, lake path).
+    :param say: where sentences go, e.g. the task's ``log.info``.
+    :param interval: seconds between heartbeat lines.
+    :param engine: the merge engine; one with a ``progress_note()`` (the local Spark engine:
+        active stages and tasks done) adds what it is doing to each heartbeat line.
+    """
+
+    def __init__(self, plan: TablePlan, say: Callable[[str], None] = log.info,
+                 interval: float = PROGRESS_INTERVAL_SECONDS, engine: MergeEngine | None = None):
+        self.plan = plan
+        self.say = say
+        self.interval = interval
+        self._engine_note = getattr(engine, "progress_note", None)
+        self._activity: str | None = None
+        self._step_started = self._started = time.monotonic()
+        self._published = self._removed = 0
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "MergeProgress":
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._beat, name=f"progress {self.plan.table}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(self.interval):
+            with self._lock:
+                activity, step_started = self._activity, self._step_started
+            if activity:
+                now = time.monotonic()
+                note = self._note() if activity.startswith("merging") else None
+                self.say(f"{self.plan.table}: still {activity} ({now - step_started:.0f} s in this step, "
+                         f"{now - self._started:.0f} s since the merge task started){': ' + note if note else ''}")
+
+    def _note(self) -> str | None:
+        if self._engine_note is None:
+            return None
+        try:
+            return self._engine_note()
+        except Exception as error:  # a progress line must never break the merge it reports on
+            return f"(engine progress unavailable: {error})"
+
+    def _set(self, activity: str | None, sentence: str | None = None) -> None:
+        with self._lock:
+            self._activity, self._step_started = activity, time.monotonic()
+        if sentence:
+            self.say(sentence)
+
+    def step(self, step: str, detail: dict) -> None:
+        """The ``on_step`` callback of ``run_table``, ``complete_attempt`` and ``commit.finish``."""
+        plan, table = self.plan, self.plan.table
+        if step == "merge_started":
+            size = sum(entry.get("size") or 0 for entry in plan.files)
+            self._set(
+                f"merging {len(plan.files)} file(s) into {plan.lake_table_path} "
+                "(reading them, rewriting the lake files their keys touch, writing the staged files)",
+                f"{table}: merging {len(plan.files)} file(s) ({size / 1e6:.1f} MB) into {plan.lake_table_path}, "
+                f"attempt {detail.get('attempt_id')}")
+        elif step == "staged":
+            self._set("recording the commit in the controller",
+                      f"{table}: the merge staged {detail.get('files', 0)} file(s); recording the commit")
+        elif step == "commit_recorded":
+            self._set(f"publishing the staged files into {plan.lake_table_path}",
+                      f"{table}: commit recorded (controller version {detail.get('version')}); "
+                      "publishing the staged files")
+        elif step == "file_published":
+            self._published += 1
+            self._set(f"publishing the staged files into {plan.lake_table_path} ({self._published} done)")
+        elif step == "files_published":
+            self._set("removing the replaced lake files",
+                      f"{table}: published {detail.get('count', 0)} file(s) into {plan.lake_table_path}")
+        elif step == "file_removed":
+            self._removed += 1
+            self._set(f"removing the replaced lake files ({self._removed} done)")
+        elif step == "files_removed":
+            self._set("committing the new watermark in the controller",
+                      f"{table}: removed {detail.get('count', 0)} replaced lake file(s)")
+        elif step == "state_committed":
+            self._set(None, f"{table}: controller state committed (version {detail.get('version')})")
 
 
 class FailureKind(StrEnum):

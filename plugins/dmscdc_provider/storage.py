@@ -43,6 +43,12 @@ class Storage(Protocol):
 
     def exists(self, path: str) -> bool: ...
 
+    def read_bytes(self, path: str) -> bytes:
+        """A small document's content (plans passed by reference, job results)."""
+
+    def write_bytes(self, path: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Write a small document whole; readers see the old content or the new, never a part."""
+
 
 def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *[p.strip("/") for p in parts if p]])
@@ -109,6 +115,17 @@ class LocalStorage:
 
     def exists(self, path: str) -> bool:
         return os.path.exists(local_path(path))
+
+    def read_bytes(self, path: str) -> bytes:
+        with open(path, "rb") as handle:
+            return handle.read()
+
+    def write_bytes(self, path: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        partial = f"{path}.{os.getpid()}.partial"
+        with open(partial, "wb") as handle:
+            handle.write(data)
+        os.replace(partial, path)
 
 
 def _raise(error: OSError) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 
 class FakeTaskInstance:
@@ -15,7 +16,7 @@ class FakeTaskInstance:
         self.pushed: dict[str, object] = {}
         self.xcoms = xcoms or {}
         self.task_states = task_states or {}
-        self.dag_id, self.run_id = "dmscdc_test", "manual__test"
+        self.dag_id, self.run_id, self.task_id = "dmscdc_test", "manual__test", "refresh_catalog"
 
     def xcom_push(self, key: str, value) -> None:
         self.pushed[key] = value
@@ -42,8 +43,34 @@ class AddedEvents(list):
         self.append((asset, extra))
 
 
-def make_context(data_interval_end: datetime | None = None, ti: FakeTaskInstance | None = None) -> dict:
-    return {"ti": ti or FakeTaskInstance(), "data_interval_end": data_interval_end, "outlet_events": OutletEvents()}
+@dataclass
+class RecordedAssetEvent:
+    """An Asset event as ``context["inlet_events"][alias]`` returns it."""
+
+    extra: dict
+    source_dag_id: str = "dmscdc_test"
+    source_run_id: str = "manual__test"
+    source_task_id: str = "refresh_catalog"
+
+
+class InletEvents(list):
+    """``context["inlet_events"][alias]``: the alias's recorded events; remembers the ``after`` bound."""
+
+    bound: str | None = None
+
+    def after(self, after: str) -> "InletEvents":
+        self.bound = after
+        return self
+
+
+class DagRun:
+    run_after = datetime(2024, 3, 3, tzinfo=timezone.utc)
+
+
+def make_context(data_interval_end: datetime | None = None, ti: FakeTaskInstance | None = None,
+                 inlet_events: dict | None = None) -> dict:
+    return {"ti": ti or FakeTaskInstance(), "data_interval_end": data_interval_end, "outlet_events": OutletEvents(),
+            "inlet_events": inlet_events or {}, "dag_run": DagRun()}
 
 
 class ScriptedRemoteEngine:
@@ -84,8 +111,25 @@ class ScriptedRemoteEngine:
         return LocalSparkEngine().run(engine_plan)
 
 
+class SleepingEngine:
+    """A merge engine that works for ``seconds``, then reports bad input (nothing staged)."""
+
+    def __init__(self, seconds: float, aws_conn_id: str | None = None, region_name: str | None = None):
+        self.seconds = seconds
+
+    def run(self, engine_plan: dict) -> dict:
+        import time
+
+        time.sleep(self.seconds)
+        return {"status": "failed", "error": {"table": engine_plan["table"], "file": None,
+                                              "problem": "bad input", "remedy": "fix it"}}
+
+
 class UnreachableEngine:
     """A merge engine whose start fails the way an unreachable Spark master or endpoint does."""
+
+    def __init__(self, aws_conn_id: str | None = None, region_name: str | None = None):
+        pass
 
     def run(self, engine_plan: dict) -> dict:
         raise ConnectionError("could not connect to the Spark master spark://spark:7077")

@@ -6,9 +6,14 @@ import textwrap
 from datetime import datetime, timezone
 
 import pytest
+from airflow.sdk.definitions.timetables.simple import NullTimetable
+
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_env import DAGS_FOLDER
-from dmscdc_provider.dag_factory import SourceConfigError, dags_from_folder, load_source_config
+from dmscdc_provider.dag_factory import SourceConfigError, build_source_dag, dags_from_folder, load_source_config
+from dmscdc_provider.dag_factory.builder import CONFIG_ERROR_TAG
+from dmscdc_provider.engines import ENGINE_CLASSES
 
 DEMO_CONFIG = DAGS_FOLDER / "sources" / "demo.yaml"
 
@@ -31,7 +36,8 @@ def test_minimal_config_gets_defaults_and_trailing_slashes_are_dropped(tmp_path)
 
     assert config.dag_id == "dmscdc_sales"
     assert config.raw == "s3://dms-bucket/raw"
-    assert (config.engine, config.catalog_mode, config.schedule) == ("auto", "glue_tables", "@hourly")
+    # An omitted schedule means manual runs only (docs/airflow.md); an S3 lake's catalog is Glue.
+    assert (config.engine, config.catalog_mode, config.schedule) == ("auto", "glue_tables", None)
     assert config.engine_config.engines == ("duckdb", "local")
     assert config.inprocess_max_bytes == 2**30
     assert config.wait_for_changes.mode == "reschedule"
@@ -87,8 +93,45 @@ def test_environment_variables_fill_values_and_numbers_keep_their_type(tmp_path,
     assert config.start_date == datetime(2024, 3, 1, tzinfo=timezone.utc)
 
 
+def test_an_omitted_schedule_means_manual_runs_only_as_the_docs_say(tmp_path):
+    config = load_source_config(write(tmp_path, "sales.yaml", MINIMAL))
+
+    assert config.schedule is None
+    assert isinstance(build_source_dag(config).timetable, NullTimetable)
+
+
+def test_the_example_config_in_the_docs_passes_the_schema(tmp_path):
+    docs = (DAGS_FOLDER.parent / "docs" / "airflow.md").read_text()
+    example = docs.split("## Source config", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+
+    config = load_source_config(write(tmp_path, "sales.yaml", example))
+
+    assert (config.dag_id, config.schedule, config.merge.pool) == ("dmscdc_sales", "@hourly", "dmscdc_merges")
+    assert (config.csv_delimiter, config.aws_conn_id) == (",", "aws_default")
+
+
+def test_merge_pool_and_pool_slots_apply_to_every_merge_instance(tmp_path):
+    config = load_source_config(write(tmp_path, "sales.yaml", MINIMAL + "merge: {pool: dmscdc_merges, pool_slots: '2'}\n"))
+
+    merge = build_source_dag(config).task_dict["merge"]
+
+    assert (merge.partial_kwargs["pool"], merge.partial_kwargs["pool_slots"]) == ("dmscdc_merges", 2)
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     ("shedule: '@daily'", "unknown key(s) shedule"),
+    ("engine: spark", "engine.name: 'spark' is not one of"),
+    ("engine: {name: local, setings: {}}", "unknown key(s) engine.setings"),
+    ("catalog: {mode: hive}", "catalog.mode: 'hive' is not one of"),
+    ("engine: [local]", "engine: ['local'] is not a mapping"),
+    ("aws: {conn: aws_default}", "unknown key(s) aws.conn"),
+    ("aws: {region_name: 3}", "aws.region_name: 3 is not a string"),
+    ("csv: {delimiter: ''}", "csv.delimiter"),
+    ("csv: {nullvalue: NULL}", "unknown key(s) csv.nullvalue"),
+    ("catchup: sometimes", "catchup: 'sometimes' is not true or false"),
+    ("merge: {pool_slots: 0}", "merge.pool_slots"),
+    ("tables: [sales.a]", "tables: ['sales.a'] is not a string or empty"),
+    ("source: sales-db", "may use letters, digits and _ only"),
     ("merge: {retrys: 3}", "merge.retrys"),
     ("wait_for_changes: {mode: sleep}", "wait_for_changes.mode"),
     ("merge: {retries: many}", "merge.retries"),
@@ -102,6 +145,20 @@ def test_config_errors_name_the_file_and_the_key(tmp_path, extra, message):
         load_source_config(path)
 
     assert message in str(raised.value)
+
+
+def test_every_bad_key_of_a_file_is_named_in_one_error(tmp_path):
+    path = write(tmp_path, "sales.yaml", MINIMAL + "engine: spark\nmerge: {retries: many}\n")
+
+    with pytest.raises(SourceConfigError) as raised:
+        load_source_config(path)
+
+    assert "engine.name" in str(raised.value) and "merge.retries" in str(raised.value)
+
+
+@pytest.mark.parametrize("engine", sorted(set(ENGINE_CLASSES) | {"auto"}))
+def test_every_registered_engine_name_is_accepted(tmp_path, engine):
+    assert load_source_config(write(tmp_path, "sales.yaml", MINIMAL + f"engine: {engine}\n")).engine == engine
 
 
 def test_engine_auto_takes_a_spark_engine_a_threshold_and_settings_for_each_engine(tmp_path, monkeypatch):
@@ -134,8 +191,8 @@ engine: {name: glue, settings: {role_arn: r, artifacts_uri: s3://a}}
 @pytest.mark.parametrize(("engine", "message"), [
     ("engine: {name: glue, spark_engine: emr}", "spark_engine 'emr' is for engine auto"),
     ("engine: {name: auto, inprocess_max_bytes: lots}", "not a size"),
-    ("engine: {name: auto, spark: glue}", "engine must be a name or a mapping"),
-    ("engine: spark", "unknown engine 'spark'"),
+    ("engine: {name: auto, spark: glue}", "unknown key(s) engine.spark"),
+    ("engine: spark", "engine.name: 'spark' is not one of"),
 ])
 def test_engine_config_errors_name_the_file(tmp_path, engine, message):
     with pytest.raises(SourceConfigError, match="sales.yaml") as raised:
@@ -149,14 +206,50 @@ def test_a_missing_required_location_is_an_error(tmp_path):
         load_source_config(write(tmp_path, "x.yaml", "source: x\nraw: /r\nstate: /s.sqlite\n"))
 
 
-def test_one_dag_per_source_file_and_a_source_defined_twice_is_an_error(tmp_path):
+def test_one_dag_per_source_file_and_a_source_defined_twice_is_a_config_error_of_the_second_file(tmp_path):
     write(tmp_path, "a.yaml", MINIMAL)
     write(tmp_path, "b.yml", MINIMAL.replace("source: sales", "source: hr"))
     assert sorted(dags_from_folder(str(tmp_path))) == ["dmscdc_hr", "dmscdc_sales"]
 
     write(tmp_path, "c.yaml", MINIMAL)
-    with pytest.raises(ValueError, match="defined twice"):
-        dags_from_folder(str(tmp_path))
+    dags = dags_from_folder(str(tmp_path))
+
+    assert sorted(dags) == ["dmscdc_config_error_c", "dmscdc_hr", "dmscdc_sales"]
+    assert "defined twice" in dags["dmscdc_config_error_c"].task_dict["config_error"].message
+    assert CONFIG_ERROR_TAG not in dags["dmscdc_sales"].tags
+
+
+def test_one_invalid_source_file_fails_only_its_own_dag_and_the_other_sources_still_load(tmp_path, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    write(tmp_path, "hr.yaml", MINIMAL.replace("source: sales", "source: hr"))
+    bad = write(tmp_path, "sales.yaml", MINIMAL + "engine: spark\n")
+    monkeypatch.setenv("DMSCDC_SOURCES_DIR", str(tmp_path))
+
+    bag = DagBag(dag_folder=str(DAGS_FOLDER / "dmscdc_sources.py"))
+
+    assert bag.import_errors == {}
+    assert CONFIG_ERROR_TAG not in bag.dags["dmscdc_hr"].tags
+    broken = bag.dags["dmscdc_sales"]
+    assert CONFIG_ERROR_TAG in broken.tags
+    assert broken.description.startswith("CONFIG ERROR in sales.yaml")
+    [task] = broken.tasks
+    with pytest.raises(AirflowFailException, match=r"sales.yaml: engine.name: 'spark' is not one of"):
+        task.execute({})
+    assert bad in task.message
+    # The dag-processor stores it like any DAG (serialized for the scheduler and the UI).
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    assert DagSerialization.deserialize_dag(DagSerialization.serialize_dag(broken)).description == broken.description
+
+
+def test_a_file_that_is_not_yaml_gets_a_config_error_dag_named_after_the_file(tmp_path):
+    write(tmp_path, "sales db.yaml", "source: [unclosed\n")
+
+    [(dag_id, dag)] = dags_from_folder(str(tmp_path)).items()
+
+    assert dag_id == "dmscdc_config_error_sales_db"
+    assert "not valid YAML" in dag.task_dict["config_error"].message
 
 
 @pytest.mark.parametrize("poke_interval", [None, "2"])

@@ -8,12 +8,16 @@ ending at T and applies the CDC files named before T.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from airflow_env import dag_run_states, run_airflow, run_dag_helper, utc
+from airflow_env import AIRFLOW_HOME, dag_run_states, run_airflow, run_dag_helper, utc
 from dmscdc_provider.catalog import query
 from dmscdc_provider.demo import prepare_demo_source
 
@@ -34,6 +38,20 @@ def demo_source(env: dict, changes: bool = False) -> Path:
 def dags_test(logical_date, env: dict) -> None:
     completed = run_airflow(["dags", "test", DAG_ID, logical_date.isoformat()], env)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+
+
+def asset_events(run_id: str) -> list[tuple[str, dict]]:
+    """(asset URI, extra) of the Asset events the run emitted, from the test metadata DB."""
+    with closing(sqlite3.connect(os.path.join(AIRFLOW_HOME, "airflow.db"))) as db:
+        return [(uri, json.loads(extra)) for uri, extra in db.execute(
+            "SELECT asset.uri, asset_event.extra FROM asset_event JOIN asset ON asset.id = asset_event.asset_id "
+            "WHERE asset_event.source_dag_id = ? AND asset_event.source_run_id = ?", (DAG_ID, run_id))]
+
+
+def merge_xcom_keys(run_id: str) -> dict[str, int]:
+    with closing(sqlite3.connect(os.path.join(AIRFLOW_HOME, "airflow.db"))) as db:
+        return dict(db.execute("SELECT key, count(*) FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = 'merge' "
+                               "GROUP BY key", (DAG_ID, run_id)).fetchall())
 
 
 def rows(home: Path, sql: str) -> list[tuple]:
@@ -101,3 +119,16 @@ def test_a_corrupt_file_fails_only_its_table_in_one_try_and_clearing_it_after_th
     assert rows(home, "SELECT count(*) FROM sales.productorder") == [(18,)]
     assert rows(home, "SELECT count(*) FROM sales.store") == [(9,)]
     assert rows(home, "SELECT count(*) FROM sales.product") == [(9,)]
+    # Each merge instance's outcome is in XCom once, under "outcome" (no return_value copy); the
+    # other keys are Airflow's own, one per extra link (job console links) of every finished instance.
+    from dmscdc_provider.operators.merge import DmsCdcMergeOperator
+
+    link_keys = {link.xcom_key for link in DmsCdcMergeOperator.operator_extra_links}
+    keys = merge_xcom_keys(cleared["run_id"])
+    assert {key: count for key, count in keys.items() if key not in link_keys} == {"outcome": 3}
+    # Each table's merge was announced once: the rerun after the clear announced only the fixed table.
+    events = asset_events(cleared["run_id"])
+    assert sorted(extra["table"] for _, extra in events) == ["sales.product", "sales.productorder", "sales.store"]
+    productorder = next(extra for _, extra in events if extra["table"] == "sales.productorder")
+    assert productorder["rows_written"] > 0 and productorder["files_added"] >= 1
+    assert productorder["watermark"]["LastIncrementalFile"] == str(bad_file)

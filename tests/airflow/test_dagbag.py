@@ -33,7 +33,7 @@ def test_demo_dag_waits_plans_merges_per_table_then_refreshes_and_summarises(dag
 
     assert dag.max_active_runs == 1
     assert dag.timetable.expression == "0 * * * *"
-    assert "full_refresh" in dag.params
+    assert tasks_of(dag)["wait_for_changes"].deferrable is True  # no reschedule race (apache/airflow#71172)
     tasks = dag.task_dict
     assert set(tasks) == {"wait_for_changes", "plan", "merge", "refresh_catalog", "summary"}
     assert tasks["wait_for_changes"].downstream_task_ids == {"plan", "summary"}
@@ -51,7 +51,38 @@ def test_demo_dag_waits_plans_merges_per_table_then_refreshes_and_summarises(dag
 
     assert tasks["refresh_catalog"].trigger_rule == "all_done"
     assert tasks["refresh_catalog"].outlets == [AssetAlias("dmscdc_demo_lake")]
+    assert tasks["refresh_catalog"].inlets == [AssetAlias("dmscdc_demo_lake")]  # reads what it announced
     assert tasks["summary"].trigger_rule == "all_done"
+
+
+def tasks_of(dag):
+    return dag.task_dict
+
+
+def test_the_dag_list_shows_the_yaml_description_and_the_docs_explain_tables_cutoff_and_recovery(dagbag):
+    dag = dagbag.dags["dmscdc_demo"]
+
+    assert dag.description == "The AWS blog's sample sales database, written by DMS to local files."
+    assert "`sales.*`" in dag.doc_md
+    assert "named* before its data interval end" in dag.doc_md
+    assert "A run without a logical date" in dag.doc_md and "no cutoff" in dag.doc_md
+    assert "clear the failed `merge` instance" in dag.doc_md
+
+
+def test_full_refresh_is_optional_in_the_trigger_form_and_has_a_title_and_description(dagbag):
+    from jinja2 import Environment
+
+    from dmscdc_provider.dag_factory.builder import FULL_REFRESH_TEMPLATE
+
+    param = dagbag.dags["dmscdc_demo"].params.get_param("full_refresh")
+
+    # The trigger form marks a param required unless its schema type allows null.
+    assert "null" in param.schema["type"] and "array" in param.schema["type"]
+    assert param.schema["title"] == "Full refresh" and param.description.startswith("Optional.")
+    assert param.resolve(None) is None and param.resolve(["sales.store"]) == ["sales.store"]
+    render = Environment().from_string(FULL_REFRESH_TEMPLATE).render
+    assert render(params={"full_refresh": None}) == ""
+    assert render(params={"full_refresh": ["sales.store", "sales.product"]}) == "sales.store,sales.product"
 
 
 def test_a_run_plans_only_after_the_previous_run_finished_green(dagbag):

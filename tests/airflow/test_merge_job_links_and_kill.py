@@ -97,7 +97,7 @@ def test_glue_runs_and_emr_steps_are_linked_by_their_ids(job_ref, link, url):
     op = DmsCdcMergeOperator(task_id="merge", plan={}, state_uri="x", aws_conn_id=None, region_name=REGION)
     ti = FakeTaskInstance()
 
-    persist_job_link(make_context(ti=ti), op, job_ref, op.hook)
+    persist_job_link(make_context(ti=ti), job_ref, op.hook)
 
     assert list(ti.pushed) == [link.key]
     assert link().format_link(**ti.pushed[link.key]) == url

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import time
 
 import pyarrow as pa
 import pytest
@@ -16,14 +19,26 @@ from dmscdc_provider.demo import prepare_demo_source, write_change_batch
 from dmscdc_provider.dms_writer import load_file_name, write_dms_file
 from dmscdc_provider.engines.choice import parse_size
 from dmscdc_provider.engines import ENGINE_CLASSES
+from dmscdc_provider.engines.local import LocalSparkEngine
 from dmscdc_provider.operators.catalog import DmsCdcRefreshCatalogOperator, lake_table_uri
-from dmscdc_provider.operators.merge import DmsCdcMergeOperator
+from dmscdc_provider.operators.merge import DmsCdcMergeOperator, describe_success
+from dmscdc_provider.plan import TablePlan
+from dmscdc_provider.runner import MergeProgress, TableOutcome, run_table
+from dmscdc_provider.storage import open_storage
 from dmscdc_provider.operators.plan import DmsCdcPlanOperator
+from dmscdc_provider.sensors.raw_files import describe_cutoff
 from dmscdc_provider.operators.summary import DmsCdcRunSummaryOperator
 from dmscdc_provider.planner import controller_path
 from dmscdc_provider.state.base import StoreUnavailableError, TableState, open_store
 from dmscdc_provider.triggers.merge_job import DmsCdcMergeJobTrigger
-from fakes import FakeTaskInstance, ScriptedRemoteEngine, make_context
+from fakes import (
+    FakeTaskInstance,
+    InletEvents,
+    RecordedAssetEvent,
+    ScriptedRemoteEngine,
+    SleepingEngine,
+    make_context,
+)
 
 BEFORE_CHANGES, AFTER_CHANGES = utc(2024, 3, 2), utc(2024, 3, 3)
 
@@ -158,6 +173,17 @@ class TestDmsCdcPlanOperator:
         assert plans["sales.store"]["mode"] == "full"
 
 
+    def test_the_log_says_which_files_a_run_applies_with_and_without_a_logical_date(self):
+        assert describe_cutoff(BEFORE_CHANGES) == (
+            "This run applies the CDC files named before 2024-03-02T00:00:00+00:00, the end of its data interval; "
+            "files named at or after it are left for later runs.")
+        assert describe_cutoff(BEFORE_CHANGES, explicit=True) == (
+            "This run applies the CDC files named before 2024-03-02T00:00:00+00:00, given as the cdc_before "
+            "argument; files named at or after it are left for later runs.")
+        assert describe_cutoff(None).startswith("This run has no data interval (it was triggered without a "
+                                                "logical date), so it applies every CDC file present")
+
+
 class TestDmsCdcMergeOperator:
     def test_merges_one_table_commits_its_state_and_returns_the_outcome(self, source, spark):
         plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
@@ -171,6 +197,80 @@ class TestDmsCdcMergeOperator:
         assert state(source, "sales.store").last_full_load_date == "2024-03-01 09:00:00"
         assert len(lake_rows(spark, source, "sales.store")) == 8
         assert state(source, "sales.product").version == 1  # other tables untouched
+
+    def test_the_outcome_is_pushed_once_and_the_return_value_not_at_all(self, source, spark):
+        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+        context = make_context()
+        op = merge_task(source, plan)
+
+        op.execute(context)
+
+        assert list(context["ti"].pushed) == ["outcome"]
+        assert op.do_xcom_push is False  # Airflow pushes no return_value copy
+
+    def test_success_is_logged_as_a_sentence_with_the_lake_path_and_the_new_watermark(self, source, spark):
+        plans = plans_by_table(source, BEFORE_CHANGES)
+        merge_task(source, plans["sales.store"]).execute(make_context())
+        write_change_batch(source["raw_root"])
+        plan = plans_by_table(source, AFTER_CHANGES)["sales.store"]
+        outcome = merge_task(source, plan).execute(make_context())
+
+        sentence = describe_success(TableOutcome(**{k: v for k, v in outcome.items() if k not in ("lake_table", "watermark")}),
+                                    TablePlan.from_dict(plan))
+
+        [cdc_file] = [f["path"] for f in plan["files"] if f["kind"] == "cdc"]
+        assert sentence.startswith(f"sales.store: merged 1 file(s) into {source['lake_root']}/sales/store in ")
+        assert f"read 1 insert(s), 0 update(s), 0 delete(s); wrote {outcome['summary']['rows_written']} row(s)" in sentence
+        assert sentence.endswith(f"LastIncrementalFile is now {cdc_file}.")
+        assert plan["new_last_incremental_file"] == cdc_file
+        assert outcome["watermark"] == {"LastFullLoadDate": "2024-03-01 09:00:00",
+                                        "LastIncrementalFile": plan["new_last_incremental_file"]}
+        assert outcome["lake_table"] == f"{source['lake_root']}/sales/store"
+
+    def test_a_plan_larger_than_the_inline_limit_travels_by_reference_and_merges_the_same(self, source, spark):
+        context = make_context(BEFORE_CHANGES)
+        [message] = [entry["plan"] for entry in plan_task(source, plan_inline_limit=0).execute(context)
+                     if entry["plan"]["table"] == "sales.store"]
+        inline = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+
+        assert set(message) == {"table", "plan_id", "mode", "file_count", "plan_uri"}
+        assert message["plan_uri"] == f"{source['lake_root']}/_dmscdc_plans/sales/store/{inline['plan_id']}.json"
+        assert len(json.dumps(message)) < len(json.dumps(inline))
+        stored = json.loads(open(message["plan_uri"]).read())
+        # The same plan; only the time each planning listed the raw folder differs.
+        assert {**stored, "raw_listed_at": None} == {**inline, "raw_listed_at": None}
+        assert stored["raw_listed_at"] <= inline["raw_listed_at"]
+
+        outcome = merge_task(source, message).execute(make_context())
+
+        assert outcome["status"] == "succeeded" and outcome["plan_id"] == inline["plan_id"]
+        assert len(lake_rows(spark, source, "sales.store")) == 8
+
+    def test_stored_plans_older_than_the_retention_are_removed_when_the_table_is_planned_again(self, source):
+        folder = f"{source['lake_root']}/_dmscdc_plans/sales/store"
+        os.makedirs(folder)
+        old, recent = f"{folder}/0123456789abcdef.json", f"{folder}/fedcba9876543210.json"
+        for path in (old, recent):
+            open(path, "w").write("{}")
+        eight_days_ago = time.time() - 8 * 24 * 3600
+        os.utime(old, (eight_days_ago, eight_days_ago))
+
+        [message] = [entry["plan"] for entry in plan_task(source, plan_inline_limit=0).execute(make_context(BEFORE_CHANGES))
+                     if entry["plan"]["table"] == "sales.store"]
+
+        assert sorted(os.listdir(folder)) == sorted([os.path.basename(recent), os.path.basename(message["plan_uri"])])
+
+    def test_a_missing_plan_document_names_the_remedy(self, source):
+        message = {"table": "sales.store", "plan_id": "0123456789abcdef", "mode": "full", "file_count": 1,
+                   "plan_uri": f"{source['lake_root']}/_dmscdc_plans/sales/store/0123456789abcdef.json"}
+
+        with pytest.raises(FileNotFoundError, match="is gone .*clear the run's plan task to plan again"):
+            merge_task(source, message).execute(make_context())
+
+    def test_small_plans_travel_inline(self, source):
+        [entry, *_] = plan_task(source).execute(make_context(BEFORE_CHANGES))
+
+        assert "plan_uri" not in entry["plan"] and entry["plan"]["files"]
 
     def test_a_retry_of_a_committed_plan_changes_nothing(self, source, spark):
         plan = plans_by_table(source, BEFORE_CHANGES)["sales.product"]
@@ -219,7 +319,8 @@ class TestDmsCdcMergeOperator:
     def test_an_engine_that_cannot_start_fails_with_a_retryable_error_and_leaves_the_state(
             self, source, monkeypatch):
         monkeypatch.setitem(ENGINE_CLASSES, "unreachable", "fakes:UnreachableEngine")
-        plan = plans_by_table(source, BEFORE_CHANGES)["sales.store"]
+        # The merge runs on the engine its plan names (auto would name duckdb here).
+        plan = plans_by_table(source, BEFORE_CHANGES, engine="unreachable")["sales.store"]
         context = make_context()
 
         with pytest.raises(AirflowException, match="could not connect to the Spark master") as failed:
@@ -338,6 +439,25 @@ class TestRemoteEngineDeferral:
         assert not isinstance(failed.value, AirflowFailException)
         assert state(source, "sales.store").version == 1
 
+    def test_job_trigger_logs_each_check(self, scripted_engine):
+        import asyncio
+
+        from structlog.testing import capture_logs
+
+        async def last_event():
+            async for event in DmsCdcMergeJobTrigger(
+                    engine=scripted_engine, engine_settings={"statuses": ["running", "running", "succeeded"]},
+                    job_ref="job-1", attempt_id="a-1", poll_interval=0.01, aws_conn_id=None).run():
+                return event.payload
+
+        with capture_logs() as logs:
+            assert asyncio.run(asyncio.wait_for(last_event(), 10))["status"] == "succeeded"
+
+        checks = [entry["event"] for entry in logs if "check" in str(entry["event"])]
+        assert [re.search(r": (\w+) \(check (\d+) of", line).groups() for line in checks] == [
+            ("running", "1"), ("running", "2"), ("succeeded", "3")]
+        assert checks[0].startswith(f"{scripted_engine} job job-1 (attempt a-1)")
+
     def test_job_trigger_serialize_round_trips_and_fires_when_the_job_ends(self, scripted_engine):
         import asyncio
 
@@ -357,7 +477,6 @@ class TestRemoteEngineDeferral:
 
     def test_job_trigger_gives_up_after_max_attempts_logging_each_check(self, scripted_engine, capsys):
         import asyncio
-        import re
 
         trigger = DmsCdcMergeJobTrigger(engine=scripted_engine, engine_settings={"statuses": ["running"]},
                                         job_ref="job-1", attempt_id="a-1", poll_interval=0.01, max_attempts=3,
@@ -372,8 +491,64 @@ class TestRemoteEngineDeferral:
         assert payload["status"] == "error" and payload["attempt_id"] == "a-1"
         assert "still running after 3 checks" in payload["message"]
         logged = capsys.readouterr()
-        checks = re.findall(r"scripted job job-1: running \(check \d of 3\)", logged.out + logged.err)
-        assert checks == [f"{scripted_engine} job job-1: running (check {n} of 3)" for n in (1, 2, 3)]
+        checks = re.findall(r"scripted job job-1 \(attempt a-1\): running \(check \d of 3\)", logged.out + logged.err)
+        assert checks == [f"{scripted_engine} job job-1 (attempt a-1): running (check {n} of 3)" for n in (1, 2, 3)]
+
+
+class TestMergeProgress:
+    def test_a_long_merge_step_is_reported_every_interval_with_its_step_and_elapsed_time(self, source):
+        plan = TablePlan.from_dict(plans_by_table(source, BEFORE_CHANGES)["sales.store"])
+        store = open_store(source["state_uri"])
+        said: list[str] = []
+        try:
+            with MergeProgress(plan, said.append, interval=0.05) as progress:
+                outcome = run_table(plan, SleepingEngine(0.4), store, open_storage(source["lake_root"]), progress.step)
+        finally:
+            store.close()
+        lines_when_done = len(said)
+        time.sleep(0.2)
+
+        assert outcome.status == "failed"
+        assert said[0].startswith("sales.store: merging 1 file(s) (") and plan.lake_table_path in said[0]
+        heartbeats = [line for line in said if ": still " in line]
+        assert len(heartbeats) >= 3
+        assert all(line.startswith(f"sales.store: still merging 1 file(s) into {plan.lake_table_path}")
+                   for line in heartbeats)
+        assert re.search(r"\(\d+ s in this step, \d+ s since the merge task started\)$", heartbeats[-1])
+        assert len(said) == lines_when_done  # the heartbeat stops with the merge
+
+    def test_the_merge_task_reports_progress_at_its_configured_interval(self, source, monkeypatch):
+        monkeypatch.setitem(ENGINE_CLASSES, "sleeping", "fakes:SleepingEngine")
+        plan = plans_by_table(source, BEFORE_CHANGES, engine="sleeping")["sales.store"]  # the engine it runs on
+        op = merge_task(source, plan, engine="sleeping", engine_settings={"seconds": 0.3}, progress_interval=0.05)
+        said: list[str] = []
+        monkeypatch.setattr(MergeProgress, "__init__", _recording_init(MergeProgress.__init__, said))
+
+        with pytest.raises(AirflowException, match="bad input"):
+            op.execute(make_context())
+
+        assert len([line for line in said if ": still merging" in line]) >= 3
+
+
+    def test_progress_lines_of_a_local_spark_merge_say_which_stage_runs(self, source, spark):
+        plan = TablePlan.from_dict(plans_by_table(source, BEFORE_CHANGES)["sales.productorder"])
+        engine = LocalSparkEngine(session=spark)
+        store = open_store(source["state_uri"])
+        said: list[str] = []
+        try:
+            with MergeProgress(plan, said.append, interval=0.2, engine=engine) as progress:
+                outcome = run_table(plan, engine, store, open_storage(source["lake_root"]), progress.step)
+        finally:
+            store.close()
+
+        assert outcome.status == "succeeded"
+        assert any(re.search(r": Spark stage \d+ \(\w+\): \d+ of \d+ tasks done", line) for line in said), said
+
+
+def _recording_init(original, said: list[str]):
+    def init(self, plan, say, interval, engine=None):
+        original(self, plan, lambda line: (said.append(line), say(line)), interval, engine)
+    return init
 
 
 def outcome(table: str, status: str = "succeeded", problem: str | None = None) -> dict:
@@ -382,24 +557,59 @@ def outcome(table: str, status: str = "succeeded", problem: str | None = None) -
 
 
 class TestDmsCdcRefreshCatalogOperator:
+    def refresh_task(self, source, catalog, alias):
+        return DmsCdcRefreshCatalogOperator(task_id="refresh_catalog", aws_conn_id=None, lake_root=source["lake_root"],
+                                            catalog_mode="duckdb", catalog_settings={"path": catalog},
+                                            outlets=[alias], inlets=[alias])
+
     def test_refreshes_only_merged_tables_and_emits_their_assets(self, source, spark, tmp_path):
-        for plan in plans_by_table(source, BEFORE_CHANGES).values():
-            merge_task(source, plan).execute(make_context())
+        merged = [merge_task(source, plan).execute(make_context())
+                  for plan in plans_by_table(source, BEFORE_CHANGES).values()]
         catalog = str(tmp_path / "catalog.duckdb")
         alias = AssetAlias("dmscdc_demo_lake")
-        op = DmsCdcRefreshCatalogOperator(task_id="refresh_catalog", aws_conn_id=None, lake_root=source["lake_root"],
-                                          catalog_mode="duckdb", catalog_settings={"path": catalog}, outlets=[alias])
-        ti = FakeTaskInstance({("merge", "outcome"): [
-            outcome("sales.product"), outcome("sales.store", "failed", "bad file")]})
-        context = make_context(ti=ti)
+        product = next(o for o in merged if o["table"] == "sales.product")
+        ti = FakeTaskInstance({("merge", "outcome"): [product, outcome("sales.store", "failed", "bad file")]})
+        context = make_context(ti=ti, inlet_events={alias: InletEvents()})
 
-        assert op.execute(context) == ["sales.product"]
+        assert self.refresh_task(source, catalog, alias).execute(context) == ["sales.product"]
 
         assert query(catalog, "SELECT count(*) FROM sales.product")[1] == [(10,)]
         assert query(catalog, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'store'")[1] == [(0,)]
         expected_uri = lake_table_uri(source["lake_root"], "sales.product")
         assert expected_uri.startswith("file:///") and expected_uri.endswith("/lake/sales/product")
-        assert context["outlet_events"][alias] == [(Asset(expected_uri), {"table": "sales.product"})]
+        [(asset, extra)] = context["outlet_events"][alias]
+        assert asset == Asset(expected_uri)
+        assert extra == {"table": "sales.product", "plan_id": product["plan_id"], "rows_written": 10,
+                         "files_added": product["summary"]["files_added"], "files_removed": 0,
+                         "watermark": {"LastFullLoadDate": "2024-03-01 09:00:00", "LastIncrementalFile": None}}
+
+    def test_after_clearing_a_failed_table_only_that_table_is_announced_again(self, source, tmp_path):
+        alias = AssetAlias("dmscdc_demo_lake")
+        announced_before = InletEvents([
+            RecordedAssetEvent({"table": "sales.product", "plan_id": "p"}),
+            # The same table announced by another run, and by another DAG's run with this run's id.
+            RecordedAssetEvent({"table": "sales.store", "plan_id": "p"}, source_run_id="scheduled__other"),
+            RecordedAssetEvent({"table": "sales.store", "plan_id": "p"}, source_dag_id="dmscdc_hr"),
+        ])
+        (tmp_path / "lake" / "sales" / "store").mkdir(parents=True)
+        ti = FakeTaskInstance({("merge", "outcome"): [outcome("sales.product"), outcome("sales.store")]})
+        context = make_context(ti=ti, inlet_events={alias: announced_before})
+
+        self.refresh_task(source, str(tmp_path / "catalog.duckdb"), alias).execute(context)
+
+        assert [extra["table"] for _, extra in context["outlet_events"][alias]] == ["sales.store"]
+        assert announced_before.bound == "2024-03-03T00:00:00+00:00"  # only this run's time is read
+
+    def test_on_airflow_3_0_the_announced_events_come_as_a_plain_list(self, source, tmp_path):
+        alias = AssetAlias("dmscdc_demo_lake")
+        (tmp_path / "lake" / "sales" / "store").mkdir(parents=True)
+        ti = FakeTaskInstance({("merge", "outcome"): [outcome("sales.product"), outcome("sales.store")]})
+        context = make_context(ti=ti, inlet_events={
+            alias: [RecordedAssetEvent({"table": "sales.product", "plan_id": "p"})]})
+
+        self.refresh_task(source, str(tmp_path / "catalog.duckdb"), alias).execute(context)
+
+        assert [extra["table"] for _, extra in context["outlet_events"][alias]] == ["sales.store"]
 
     def test_skips_when_no_table_merged(self, source):
         op = DmsCdcRefreshCatalogOperator(task_id="r", aws_conn_id=None, lake_root=source["lake_root"])

@@ -9,9 +9,14 @@ applies.
 from __future__ import annotations
 
 import glob
+import logging
 import os
-from datetime import timedelta
+import re
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
+import yaml
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 from airflow.sdk import DAG, AssetAlias, Param
 
 # Supported: Airflow 3.0 (MWAA's oldest Airflow 3) to the newest. The Task SDK gained these
@@ -25,14 +30,23 @@ try:
 except ImportError:
     from airflow.timetables.interval import CronDataIntervalTimetable
 
-from dmscdc_provider.dag_factory.config import SourceConfig, load_source_config
+from dmscdc_provider.dag_factory.config import SourceConfig, SourceConfigError, load_source_config
+from dmscdc_provider.dag_factory.schema import SOURCE_NAME_PATTERN
 from dmscdc_provider.operators.catalog import DmsCdcRefreshCatalogOperator
 from dmscdc_provider.operators.merge import DmsCdcMergeOperator
 from dmscdc_provider.operators.plan import DmsCdcPlanOperator
 from dmscdc_provider.operators.summary import DmsCdcRunSummaryOperator
 from dmscdc_provider.sensors.raw_files import DmsCdcNewFilesSensor
 
-FULL_REFRESH_TEMPLATE = "{{ params.full_refresh | join(',') }}"
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+log = logging.getLogger(__name__)
+
+CONFIG_ERROR_TAG = "config error"
+
+# The trigger form sends null for an emptied list.
+FULL_REFRESH_TEMPLATE = "{{ (params.full_refresh or []) | join(',') }}"
 
 
 def lake_asset_alias(config: SourceConfig) -> AssetAlias:
@@ -41,14 +55,37 @@ def lake_asset_alias(config: SourceConfig) -> AssetAlias:
 
 
 def _doc(config: SourceConfig) -> str:
-    return (
-        f"{config.description}\n\n" if config.description else ""
-    ) + (
-        f"Keeps the lake `{config.lake}` in sync with the DMS output `{config.raw}` "
-        f"(controller `{config.state}`, engine `{_engine_text(config)}`, catalog `{config.catalog_mode}`).\n\n"
-        f"Built from `{config.path}`. A run applies the CDC files named before its data interval end; "
-        "set the `full_refresh` param to rebuild tables from their LOAD files."
-    )
+    """The DAG's documentation in the UI: what it keeps in sync, which files a run applies, and
+    what to do when a table fails."""
+    tables = ", ".join(f"`{glob.strip()}`" for glob in config.tables.split(",")) if config.tables else "every table"
+    schedule = f"`{config.schedule}`" if config.schedule else "none (manual runs only)"
+    return (f"{config.description}\n\n" if config.description else "") + f"""\
+Keeps the lake `{config.lake}` in sync with the AWS DMS output `{config.raw}`.
+
+| | |
+| --- | --- |
+| tables | {tables} (schema.table globs; tables found in the raw location register **inactive** in the controller until activated with `dmscdc configure`) |
+| controller | `{config.state}` |
+| engine | `{_engine_text(config)}` |
+| catalog | `{config.catalog_mode}` |
+| schedule | {schedule} |
+| config | `{config.path}` |
+
+**Which files a run applies.** A run applies the CDC files *named* before its data interval end
+(DMS names CDC files by the time they were written). A scheduled run covers its interval; a run
+triggered from the UI has a logical date, and so an interval end: files named after it wait for
+the next run. A run without a logical date (`airflow dags trigger` without `--logical-date`, the
+API with `logical_date: null`) has no cutoff and applies every file present.
+
+**Rebuilding tables.** Set the `full_refresh` param to `schema.table` globs to rebuild those
+tables from their LOAD files, then apply their CDC files.
+
+**When a table fails.** Only that table's `merge` instance fails (named `schema.table`); its
+lake files and controller state stay where they were, and the other tables merge. The log names
+the table, the file and the cause. Fix the file (or the configuration) named there, then
+**clear the failed `merge` instance** (with downstream): it repeats exactly that table's plan.
+Clearing the whole run, `plan` included, plans every table again from the current state.
+"""
 
 
 def _engine_text(config: SourceConfig) -> str:
@@ -64,7 +101,7 @@ def build_source_dag(config: SourceConfig) -> DAG:
     merge = config.merge
     with DAG(
         dag_id=config.dag_id,
-        description=f"dmscdc: DMS output {config.raw} -> lake {config.lake}",
+        description=config.description or f"dmscdc: DMS output {config.raw} -> lake {config.lake}",
         doc_md=_doc(config),
         schedule=CronDataIntervalTimetable(config.schedule, timezone="UTC") if config.schedule else None,
         start_date=config.start_date,
@@ -74,9 +111,12 @@ def build_source_dag(config: SourceConfig) -> DAG:
         max_active_runs=1,
         default_args={"owner": config.owner},
         params={
+            # "null" in the type keeps the trigger form from marking the list as required.
             "full_refresh": Param(
-                [], type="array", items={"type": "string"},
-                description="schema.table globs to rebuild from their LOAD files, then CDC (e.g. sales.product)",
+                [], type=["null", "array"], items={"type": "string"},
+                title="Full refresh",
+                description="Optional. schema.table globs (one per line, e.g. sales.product or sales.*) to "
+                "rebuild from their LOAD files, then their CDC files. Empty: apply new files only.",
             ),
         },
         tags=["dmscdc", config.source, *config.tags],
@@ -128,6 +168,8 @@ def build_source_dag(config: SourceConfig) -> DAG:
             retries=merge.retries,
             retry_delay=timedelta(seconds=merge.retry_delay_seconds),
             max_active_tis_per_dagrun=merge.max_parallel,
+            **({"pool": merge.pool} if merge.pool else {}),
+            pool_slots=merge.pool_slots,
             map_index_template="{{ task.plan['table'] }}",
             **aws,
         ).expand_kwargs(plan.output)
@@ -140,6 +182,8 @@ def build_source_dag(config: SourceConfig) -> DAG:
             # none merged the operator skips itself (Airflow 3.0 has no all_done_min_one_success).
             trigger_rule=TriggerRule.ALL_DONE,
             outlets=[lake_asset_alias(config)],
+            # Read back to announce each merge once when a cleared table merges later.
+            inlets=[lake_asset_alias(config)],
             **aws,
         )
         summary = DmsCdcRunSummaryOperator(task_id="summary", trigger_rule=TriggerRule.ALL_DONE)
@@ -148,12 +192,70 @@ def build_source_dag(config: SourceConfig) -> DAG:
     return dag
 
 
+class SourceConfigErrorOperator(BaseOperator):
+    """The one task of a source whose config cannot build a DAG: fails, without retries, with the error.
+
+    :param message: the config error, naming the file and the key.
+    """
+
+    ui_color = "#fbe3e3"
+
+    def __init__(self, *, message: str, **kwargs):
+        super().__init__(**kwargs)
+        self.message = message
+
+    def execute(self, context: Context) -> None:
+        raise AirflowFailException(self.message)
+
+
+def config_error_dag(dag_id: str, path: str, message: str) -> DAG:
+    """Stands in for the DAG of a source file that cannot be built, so the error shows in the UI
+    under that source while the other sources' DAGs load (see docs/airflow.md)."""
+    with DAG(
+        dag_id=dag_id,
+        description=f"CONFIG ERROR in {os.path.basename(path)}; this source does not run. {message}",
+        doc_md=f"**The source config `{path}` cannot build a DAG**, so this source does not run:\n\n"
+        f"```\n{message}\n```\n\nFix the file; the next DAG parse replaces this DAG with the source's DAG.",
+        schedule=None,
+        start_date=datetime(2024, 1, 1, tzinfo=timezone.utc),
+        tags=["dmscdc", CONFIG_ERROR_TAG],
+    ) as dag:
+        SourceConfigErrorOperator(task_id="config_error", message=message, retries=0)
+    return dag
+
+
+def _error_dag_id(path: str, taken: dict) -> str:
+    """``dmscdc_<source>`` when the broken file still names a usable source, else one named after the file."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            source = (yaml.safe_load(handle) or {}).get("source")
+    except (OSError, yaml.YAMLError, AttributeError):
+        source = None
+    if isinstance(source, str) and re.match(SOURCE_NAME_PATTERN, source) and f"dmscdc_{source}" not in taken:
+        return f"dmscdc_{source}"
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", os.path.splitext(os.path.basename(path))[0])
+    return f"dmscdc_config_error_{stem}"
+
+
 def dags_from_folder(folder: str) -> dict[str, DAG]:
-    """One DAG per ``*.yaml`` / ``*.yml`` in ``folder``, by dag_id, in file name order."""
+    """One DAG per ``*.yaml`` / ``*.yml`` in ``folder``, by dag_id, in file name order.
+
+    A file that cannot build its DAG (a schema error, a source defined twice, a DAG Airflow
+    rejects) becomes a ``config_error_dag`` and is logged; the other sources still load.
+    """
     dags: dict[str, DAG] = {}
+    failed: list[tuple[str, str]] = []
     for path in sorted(glob.glob(os.path.join(folder, "*.yaml")) + glob.glob(os.path.join(folder, "*.yml"))):
-        config = load_source_config(path)
-        if config.dag_id in dags:
-            raise ValueError(f"{path}: source {config.source!r} is defined twice in {folder}")
-        dags[config.dag_id] = build_source_dag(config)
+        try:
+            config = load_source_config(path)
+            if config.dag_id in dags:
+                raise SourceConfigError(f"{path}: source {config.source!r} is defined twice in {folder}")
+            dags[config.dag_id] = build_source_dag(config)
+        except Exception as error:  # one broken file must not hide the other sources' DAGs
+            message = str(error) if isinstance(error, SourceConfigError) else f"{path}: {type(error).__name__}: {error}"
+            log.error("dmscdc source config error: %s", message)
+            failed.append((path, message))
+    for path, message in failed:  # after the good ones, so a broken file never takes a working DAG's id
+        dag_id = _error_dag_id(path, dags)
+        dags[dag_id] = config_error_dag(dag_id, path, message)
     return dags

@@ -15,11 +15,13 @@ from typing import Any
 
 import yaml
 
+from dmscdc_provider.dag_factory.schema import coerce_types, schema_errors, source_schema
 from dmscdc_provider.engines.choice import AUTO, DEFAULT_INPROCESS_MAX_BYTES, EngineConfig, parse_size
 
-SENSOR_MODES = ("poke", "reschedule", "deferrable")
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
-_SOURCE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+# SourceConfig fields that the YAML spells differently (sections, engine/catalog mappings).
+_BUILT_FIELDS = {"path", "engine_settings", "spark_engine", "inprocess_max_bytes", "duckdb_settings", "catalog_mode", "catalog_settings", "aws_conn_id", "region_name",
+                 "csv_delimiter", "csv_null_value"}
 
 
 class SourceConfigError(ValueError):
@@ -48,6 +50,9 @@ class MergeConfig:
     :param retries: retries of one table's merge instance.
     :param retry_delay_seconds: wait before a retry.
     :param max_parallel: merge instances of one run that may run at the same time.
+    :param pool: the Airflow pool every merge instance runs in (None: ``default_pool``); one pool
+        shared by several sources caps their concurrent merges together.
+    :param pool_slots: slots of the pool one merge instance takes.
     :param deferrable: with a remote engine, wait for the Spark job in the triggerer.
     :param poll_interval: seconds between job status checks of a remote engine.
     """
@@ -55,6 +60,8 @@ class MergeConfig:
     retries: int = 2
     retry_delay_seconds: float = 300.0
     max_parallel: int = 4
+    pool: str | None = None
+    pool_slots: int = 1
     deferrable: bool = False
     poll_interval: float = 30.0
 
@@ -85,7 +92,7 @@ class SourceConfig:
     path: str = ""
     description: str = ""
     tables: str | None = None
-    schedule: str | None = "@hourly"
+    schedule: str | None = None
     start_date: datetime = datetime(2024, 1, 1, tzinfo=timezone.utc)
     catchup: bool = False
     engine: str = AUTO
@@ -134,82 +141,50 @@ def expand_variables(value: Any, where: str = "") -> Any:
     return _VARIABLE.sub(substitute, value)
 
 
-def _section(document: dict, key: str, section_class, path: str):
-    values = document.pop(key, None) or {}
-    if not isinstance(values, dict):
-        raise SourceConfigError(f"{path}: {key} must be a mapping")
-    known = set(section_class.__dataclass_fields__)
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise SourceConfigError(f"{path}: unknown key(s) {', '.join(f'{key}.{u}' for u in unknown)}; "
-                                f"known: {', '.join(sorted(known))}")
-    fields = section_class.__dataclass_fields__
-    return section_class(**{
-        name: _coerce(value, fields[name].default, f"{path}: {key}.{name}") for name, value in values.items()
-    })
-
-
-def _coerce(value: Any, default: Any, where: str) -> Any:
-    """Values that came through ``${VAR}`` are strings; give them the type of the default."""
-    if not isinstance(value, str) or isinstance(default, str) or default is None:
-        return value
-    try:
-        if isinstance(default, bool):
-            if value.strip().lower() not in ("true", "false"):
-                raise ValueError(value)
-            return value.strip().lower() == "true"
-        return type(default)(value)
-    except ValueError:
-        raise SourceConfigError(f"{where}: {value!r} is not a {type(default).__name__}") from None
-
-
-def _named(document: dict, key: str, default_name: str, name_key: str, path: str) -> tuple[str, dict]:
-    """``catalog: duckdb`` or ``catalog: {mode: duckdb, settings: {...}}``."""
-    value = document.pop(key, None)
+def _named(document: dict, key: str, default_name: str, name_key: str) -> Any:
+    """``engine: local`` or ``engine: {name: local, settings: {...}}``, as the mapping form
+    (anything else is left for the schema check to report)."""
+    value = document.get(key)
     if value is None:
-        return default_name, {}
+        return {name_key: default_name}
     if isinstance(value, str):
-        return value, {}
-    if not isinstance(value, dict) or not set(value) <= {name_key, "settings"}:
-        raise SourceConfigError(f"{path}: {key} must be a name or {{{name_key}: ..., settings: {{...}}}}")
-    return str(value.get(name_key, default_name)), dict(value.get("settings") or {})
+        return {name_key: value}
+    if isinstance(value, dict):
+        return {name_key: default_name, **value}
+    return value
 
 
-ENGINE_KEYS = ("name", "settings", "spark_engine", "inprocess_max_bytes", "duckdb_settings")
+def _on_s3(lake: Any) -> bool:
+    return str(lake or "").startswith(("s3://", "s3a://"))
 
 
-def _engine(document: dict, path: str) -> dict:
-    """``engine: glue`` or ``engine: {name: auto, spark_engine: glue, inprocess_max_bytes: 1GiB,
-    settings: {...}, duckdb_settings: {...}}`` as SourceConfig fields, checked together."""
-    value = document.pop("engine", None)
-    if value is None or isinstance(value, str):
-        value = {"name": value or AUTO}
-    if not isinstance(value, dict) or not set(value) <= set(ENGINE_KEYS):
-        raise SourceConfigError(f"{path}: engine must be a name or a mapping of {', '.join(ENGINE_KEYS)}")
+def _engine(engine: dict, path: str) -> dict:
+    """The checked ``engine`` mapping (``{name: auto, spark_engine: glue, inprocess_max_bytes: 1GiB,
+    settings: {...}, duckdb_settings: {...}}``) as SourceConfig fields, its keys checked together."""
     try:
-        engine = EngineConfig(
-            engine=str(value.get("name") or AUTO),
-            spark_engine=value.get("spark_engine"),
-            inprocess_max_bytes=parse_size(value.get("inprocess_max_bytes", DEFAULT_INPROCESS_MAX_BYTES)),
-            spark_settings=dict(value.get("settings") or {}),
-            duckdb_settings=dict(value.get("duckdb_settings") or {}),
+        config = EngineConfig(
+            engine=str(engine.get("name") or AUTO),
+            spark_engine=engine.get("spark_engine"),
+            inprocess_max_bytes=parse_size(engine.get("inprocess_max_bytes", DEFAULT_INPROCESS_MAX_BYTES)),
+            spark_settings=dict(engine.get("settings") or {}),
+            duckdb_settings=dict(engine.get("duckdb_settings") or {}),
         )
     except ValueError as error:
         raise SourceConfigError(f"{path}: engine: {error}") from None
-    return {"engine": engine.engine, "spark_engine": engine.spark_engine,
-            "inprocess_max_bytes": engine.inprocess_max_bytes, "engine_settings": engine.spark_settings,
-            "duckdb_settings": engine.duckdb_settings}
+    return {"engine": config.engine, "spark_engine": config.spark_engine,
+            "inprocess_max_bytes": config.inprocess_max_bytes, "engine_settings": config.spark_settings,
+            "duckdb_settings": config.duckdb_settings}
 
 
-def _catalog(document: dict, path: str) -> tuple[str, dict]:
-    """``catalog``: duckdb for a local lake, glue_tables (database ``dmscdc_<source>``) for S3.
+def _catalog(catalog: dict, document: dict, path: str) -> tuple[str, dict]:
+    """The checked ``catalog`` mapping: duckdb for a local lake, glue_tables (database
+    ``dmscdc_<source>``) for S3 (the default mode comes from ``_named``).
 
     A DuckDB catalog file cannot describe an ``s3://`` lake for anyone but this worker, so that
     combination is refused instead of refreshing nothing.
     """
-    on_s3 = str(document["lake"]).startswith(("s3://", "s3a://"))
-    mode, settings = _named(document, "catalog", "glue_tables" if on_s3 else "duckdb", "mode", path)
-    if mode == "duckdb" and on_s3:
+    mode, settings = str(catalog["mode"]), dict(catalog.get("settings") or {})
+    if mode == "duckdb" and _on_s3(document["lake"]):
         raise SourceConfigError(
             f"{path}: catalog.mode duckdb is for a local lake, and lake {document['lake']} is on S3; "
             "use catalog.mode glue_tables (the default for S3) or glue_crawler")
@@ -230,24 +205,26 @@ def _start_date(value: Any, path: str) -> datetime:
 
 
 def parse_source_config(document: dict, path: str = "<config>") -> SourceConfig:
-    """A SourceConfig from a parsed YAML document (variables not yet expanded)."""
+    """A SourceConfig from a parsed YAML document (variables not yet expanded), checked against
+    the source schema (``schema.source_schema``); errors name the file and every bad key."""
     if not isinstance(document, dict):
         raise SourceConfigError(f"{path}: a source config is a YAML mapping")
     try:
         document = expand_variables(dict(document))
     except SourceConfigError as error:
         raise SourceConfigError(f"{path}: {error}") from None
-    for required in ("source", "raw", "lake", "state"):
-        if not document.get(required):
-            raise SourceConfigError(f"{path}: {required} is required")
-    if not _SOURCE_NAME.match(str(document["source"])):
-        raise SourceConfigError(f"{path}: source {document['source']!r} may use letters, digits and _ only")
-    engine = _engine(document, path)
-    catalog_mode, catalog_settings = _catalog(document, path)
-    sensor = _section(document, "wait_for_changes", SensorConfig, path)
-    if sensor.mode not in SENSOR_MODES:
-        raise SourceConfigError(f"{path}: wait_for_changes.mode must be one of {', '.join(SENSOR_MODES)}")
-    merge = _section(document, "merge", MergeConfig, path)
+    document["engine"] = _named(document, "engine", AUTO, "name")
+    document["catalog"] = _named(document, "catalog", "glue_tables" if _on_s3(document.get("lake")) else "duckdb",
+                                 "mode")
+    schema = source_schema(SensorConfig, MergeConfig, set(SourceConfig.__dataclass_fields__) - _BUILT_FIELDS)
+    document = coerce_types(document, schema)
+    problems = schema_errors(document, schema)
+    if problems:
+        raise SourceConfigError(f"{path}: " + "; ".join(problems))
+    engine = _engine(document.pop("engine"), path)
+    catalog_mode, catalog_settings = _catalog(document.pop("catalog"), document, path)
+    sensor = SensorConfig(**(document.pop("wait_for_changes", None) or {}))
+    merge = MergeConfig(**(document.pop("merge", None) or {}))
     aws = document.pop("aws", None) or {}
     csv = document.pop("csv", None) or {}
     if "start_date" in document:
@@ -256,10 +233,6 @@ def parse_source_config(document: dict, path: str = "<config>") -> SourceConfig:
         document["tags"] = tuple(document["tags"] or ())
     for key in ("raw", "lake"):
         document[key] = str(document[key]).rstrip("/")
-    known = set(SourceConfig.__dataclass_fields__) - {"path"}
-    unknown = sorted(set(document) - known)
-    if unknown:
-        raise SourceConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")
     return SourceConfig(
         **document,
         path=path,

@@ -38,6 +38,18 @@ class LocalSparkEngine:
             self._session = local_session(self.master, self.spark_conf)
         return self._session
 
+    def progress_note(self) -> str | None:
+        """What Spark is doing now (active stages and their finished tasks), for progress lines."""
+        if self._session is None:
+            return None
+        tracker = self._session.sparkContext.statusTracker()
+        stages = [info for info in map(tracker.getStageInfo, tracker.getActiveStageIds()) if info is not None]
+        if not stages:
+            return None
+        return "Spark " + "; ".join(
+            f"stage {stage.stageId} ({stage.name.split(' at ')[0]}): {stage.numCompletedTasks} of "
+            f"{stage.numTasks} tasks done" for stage in sorted(stages, key=lambda stage: stage.stageId))
+
     def run(self, engine_plan: dict) -> dict:
         from dmscdc_spark import run_merge
         from dmscdc_spark.s3a import S3AUnavailable, cached_jars, is_s3_uri, jars_missing_error, require_s3

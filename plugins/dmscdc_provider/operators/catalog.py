@@ -40,12 +40,32 @@ def pull_outcomes(context: Context, merge_task_id: str) -> list[dict]:
     return [pulled] if isinstance(pulled, dict) else [o for o in pulled if o]
 
 
+def asset_event_extra(outcome: dict) -> dict:
+    """What a lake table's Asset event tells a consumer: which merge, how much changed, and the
+    table's new watermark (by controller attribute names)."""
+    summary = outcome.get("summary") or {}
+    return {
+        "table": outcome["table"],
+        "plan_id": outcome["plan_id"],
+        "rows_written": summary.get("rows_written", 0),
+        "files_added": summary.get("files_added", 0),
+        "files_removed": summary.get("files_removed", 0),
+        "watermark": outcome.get("watermark"),
+    }
+
+
 class DmsCdcRefreshCatalogOperator(AwsBaseOperator[DmsCdcHook]):
     """Makes the tables merged in this run queryable, and emits one Asset event per table.
 
     Meant to run when some merges failed (``trigger_rule="all_done"``): it covers exactly the
-    tables whose merge succeeded, and skips itself when none did. Asset events go to every ``AssetAlias``
-    among the task's ``outlets``, one per lake table (see ``lake_table_asset``).
+    tables whose merge succeeded, and skips itself when none did. Asset events go to every
+    ``AssetAlias`` among the task's ``outlets``, one per lake table (see ``lake_table_asset``),
+    with ``asset_event_extra`` as their extra.
+
+    An event announces one merge once: after a failed table is fixed and its merge instance
+    cleared (with downstream), this task runs again and announces only that table. It learns
+    which merges of the run it already announced from the alias's events, so the alias must
+    also be among its ``inlets`` (without that, every merged table is announced again).
 
     :param lake_root: where the lake tables live.
     :param catalog_mode: ``duckdb`` locally; AWS modes register in
@@ -75,12 +95,38 @@ class DmsCdcRefreshCatalogOperator(AwsBaseOperator[DmsCdcHook]):
         self.merge_task_id = merge_task_id
 
     def execute(self, context: Context) -> list[str]:
-        merged = sorted(o["table"] for o in pull_outcomes(context, self.merge_task_id) if o["status"] == SUCCEEDED)
+        outcomes = sorted((o for o in pull_outcomes(context, self.merge_task_id) if o["status"] == SUCCEEDED),
+                          key=lambda o: o["table"])
+        merged = [o["table"] for o in outcomes]
         if not merged:
             raise AirflowSkipException("no table merged in this run; the catalog is unchanged")
         refreshed = self.hook.refresh_catalog(self.catalog_mode, self.lake_root, merged, self.catalog_settings)
         self.log.info("%s catalog: refreshed %s", self.catalog_mode, ", ".join(refreshed) or "nothing")
         for alias in (outlet for outlet in self.outlets if isinstance(outlet, AssetAlias)):
-            for table in merged:
-                context["outlet_events"][alias].add(lake_table_asset(self.lake_root, table), extra={"table": table})
+            announced = self._announced(context, alias)
+            for outcome in outcomes:
+                if (outcome["table"], outcome["plan_id"]) in announced:
+                    self.log.info("%s: already announced by an earlier try of this task", outcome["table"])
+                    continue
+                extra = asset_event_extra(outcome)
+                context["outlet_events"][alias].add(lake_table_asset(self.lake_root, outcome["table"]), extra=extra)
+                self.log.info("%s: Asset event for %s: %s", outcome["table"],
+                              lake_table_uri(self.lake_root, outcome["table"]), extra)
         return merged
+
+    def _announced(self, context: Context, alias: AssetAlias) -> set[tuple[str, str]]:
+        """``(table, plan_id)`` of the events earlier tries of this task emitted in this DAG run."""
+        if alias not in (self.inlets or []):
+            return set()
+        ti = context["ti"]
+        events = context["inlet_events"][alias]
+        # This run's events come after it was due; the bound keeps the query to recent events.
+        # Airflow 3.0 has no bound (its accessor returns every event of the alias as a list).
+        run_after = getattr(context.get("dag_run"), "run_after", None)
+        if run_after is not None and hasattr(events, "after"):
+            events = events.after(run_after.isoformat())
+        return {
+            ((event.extra or {}).get("table"), (event.extra or {}).get("plan_id"))
+            for event in events
+            if (event.source_dag_id, event.source_run_id, event.source_task_id) == (ti.dag_id, ti.run_id, ti.task_id)
+        }

@@ -14,12 +14,14 @@ from dmscdc_provider.engines import RemoteMergeEngine
 from dmscdc_provider.engines.choice import AUTO, EngineConfig
 from dmscdc_provider.hooks.dmscdc import DmsCdcHook
 from dmscdc_provider.links import DmsCdcEmrServerlessJobRunLink, DmsCdcEmrStepLink, DmsCdcGlueJobRunLink, persist_job_link
-from dmscdc_provider.plan import TablePlan
-from dmscdc_provider.report import describe_failure, outcome_line
+from dmscdc_provider.plan import TablePlan, plan_from_message
+from dmscdc_provider.report import describe_failure
 from dmscdc_provider.runner import (
     CONFLICT,
+    PROGRESS_INTERVAL_SECONDS,
     SUCCEEDED,
     FailureKind,
+    MergeProgress,
     TableOutcome,
     complete_attempt,
     infrastructure_error,
@@ -34,6 +36,26 @@ if TYPE_CHECKING:
 OUTCOME_KEY = "outcome"
 
 
+def describe_success(outcome: TableOutcome, plan: TablePlan) -> str:
+    """The success as a person reads it: what was merged where, and the table's new watermark."""
+    summary = outcome.summary or {}
+    read = summary.get("rows_read", {})
+    watermark = plan.new_watermark
+    sentence = (
+        f"{outcome.table}: merged {len(plan.files)} file(s) into {plan.lake_table_path} in {outcome.seconds:.1f} s: "
+        f"read {read.get('I', 0)} insert(s), {read.get('U', 0)} update(s), {read.get('D', 0)} delete(s); "
+        f"wrote {summary.get('rows_written', 0)} row(s) in {summary.get('files_added', 0)} new file(s), "
+        f"replacing {summary.get('files_removed', 0)}")
+    skipped = summary.get("skipped") or {}
+    if skipped.get("U") or skipped.get("D"):
+        sentence += (f"; skipped {skipped.get('U', 0)} update(s) and {skipped.get('D', 0)} delete(s) "
+                     "(the table has no primary key)")
+    sentence += f". LastIncrementalFile is now {watermark['LastIncrementalFile'] or 'unset (no CDC file applied yet)'}"
+    if plan.mode == "full":
+        sentence += f", LastFullLoadDate {watermark['LastFullLoadDate']}"
+    return sentence + (f" ({outcome.note})." if outcome.note else ".")
+
+
 class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
     """Runs one table's merge exactly as planned, then commits the table's controller state.
 
@@ -41,12 +63,15 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
     retry or a cleared instance repeats the same pinned plan, never another table's; a plan
     that an earlier attempt already committed is not applied twice (``runner.start_attempt``).
 
-    Returns (XCom) the table's outcome. Fails with the table, file and remedy. Bad input or
-    configuration (a corrupt file, an unknown ``Op``, a missing key column) and a conflict
-    (another run committed the table first) fail without retries; a store, network or engine
-    start failure raises an ordinary error that Airflow retries.
+    Pushes the table's outcome once, under the XCom key ``outcome``, also when it fails (the
+    return value is not pushed: ``do_xcom_push`` defaults to False). The outcome adds the lake
+    table path and, on success, the new watermark to ``TableOutcome.to_dict``. Fails with the
+    table, file and remedy. Bad input or configuration (a corrupt file, an unknown ``Op``, a
+    missing key column) and a conflict (another run committed the table first) fail without
+    retries; a store, network or engine start failure raises an ordinary error that Airflow retries.
 
-    :param plan: ``TablePlan.to_dict()`` from the plan task.
+    :param plan: a plan message from the plan task: ``TablePlan.to_dict()``, or a reference to a
+        stored plan document (``plan.plan_message``).
     :param state_uri: the controller store.
     :param engine: ``auto`` (the engine the plan names: the plan task chose it per table), or
         one engine for every table: ``duckdb`` (in the worker, no JVM), ``local`` (Spark in the
@@ -56,6 +81,7 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
     :param duckdb_settings: the in-process engine's settings (``memory_limit``, ``temp_directory``, ``threads``).
     :param deferrable: with a remote engine, wait for the job in the triggerer.
     :param poll_interval: seconds between job status checks while deferred.
+    :param progress_interval: seconds between progress lines while a step lasts.
     """
 
     aws_hook_class = DmsCdcHook
@@ -76,9 +102,11 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         duckdb_settings: dict | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 30.0,
+        progress_interval: float = PROGRESS_INTERVAL_SECONDS,
+        do_xcom_push: bool = False,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(do_xcom_push=do_xcom_push, **kwargs)
         self.plan = plan
         self.state_uri = state_uri
         self.engine = engine
@@ -87,11 +115,19 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         self.duckdb_settings = duckdb_settings or {}
         self.deferrable = deferrable
         self.poll_interval = poll_interval
+        self.progress_interval = progress_interval
+        self._table_plan: TablePlan | None = None
         self._remote_job: tuple | None = None  # (engine, job_ref) while a remote job runs, for on_kill
 
     @property
     def table_plan(self) -> TablePlan:
-        return TablePlan.from_dict(self.plan)
+        """The pinned plan, read from its stored document when the plan task passed a reference."""
+        if self._table_plan is None:
+            self._table_plan = plan_from_message(self.plan, self.hook.open_storage)
+        return self._table_plan
+
+    def _progress(self, engine=None) -> MergeProgress:
+        return MergeProgress(self.table_plan, self.log.info, self.progress_interval, engine)
 
     def _table_engine(self, plan: TablePlan) -> tuple[str, dict]:
         """The engine that merges ``plan`` (the one its planning chose) and that engine's settings."""
@@ -99,10 +135,6 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
                               spark_settings=self.engine_settings, duckdb_settings=self.duckdb_settings)
         name = config.engine_for(plan)
         return name, config.settings_for(name)
-
-    def _log_step(self, step: str, detail: dict) -> None:
-        if not step.startswith("file_"):  # one line per protocol step, not per file
-            self.log.info("%s: %s %s", self.table_plan.table, step, detail or "")
 
     def execute(self, context: Context) -> dict:
         plan = self.table_plan
@@ -116,7 +148,7 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         try:
             lake_storage = self.hook.open_storage(plan.lake_root)
             if self.deferrable and isinstance(engine, RemoteMergeEngine):
-                start = start_attempt(plan, store, lake_storage, self._log_step,
+                start = start_attempt(plan, store, lake_storage, self._progress().step,
                                       aws_conn_id=self.aws_conn_id, region_name=self.region_name)
                 if start.outcome is None:
                     job_ref = engine.submit(plan.engine_plan(start.attempt_id))
@@ -133,8 +165,9 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
                     )
                 outcome = start.outcome
             else:
-                outcome = run_table(plan, engine, store, lake_storage, self._log_step,
-                                    aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+                with self._progress(engine) as progress:
+                    outcome = run_table(plan, engine, store, lake_storage, progress.step,
+                                        aws_conn_id=self.aws_conn_id, region_name=self.region_name)
         finally:
             store.close()
         return self._report(context, outcome)
@@ -142,7 +175,7 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
     def _job_submitted(self, context: Context, engine, job_ref: str) -> None:
         """Remember the running job (for on_kill) and link it from the task (Extra Links)."""
         self._remote_job = (engine, job_ref)
-        persist_job_link(context, self, job_ref, self.hook)
+        persist_job_link(context, job_ref, self.hook)
 
     def on_kill(self) -> None:
         """Stop the remote job this task is waiting for (a deferred task has no worker to kill)."""
@@ -167,18 +200,22 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
             result = engine.fetch_result(event["job_ref"], engine_plan)
         store = self.hook.open_store(self.state_uri)
         try:
-            outcome = complete_attempt(plan, attempt_id, result, store, self.hook.open_storage(plan.lake_root),
-                                       self._log_step)
+            with self._progress() as progress:
+                outcome = complete_attempt(plan, attempt_id, result, store, self.hook.open_storage(plan.lake_root),
+                                           progress.step)
         finally:
             store.close()
         return self._report(context, outcome)
 
     def _report(self, context: Context, outcome: TableOutcome) -> dict:
-        """Push the outcome for the run summary, then succeed or fail the task by it."""
-        document = outcome.to_dict()
+        """Push the outcome (once) for the catalog refresh and the run summary, then succeed or fail
+        the task by it."""
+        plan = self.table_plan
+        document = {**outcome.to_dict(), "lake_table": plan.lake_table_path,
+                    "watermark": plan.new_watermark if outcome.status == SUCCEEDED else None}
         context["ti"].xcom_push(key=OUTCOME_KEY, value=document)
         if outcome.status == SUCCEEDED:
-            self.log.info("%s: %s", outcome.table, outcome_line(outcome))
+            self.log.info("%s", describe_success(outcome, plan))
             return document
         message = describe_failure(outcome)
         if outcome.status == CONFLICT or outcome.failure_kind == FailureKind.INPUT:

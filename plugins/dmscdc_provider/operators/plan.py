@@ -10,6 +10,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 from dmscdc_provider.engines.choice import AUTO, DEFAULT_INPROCESS_MAX_BYTES, EngineConfig
 from dmscdc_provider.hooks.dmscdc import DmsCdcHook
+from dmscdc_provider.plan import PLAN_INLINE_LIMIT_BYTES, plan_message
 from dmscdc_provider.runner import finish_pending_commits
 from dmscdc_provider.sensors.raw_files import describe_cutoff, interval_end, split_globs
 from dmscdc_provider.triggers.raw_files import parse_instant
@@ -24,7 +25,8 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
     """Finishes commits crashed runs recorded, registers new tables (inactive) and pins one
     ``TablePlan`` per active table with work.
 
-    Returns (XCom) ``[{"plan": TablePlan.to_dict()}, ...]``, ready for
+    Returns (XCom) ``[{"plan": ...}, ...]`` (a plan, or a reference to a stored plan document
+    once it outgrows ``plan_inline_limit``: see ``plan.plan_message``), ready for
     ``DmsCdcMergeOperator.partial(...).expand_kwargs(...)``, and pushes the planning report
     (registered, inactive, up-to-date tables and problems) under the XCom key ``report``.
 
@@ -37,6 +39,8 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
     :param full_refresh: globs (list or comma-separated) of tables to rebuild from LOAD files.
     :param csv_delimiter: DMS ``csvDelimiter``.
     :param csv_null_value: DMS ``csvNullValue``.
+    :param plan_inline_limit: bytes up to which a plan travels in the XCom itself; a larger one
+        is stored under ``<lake>/_dmscdc_plans/`` and the XCom carries its URI.
     :param engine: ``auto`` names each plan's engine from the bytes its merge reads (Parquet
         footers only); another engine name is recorded in every plan.
     :param spark_engine: the Spark engine ``auto`` uses for large tables (default ``local``).
@@ -59,6 +63,7 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         full_refresh: str | Sequence[str] = (),
         csv_delimiter: str = ",",
         csv_null_value: str = "NULL",
+        plan_inline_limit: int = PLAN_INLINE_LIMIT_BYTES,
         engine: str = AUTO,
         spark_engine: str | None = None,
         inprocess_max_bytes: int = DEFAULT_INPROCESS_MAX_BYTES,
@@ -73,6 +78,7 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         self.full_refresh = full_refresh
         self.csv_delimiter = csv_delimiter
         self.csv_null_value = csv_null_value
+        self.plan_inline_limit = plan_inline_limit
         self.engine = engine
         self.spark_engine = spark_engine
         self.inprocess_max_bytes = inprocess_max_bytes
@@ -91,7 +97,7 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         finally:
             store.close()
 
-        self.log.info("%s%s", describe_cutoff(cdc_before),
+        self.log.info("%s%s", describe_cutoff(cdc_before, explicit=bool(self.cdc_before)),
                       f" Full refresh requested for {', '.join(full_refresh)}." if full_refresh else "")
         for name in finished:
             self.log.info("%s: finished the commit a crashed run had recorded", name)
@@ -120,4 +126,5 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
             "finished_commits": finished,
             "cdc_before": cdc_before.isoformat() if cdc_before else None,
         })
-        return [{"plan": plan.to_dict()} for plan in report.plans]
+        lake_storage = self.hook.open_storage(self.lake_root)
+        return [{"plan": plan_message(plan, lake_storage, self.plan_inline_limit)} for plan in report.plans]

@@ -37,13 +37,17 @@ def interval_end(context: Context) -> datetime | None:
     return value.astimezone(timezone.utc) if value is not None else None
 
 
-def describe_cutoff(cdc_before: datetime | None) -> str:
-    """Which CDC files a run applies, as a sentence for its log (docs/scheduling.md)."""
+def describe_cutoff(cdc_before: datetime | None, explicit: bool = False) -> str:
+    """Which CDC files a run applies, as a sentence for its log (docs/scheduling.md).
+
+    :param explicit: the cutoff was given as the ``cdc_before`` argument, not taken from the run.
+    """
     if cdc_before is None:
         return ("This run has no data interval (it was triggered without a logical date), "
                 "so it applies every CDC file present.")
-    return (f"This run applies the CDC files named before {cdc_before.isoformat()}, the end of its data "
-            "interval; files named at or after it are left for later runs.")
+    source = "given as the cdc_before argument" if explicit else "the end of its data interval"
+    return (f"This run applies the CDC files named before {cdc_before.isoformat()}, {source}; "
+            "files named at or after it are left for later runs.")
 
 
 class DmsCdcNewFilesSensor(AwsBaseSensor[DmsCdcHook]):

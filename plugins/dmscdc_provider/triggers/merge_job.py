@@ -77,8 +77,8 @@ class DmsCdcMergeJobTrigger(BaseTrigger):
             while True:
                 attempt += 1
                 status = await asyncio.to_thread(engine.poll, self.job_ref)
-                self.log.info("%s job %s: %s (check %d of %s)", self.engine, self.job_ref, status, attempt,
-                              self.max_attempts or "unlimited")
+                self.log.info("%s job %s (attempt %s): %s (check %d of %s)", self.engine, self.job_ref,
+                              self.attempt_id, status, attempt, self.max_attempts or "unlimited")
                 if status != RUNNING:
                     yield TriggerEvent({"status": status, **reference})
                     return
