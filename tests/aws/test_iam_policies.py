@@ -165,8 +165,8 @@ def test_plan_submit_merge_commit_and_catalog_need_nothing_beyond_the_documented
     endpoint, application_id, users = enforcing_moto
     act_as(monkeypatch, users["orchestrator"])
     store, storage = DynamoDBControllerStore(TABLE), S3Storage()
-    with pytest.raises(Exception, match="AccessDenied"):  # enforcement is on: the raw files are not the orchestrator's to read
-        boto3.client("s3", region_name=REGION).get_object(Bucket=RAW_BUCKET, Key="dms/sales/product/LOAD00000001.parquet")
+    with pytest.raises(Exception, match="AccessDenied"):  # enforcement is on: the raw files are not the orchestrator's to delete
+        boto3.client("s3", region_name=REGION).delete_object(Bucket=RAW_BUCKET, Key="dms/sales/product/LOAD00000001.parquet")
 
     report = Planner(RAW, LAKE, store, storage).plan()
     plans = {plan.table: plan for plan in report.plans}
