@@ -389,6 +389,12 @@ class _TableMerge:
     def _check_ops(self, counts: list[tuple[int, object, int]]) -> dict[str, int]:
         """Rows read by Op; an unknown (or missing) Op fails the table, naming the file."""
         for seq, op, rows in sorted(counts, key=lambda c: c[0]):
+            if op is None:  # the same words as the Spark engine and the input check
+                raise self._fail(
+                    self.plan.files[seq]["path"], f"Op is null in {rows} row(s)",
+                    "DMS writes I, U or D in every row: the file is damaged or was not written by DMS. "
+                    "Replace it with a good copy (same name) and run again; the table's state was left unchanged.",
+                )
             if op not in KNOWN_OPS:
                 raise self._fail(
                     self.plan.files[seq]["path"], f"unknown Op value {op!r} in {rows} row(s)",
