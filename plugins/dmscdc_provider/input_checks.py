@@ -32,18 +32,17 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from dmscdc_provider.arrow_fs import arrow_filesystem
+from dmscdc_provider.engines import arrow_schema
 from dmscdc_provider.plan import TablePlan
 from dmscdc_provider.storage import is_hidden
 
 log = logging.getLogger(__name__)
 
 OP = "Op"
-MAX_DECIMAL_PRECISION = 38
 # Lake footers are read in parallel: on S3 each is one or two ranged GETs.
 FOOTER_READERS = 16
 
 # Integral and floating types in widening order (the order Spark widens them in).
-_NUMERIC_ORDER = [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.float32(), pa.float64()]
 
 
 @dataclass(frozen=True)
@@ -87,28 +86,14 @@ def as_read(data_type: pa.DataType) -> pa.DataType:
 
 
 def wider_type(existing: pa.DataType, incoming: pa.DataType) -> pa.DataType | None:
-    """The type that holds every value of both, or None when there is none.
+    """The type that holds every value of both, or None when there is none: the in-process
+    engine's rule (``arrow_schema.wider_type``) on the types as the engines read them.
 
     :param existing: the column's type so far (the lake's first: it wins ties such as
         timestamps with or without a time zone).
     :param incoming: the column's type in the next file.
     """
-    existing, incoming = as_read(existing), as_read(incoming)
-    if existing == incoming or pa.types.is_null(incoming):
-        return existing
-    if pa.types.is_null(existing):
-        return incoming
-    if existing in _NUMERIC_ORDER and incoming in _NUMERIC_ORDER:
-        return max(existing, incoming, key=_NUMERIC_ORDER.index)
-    if pa.types.is_decimal(existing) and pa.types.is_decimal(incoming):
-        scale = max(existing.scale, incoming.scale)
-        integral = max(existing.precision - existing.scale, incoming.precision - incoming.scale)
-        if integral + scale > MAX_DECIMAL_PRECISION:
-            return None  # no decimal holds both: capping would turn the widest values into NULL
-        return pa.decimal128(integral + scale, scale)
-    if pa.types.is_timestamp(existing) and (pa.types.is_timestamp(incoming) or pa.types.is_date(incoming)):
-        return existing
-    return None
+    return arrow_schema.wider_type(as_read(existing), as_read(incoming))
 
 
 def type_name(data_type: pa.DataType) -> str:
@@ -192,7 +177,7 @@ class _PlanCheck:
         role = f"{self.required[column]} column" if column in self.required else "column"
         cause = (f"{role} {column!r} is {type_name(incoming)} here but {type_name(existing)} in {where}")
         if pa.types.is_decimal(as_read(existing)) and pa.types.is_decimal(as_read(incoming)):
-            cause += (f"; no decimal holds both within {MAX_DECIMAL_PRECISION} digits, so values would "
+            cause += (f"; no decimal holds both within {arrow_schema.MAX_DECIMAL_PRECISION} digits, so values would "
                       "be lost")
         return self.fail(
             source, column, cause,

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 # Widening order of integral and floating types (Spark's ByteType ... DoubleType).
+MAX_DECIMAL_PRECISION = 38
 _NUMERIC_ORDER = [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.float32(), pa.float64()]
 _UNSIGNED_AS_SPARK_READS_THEM = {
     pa.uint8(): pa.int16(), pa.uint16(): pa.int32(), pa.uint32(): pa.int64(), pa.uint64(): pa.decimal128(20, 0),
@@ -96,7 +97,9 @@ def wider_type(existing: pa.DataType, incoming: pa.DataType) -> pa.DataType | No
     if pa.types.is_decimal(existing) and pa.types.is_decimal(incoming):
         scale = max(existing.scale, incoming.scale)
         integral = max(existing.precision - existing.scale, incoming.precision - incoming.scale)
-        return pa.decimal128(min(38, integral + scale), scale)
+        if integral + scale > MAX_DECIMAL_PRECISION:
+            return None  # no decimal holds both: capping would turn the widest values into NULL
+        return pa.decimal128(integral + scale, scale)
     if pa.types.is_timestamp(existing) and (pa.types.is_timestamp(incoming) or pa.types.is_date32(incoming)):
         return existing
     return None
