@@ -35,6 +35,7 @@ from dmscdc_provider.arrow_fs import arrow_filesystem
 from dmscdc_provider.engines import arrow_schema
 from dmscdc_provider.plan import TablePlan
 from dmscdc_provider.storage import is_hidden
+from dmscdc_provider.report import one_line
 
 log = logging.getLogger(__name__)
 
@@ -349,5 +350,5 @@ def _footer_null_counts(metadata: pq.FileMetaData, columns: list[str]) -> tuple[
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:300]
+    """The error's cause in one line, kept short enough for a table's failure block."""
+    return one_line(error)[:300]

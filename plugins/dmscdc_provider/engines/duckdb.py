@@ -33,6 +33,7 @@ from dmscdc_provider.arrow_fs import arrow_filesystem
 from dmscdc_provider.engines import arrow_schema, hive_paths
 from dmscdc_provider.engines.arrow_schema import TypeConflict, unify_schemas
 from dmscdc_provider.storage import is_hidden
+from dmscdc_provider.report import one_line
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +175,8 @@ class MergePlan:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return (text.splitlines()[0] if text else type(error).__name__)[:300]
+    """The error's cause in one line, kept short enough for a table's failure block."""
+    return one_line(error)[:300]
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -759,13 +760,13 @@ def with_order_columns(schema: pa.Schema) -> pa.Schema:
 def _cast_list(schema: pa.Schema, source: pa.Schema) -> str:
     """``schema``'s columns from a table of ``source``'s columns: cast, or null where missing."""
     columns = []
-    for field in schema:
-        sql_type = arrow_schema.duckdb_type(field.type)
-        if field.name in source.names:
-            same = source.field(field.name).type == field.type
-            columns.append(_q(field.name) if same else f"CAST({_q(field.name)} AS {sql_type}) AS {_q(field.name)}")
+    for column in schema:
+        sql_type = arrow_schema.duckdb_type(column.type)
+        if column.name in source.names:
+            same = source.field(column.name).type == column.type
+            columns.append(_q(column.name) if same else f"CAST({_q(column.name)} AS {sql_type}) AS {_q(column.name)}")
         else:
-            columns.append(f"CAST(NULL AS {sql_type}) AS {_q(field.name)}")
+            columns.append(f"CAST(NULL AS {sql_type}) AS {_q(column.name)}")
     return ", ".join(columns)
 
 
