@@ -48,3 +48,13 @@ def engine(engine_name, request):
     from dmscdc_provider.engines.duckdb import DuckDBMergeEngine
 
     return DuckDBMergeEngine(memory_limit="512MB", threads=2)
+
+
+# Table formats: the conformance suites (merge semantics, crash safety, hostile input,
+# randomized) run for each, on each engine.
+TABLE_FORMATS = ["parquet", "iceberg"]
+
+
+@pytest.fixture(params=TABLE_FORMATS)
+def table_format(request):
+    return request.param

@@ -1,14 +1,16 @@
 """The commit protocol that makes a table merge crash-safe (docs/crash-safety.md).
 
-1. The engine writes the merged files under ``<lake>/_dmscdc_staging/<schema>/<table>/<attempt>/``
-   (readers skip ``_`` folders). Nothing readers see has changed.
-2. ``record``: one conditional write puts a commit record (files to move in, files to remove,
-   new watermarks) into the controller item, conditional on the version the plan was made
-   from. This is the commit point: before it the attempt is discarded, after it the change
-   is durable. Of two concurrent runs on one table only one can pass this condition.
-3. ``finish``: move the staged files into the table, delete the replaced files, then one
-   conditional write sets the new watermarks and clears the record. Every step is
-   idempotent, so whoever finds a record (a retry, the next run) finishes it.
+1. The engine writes the merged files under the plan's staging path (Parquet format:
+   ``<lake>/_dmscdc_staging/...``, which readers skip; Iceberg: the table's ``data/<attempt>/``,
+   which no snapshot names yet). Nothing readers see has changed.
+2. ``record``: one conditional write puts a commit record (what the table format needs to
+   publish it, new watermarks) into the controller item, conditional on the version the plan
+   was made from. This is the commit point: before it the attempt is discarded, after it the
+   change is durable. Of two concurrent runs on one table only one can pass this condition.
+3. ``finish``: the table format publishes the record (Parquet: move the staged files in, delete
+   the replaced ones; Iceberg: one snapshot, recognised by the attempt id in its summary once
+   made), then one conditional write sets the new watermarks and clears the record. Every step
+   is idempotent, so whoever finds a record (a retry, the next run) finishes it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from collections.abc import Callable
 
 from dmscdc_provider.plan import TablePlan
 from dmscdc_provider.state.base import ConcurrentCommitError, ControllerStore, TableState
-from dmscdc_provider.storage import Storage, join
+from dmscdc_provider.storage import Storage
+from dmscdc_provider.table_formats import TableFormat, table_format_for_record
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,7 @@ def _no_steps(step: str, detail: dict) -> None:
     pass
 
 
-def commit_record(plan: TablePlan, attempt_id: str, result: dict) -> dict:
+def commit_record(plan: TablePlan, attempt_id: str, result: dict, table_format: TableFormat) -> dict:
     """The record that step 2 writes: everything ``finish`` needs, nothing it must recompute."""
     staging = plan.staging_path(attempt_id)
     summary = {key: result[key] for key in ("rows_read", "skipped", "rows_written", "seconds") if key in result}
@@ -46,11 +49,9 @@ def commit_record(plan: TablePlan, attempt_id: str, result: dict) -> dict:
         "plan_id": plan.plan_id,
         "attempt_id": attempt_id,
         "staging_path": staging,
-        "moves": [
-            [join(staging, added["path"]), join(plan.lake_table_path, added["path"])]
-            for added in result["files_added"]
-        ],
-        "removes": [join(plan.lake_table_path, removed) for removed in result["files_removed"]],
+        "table_format": table_format.name.value,
+        "iceberg_catalog": plan.iceberg_catalog,
+        **table_format.publish_document(plan, attempt_id, result),
         "new_last_full_load_date": plan.new_last_full_load_date,
         "new_last_incremental_file": plan.new_last_incremental_file,
         "summary": summary,
@@ -66,20 +67,20 @@ def record(store: ControllerStore, plan: TablePlan, record_document: dict) -> Ta
 
 
 def finish(
-    store: ControllerStore, storage: Storage, state: TableState, on_step: StepCallback = _no_steps
+    store: ControllerStore, storage: Storage, state: TableState, on_step: StepCallback = _no_steps,
+    *, aws_conn_id: str | None = None, region_name: str | None = None,
 ) -> TableState:
-    """Step 3: publish a recorded commit and clear it. Safe to repeat after a crash anywhere."""
+    """Step 3: publish a recorded commit and clear it. Safe to repeat after a crash anywhere.
+
+    :param storage: the lake's storage.
+    :param aws_conn_id: AWS connection for an Iceberg table's Glue catalog (None: boto3's chain).
+    :param region_name: AWS region for it.
+    """
     pending = state.pending_commit
     if pending is None:
         return state
-    for source, target in pending["moves"]:
-        storage.move(source, target)
-        on_step("file_published", {"path": target})
-    on_step("files_published", {"count": len(pending["moves"])})
-    for path in pending["removes"]:
-        storage.delete(path)
-        on_step("file_removed", {"path": path})
-    on_step("files_removed", {"count": len(pending["removes"])})
+    table_format = table_format_for_record(pending, storage, aws_conn_id=aws_conn_id, region_name=region_name)
+    table_format.publish(pending, on_step)
     try:
         committed = store.replace(
             state.evolve(
@@ -96,5 +97,5 @@ def finish(
         if committed is None or (committed.last_run or {}).get("attempt_id") != pending["attempt_id"]:
             raise
     on_step("state_committed", {"version": committed.version})
-    storage.delete_tree(pending["staging_path"])
+    table_format.clean_up(pending)
     return committed

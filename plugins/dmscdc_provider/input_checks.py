@@ -31,10 +31,10 @@ import pyarrow.csv as pa_csv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from dmscdc_provider.arrow_fs import arrow_filesystem
+from dmscdc_provider.arrow_fs import ArrowFiles
 from dmscdc_provider.engines import arrow_schema
 from dmscdc_provider.plan import TablePlan
-from dmscdc_provider.storage import is_hidden
+from dmscdc_provider.table_formats import LakeFile
 from dmscdc_provider.report import one_line
 
 log = logging.getLogger(__name__)
@@ -105,35 +105,21 @@ def type_name(data_type: pa.DataType) -> str:
 
 
 def check_plan_inputs(
-    plan: TablePlan, aws_conn_id: str | None = None, region_name: str | None = None
+    plan: TablePlan, lake_files: list[LakeFile], aws_conn_id: str | None = None, region_name: str | None = None
 ) -> InputProblem | None:
     """Check a table plan's files (and, for an incremental merge, the lake's footers).
 
+    :param lake_files: the table's current data files (its table format's ``data_files``).
     :param aws_conn_id: Airflow AWS connection for ``s3://`` files (None: boto3's chain).
     :param region_name: AWS region.
     :return: the first problem found, in plan order, or None when every file can be applied.
     """
     try:
-        _PlanCheck(plan, _Files(aws_conn_id, region_name)).run()
+        _PlanCheck(plan, ArrowFiles(aws_conn_id, region_name), lake_files).run()
     except InputProblem as problem:
         log.warning("%s", problem)
         return problem
     return None
-
-
-class _Files:
-    """Arrow file systems by scheme, made once per check."""
-
-    def __init__(self, aws_conn_id: str | None, region_name: str | None):
-        self.aws_conn_id, self.region_name = aws_conn_id, region_name
-        self._by_scheme: dict[str, pafs.FileSystem] = {}
-
-    def resolve(self, uri: str) -> tuple[pafs.FileSystem, str]:
-        if not uri.startswith("s3://"):
-            return arrow_filesystem(uri)
-        if "s3" not in self._by_scheme:
-            self._by_scheme["s3"] = arrow_filesystem(uri, self.aws_conn_id, self.region_name)[0]
-        return self._by_scheme["s3"], uri[len("s3://"):].rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -149,8 +135,8 @@ _REPLACE = ("Replace it with a good copy of the file DMS wrote (same name), or r
 
 
 class _PlanCheck:
-    def __init__(self, plan: TablePlan, files: _Files):
-        self.plan, self.files = plan, files
+    def __init__(self, plan: TablePlan, files: ArrowFiles, lake_files: list[LakeFile]):
+        self.plan, self.files, self.lake_files = plan, files, lake_files
         self.key_columns = list(plan.primary_key)
         self.required = {**{c: "partition key" for c in plan.partition_key}, **{c: "primary key" for c in plan.primary_key}}
 
@@ -220,22 +206,14 @@ class _PlanCheck:
     def _lake_columns(self) -> dict[str, tuple[pa.DataType, str]]:
         """Column types over the lake table's visible files (footers), partition columns aside:
         they live in folder names, not in the files."""
-        filesystem, root = self.files.resolve(self.plan.lake_table_path)
-        infos = filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-        prefix = root.rstrip("/") + "/"
-        lake_files = sorted(
-            info.path for info in infos
-            if info.type == pafs.FileType.File and info.path.endswith(".parquet")
-            and not is_hidden(info.path[len(prefix):])
-        )
-        if not lake_files:
+        if not self.lake_files:
             return {}
         uri_prefix = self.plan.lake_table_path.rstrip("/") + "/"
+        lake_files = [uri_prefix + lake_file.relative_path for lake_file in self.lake_files]
 
-        def footer(path: str) -> tuple[str, pa.Schema] | None:
-            label = uri_prefix + path[len(prefix):]
+        def footer(label: str) -> tuple[str, pa.Schema] | None:
             try:
-                with filesystem.open_input_file(path) as handle:
+                with self.files.open_input(label) as handle:
                     return label, pq.ParquetFile(handle).schema_arrow
             except (pa.ArrowException, OSError) as error:
                 # Not input: a merge whose changes never touch the file never opens it either

@@ -18,6 +18,8 @@ STAGING_FOLDER = "_dmscdc_staging"
 # Plans too large for an XCom, stored once by the planner and read by the merge task.
 PLANS_FOLDER = "_dmscdc_plans"
 PLAN_INLINE_LIMIT_BYTES = 4096
+# An Iceberg table's data files live under <table>/data/<attempt_id>/.
+ICEBERG_DATA_FOLDER = "data"
 # A stored plan outlives any retry or clear that can still apply it (older plans conflict anyway).
 PLAN_RETENTION = timedelta(days=7)
 
@@ -38,6 +40,9 @@ class TablePlan:
     :param engine: the engine that merges this plan (``auto`` resolves it per table at planning
         time); None: the caller's configured engine.
     :param engine_reason: why that engine was chosen (shown in progress lines and task logs).
+    :param table_format: ``parquet`` (a folder of files) or ``iceberg`` (docs/table-formats.md).
+    :param iceberg_catalog: the Iceberg catalog (``sqlite:///PATH``, ``glue://DATABASE``) of an
+        ``iceberg`` table.
     :param raw_listed_at: when the planner listed the table's raw folder (ISO, UTC); the commit
         records it, and the next planning reports CDC files named before the watermark that
         arrived after it (late files).
@@ -60,6 +65,8 @@ class TablePlan:
     engine: str | None = None
     engine_reason: str | None = None
     raw_listed_at: str | None = None
+    table_format: str = "parquet"
+    iceberg_catalog: str | None = None
 
     @property
     def schema_name(self) -> str:
@@ -88,10 +95,19 @@ class TablePlan:
                 "LastIncrementalFile": self.new_last_incremental_file}
 
     def staging_path(self, attempt_id: str) -> str:
+        """Where an attempt's engine writes its files: hidden from readers of a Parquet folder until
+        published; for Iceberg where they stay (no snapshot names them until the commit)."""
+        if self.table_format == "iceberg":
+            return join(self.lake_table_path, ICEBERG_DATA_FOLDER, attempt_id)
         return join(self.lake_root, STAGING_FOLDER, self.schema_name, self.table_name, attempt_id)
 
-    def engine_plan(self, attempt_id: str) -> dict:
-        """The document the Spark engine takes (docs/plan-and-result.md)."""
+    def engine_plan(self, attempt_id: str, lake_files: list | None = None) -> dict:
+        """The document the engines take (docs/plan-and-result.md).
+
+        :param lake_files: the table's current data files (``LakeFile``), when the table format
+            pins them (Iceberg); None: the engine lists the table folder.
+        """
+        pinned = None if lake_files is None else [{"path": f.relative_path, "size": f.size} for f in lake_files]
         return {
             "table": self.table,
             "plan_id": self.plan_id,
@@ -105,6 +121,7 @@ class TablePlan:
             "order_column": self.order_column,
             "csv_delimiter": self.csv_delimiter,
             "csv_null_value": self.csv_null_value,
+            "lake_files": pinned,
         }
 
     def to_dict(self) -> dict:

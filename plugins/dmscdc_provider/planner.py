@@ -261,6 +261,9 @@ class Planner:
     :param tables: comma-separated globs on ``schema.table``.
     :param choose_engine: names the engine of each plan (``EngineConfig.choose``); None: plans
         name no engine.
+    :param table_format: the format of tables whose controller item names none (``parquet``,
+        ``iceberg``).
+    :param iceberg_catalog: the catalog of Iceberg tables (``sqlite:///PATH``, ``glue://DATABASE``).
     """
 
     def __init__(
@@ -273,6 +276,8 @@ class Planner:
         csv_delimiter: str = ",",
         csv_null_value: str = "NULL",
         choose_engine: Callable[[TablePlan], TablePlan] | None = None,
+        table_format: str = "parquet",
+        iceberg_catalog: str | None = None,
     ):
         self.raw_root = raw_root
         self.lake_root = lake_root
@@ -283,6 +288,8 @@ class Planner:
         self.csv_delimiter = csv_delimiter
         self.csv_null_value = csv_null_value
         self.choose_engine = choose_engine
+        self.table_format = table_format
+        self.iceberg_catalog = iceberg_catalog
 
     def discover(self) -> list[tuple[str, str]]:
         """``(schema, table)`` folders under the raw root.
@@ -391,7 +398,9 @@ class Planner:
             elif plan is None:
                 report.up_to_date.append(state.name)
             else:
-                plan = replace(plan, raw_listed_at=listed_at.isoformat())
+                plan = replace(plan, raw_listed_at=listed_at.isoformat(),
+                               table_format=state.table_format or self.table_format,
+                               iceberg_catalog=self.iceberg_catalog)
                 report.plans.append(self.choose_engine(plan) if self.choose_engine else plan)
                 missing = load_counter_gaps([f for f in files if f.path in {e["path"] for e in plan.files}
                                              and f.kind == "load"])

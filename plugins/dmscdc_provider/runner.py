@@ -26,6 +26,7 @@ from dmscdc_provider.state.base import (
     TableState,
 )
 from dmscdc_provider.storage import Storage
+from dmscdc_provider.table_formats import table_format_for_plan
 
 if TYPE_CHECKING:
     from dmscdc_provider.planner import Planner, PlanningReport
@@ -130,6 +131,13 @@ class MergeProgress:
         elif step == "files_removed":
             self._set("committing the new watermark in the controller",
                       f"{table}: removed {detail.get('count', 0)} replaced lake file(s)")
+        elif step == "snapshot_committed":
+            self._set("committing the new watermark in the controller",
+                      f"{table}: Iceberg snapshot committed (added {detail.get('files_added', 0)} file(s), "
+                      f"removed {detail.get('files_removed', 0)})")
+        elif step == "snapshot_found":
+            self._set("committing the new watermark in the controller",
+                      f"{table}: the Iceberg table already holds this attempt's snapshot")
         elif step == "state_committed":
             self._set(None, f"{table}: controller state committed (version {detail.get('version')})")
 
@@ -192,9 +200,11 @@ class TableOutcome:
 
 @dataclass(frozen=True)
 class AttemptStart:
-    """Either a new attempt to run (``attempt_id``) or an outcome that needs no merge."""
+    """Either a new attempt to run (``attempt_id`` and the ``engine_plan`` to run it with) or an
+    outcome that needs no merge."""
 
     attempt_id: str | None = None
+    engine_plan: dict | None = None
     outcome: TableOutcome | None = None
 
 
@@ -227,7 +237,7 @@ def start_attempt(
     if state.pending_commit is not None:
         own = state.pending_commit["plan_id"] == plan.plan_id
         log.info("%s: finishing the commit recorded by attempt %s", plan.table, state.pending_commit["attempt_id"])
-        state = finish(store, storage, state, on_step)
+        state = finish(store, storage, state, on_step, aws_conn_id=aws_conn_id, region_name=region_name)
         if own:
             return done(SUCCEEDED, summary=state.last_run or {}, note="finished the commit of an earlier attempt")
     if (state.last_run or {}).get("plan_id") == plan.plan_id and state.version > plan.base_version:
@@ -240,10 +250,14 @@ def start_attempt(
         )
     from dmscdc_provider.input_checks import check_plan_inputs  # pyarrow: not at DAG-parse time
 
-    problem = check_plan_inputs(plan, aws_conn_id=aws_conn_id, region_name=region_name)
+    table_format = table_format_for_plan(plan, storage, aws_conn_id=aws_conn_id, region_name=region_name)
+    lake_files = table_format.data_files(plan) if plan.mode != "full" else []
+    problem = check_plan_inputs(plan, lake_files, aws_conn_id=aws_conn_id, region_name=region_name)
     if problem is not None:  # before anything is staged: the table's state stays where it was
         return done(FAILED, error=problem.to_error())
-    return AttemptStart(attempt_id=f"{plan.plan_id}-{uuid.uuid4().hex[:8]}")
+    attempt_id = f"{plan.plan_id}-{uuid.uuid4().hex[:8]}"
+    return AttemptStart(attempt_id=attempt_id,
+                        engine_plan=plan.engine_plan(attempt_id, table_format.pinned_data_files(plan)))
 
 
 def complete_attempt(
@@ -254,6 +268,9 @@ def complete_attempt(
     storage: Storage,
     on_step: StepCallback = _no_steps,
     seconds: float = 0.0,
+    *,
+    aws_conn_id: str | None = None,
+    region_name: str | None = None,
 ) -> TableOutcome:
     """After a merge: commit its staged files (or discard them if it failed).
 
@@ -274,7 +291,8 @@ def complete_attempt(
         return outcome(FAILED, error=result.get("error"), summary=_partial_summary(result))
     on_step("staged", {"files": len(result["files_added"])})
     try:
-        recorded = record(store, plan, commit_record(plan, attempt_id, result))
+        table_format = table_format_for_plan(plan, storage, aws_conn_id=aws_conn_id, region_name=region_name)
+        recorded = record(store, plan, commit_record(plan, attempt_id, result, table_format))
     except ConcurrentCommitError as error:
         storage.delete_tree(staging)
         return outcome(CONFLICT, note=f"{error}; another run committed this table first, nothing was changed")
@@ -283,7 +301,7 @@ def complete_attempt(
         storage.delete_tree(staging)
         raise
     on_step("commit_recorded", {"version": recorded.version})
-    committed = finish(store, storage, recorded, on_step)
+    committed = finish(store, storage, recorded, on_step, aws_conn_id=aws_conn_id, region_name=region_name)
     summary = dict(committed.last_run or {})
     if result.get("warnings"):
         summary["warnings"] = result["warnings"]
@@ -313,7 +331,7 @@ def run_table(
         return start.outcome
     on_step("merge_started", {"attempt_id": start.attempt_id})
     try:
-        result = engine.run(plan.engine_plan(start.attempt_id))
+        result = engine.run(start.engine_plan)
     except EngineUnavailable:  # raised before the engine staged anything
         raise
     except Exception as error:  # the engine crashed: nothing was recorded, drop what it staged
@@ -322,19 +340,20 @@ def run_table(
         result = {"status": FAILED, "error": infrastructure_error(
             plan.table, f"the merge failed: {cause}", remedy_for_crash(cause))}
     return complete_attempt(plan, start.attempt_id, result, store, storage, on_step,
-                            seconds=time.monotonic() - started)
+                            seconds=time.monotonic() - started, aws_conn_id=aws_conn_id, region_name=region_name)
 
 
 def _partial_summary(result: dict) -> dict:
     return {key: result[key] for key in ("rows_read", "seconds") if key in result}
 
 
-def finish_pending_commits(store: ControllerStore, storage: Storage, states: list[TableState]) -> list[str]:
+def finish_pending_commits(store: ControllerStore, storage: Storage, states: list[TableState], *,
+                           aws_conn_id: str | None = None, region_name: str | None = None) -> list[str]:
     """Finish the commits that crashed runs recorded for these tables; returns their names."""
     finished = []
     for state in states:
         if state.pending_commit is not None:
-            finish(store, storage, state)
+            finish(store, storage, state, aws_conn_id=aws_conn_id, region_name=region_name)
             finished.append(state.name)
     return finished
 

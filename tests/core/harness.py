@@ -20,10 +20,13 @@ START = datetime(2024, 3, 1, 9, 0, 0, tzinfo=timezone.utc)
 
 
 class LakeHarness:
-    """One raw folder, one lake folder and one SQLite controller under ``root``."""
+    """One raw folder, one lake folder and one SQLite controller under ``root``; tables in
+    ``table_format`` (Iceberg tables in a SQLite catalog under ``root``)."""
 
-    def __init__(self, root, engine):
+    def __init__(self, root, engine, table_format: str = "parquet"):
         self.root = str(root)
+        self.table_format = table_format
+        self.iceberg_catalog = f"sqlite:///{os.path.join(self.root, 'iceberg.sqlite')}"
         self.raw = os.path.join(self.root, "raw")
         self.lake = os.path.join(self.root, "lake")
         os.makedirs(self.raw, exist_ok=True)
@@ -70,7 +73,8 @@ class LakeHarness:
 
     # -- running --------------------------------------------------------------------------------
     def planner(self, tables: str | None = None, **options) -> Planner:
-        return Planner(self.raw, self.lake, self.store, self.storage, tables, **options)
+        return Planner(self.raw, self.lake, self.store, self.storage, tables, table_format=self.table_format,
+                       iceberg_catalog=self.iceberg_catalog, **options)
 
     def run(self, tables: str | None = None, **options):
         """Plan and merge every active table; returns the SourceRun."""
@@ -88,8 +92,30 @@ class LakeHarness:
     def table_path(self, table: str) -> str:
         return os.path.join(self.lake, *table.split("."))
 
+    def iceberg_table(self, table: str):
+        """The table as any Iceberg reader opens it: catalog ``dmscdc``, warehouse the lake, namespace
+        the DMS schema, table the DMS table name."""
+        from pyiceberg.catalog.sql import SqlCatalog
+        from pyiceberg.exceptions import NoSuchTableError
+
+        catalog = SqlCatalog("dmscdc", uri=self.iceberg_catalog, warehouse=self.lake)
+        try:
+            return catalog.load_table(tuple(table.split(".")))
+        except NoSuchTableError:
+            return None
+
     def rows(self, table: str, order_by: str = "id") -> list[dict]:
-        """The lake table as a reader sees it (DuckDB over the visible Parquet files)."""
+        """The lake table as a reader sees it: DuckDB over the visible Parquet files, or pyiceberg's
+        scan of the current Iceberg snapshot."""
+        if self.table_format == "iceberg":
+            iceberg = self.iceberg_table(table)
+            if iceberg is None or iceberg.current_snapshot() is None:
+                return []
+            with duckdb.connect() as connection:
+                connection.register("snapshot", iceberg.scan().to_arrow())
+                cursor = connection.execute(f"SELECT * FROM snapshot ORDER BY {order_by}")
+                columns = [d[0] for d in cursor.description]
+                return [dict(zip(columns, row)) for row in cursor.fetchall()]
         if not self.data_files(table):
             return []
         glob = f"{self.table_path(table)}/**/*.parquet"
@@ -102,9 +128,20 @@ class LakeHarness:
             return [dict(zip(columns, row)) for row in cursor.fetchall()]
 
     def data_files(self, table: str) -> dict[str, tuple[int, str]]:
-        """Visible data files: relative path -> (mtime_ns, sha256 of the bytes)."""
+        """Visible data files (of the current snapshot, for Iceberg): relative path -> (mtime_ns,
+        sha256 of the bytes)."""
         root = self.table_path(table)
         found = {}
+        if self.table_format == "iceberg":
+            from dmscdc_provider.table_formats.iceberg import current_data_files
+
+            iceberg = self.iceberg_table(table)
+            for data_file in current_data_files(iceberg) if iceberg is not None else []:
+                path = data_file.file_path
+                with open(path, "rb") as handle:
+                    found[os.path.relpath(path, root)] = (os.stat(path).st_mtime_ns,
+                                                          hashlib.sha256(handle.read()).hexdigest())
+            return found
         for folder, dirs, names in os.walk(root):
             dirs[:] = [d for d in dirs if not d.startswith(("_", "."))]
             for name in names:
@@ -125,10 +162,10 @@ class LakeHarness:
         return sorted(found)
 
 
-def bad_and_good_tables(root, engine, schema: pa.Schema) -> LakeHarness:
+def bad_and_good_tables(root, engine, schema: pa.Schema, table_format: str = "parquet") -> LakeHarness:
     """``s.bad`` and ``s.good`` keyed by ``id`` and loaded with row 1 ("one"); ``s.good`` has a
     good change waiting, so a test can show that it merges whatever happens to ``s.bad``."""
-    lake = LakeHarness(root, engine)
+    lake = LakeHarness(root, engine, table_format)
     for table in ("s.bad", "s.good"):
         lake.configure(table, primary_key=["id"])
         lake.load(table, [{"Op": "I", "id": 1, "name": "one"}], schema)

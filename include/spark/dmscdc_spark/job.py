@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
@@ -29,6 +28,7 @@ from dmscdc_spark.io import (
     relative_to,
     write_staged,
 )
+from dmscdc_spark.plan import MergePlan
 from dmscdc_spark.schema import TypeConflict, unify_schemas, union_conformed
 
 # Session settings the merge relies on. Partition values are read as strings and cast to the
@@ -69,31 +69,6 @@ class MergeInputError(Exception):
 
     def to_dict(self) -> dict:
         return {"table": self.table, "file": self.file, "problem": self.problem, "remedy": self.remedy}
-
-
-@dataclass(frozen=True)
-class MergePlan:
-    """The engine's view of a table plan (docs/plan-and-result.md)."""
-
-    table: str
-    plan_id: str
-    attempt_id: str
-    mode: str  # "full" rebuilds the table, "incremental" merges into it
-    files: list[dict]  # ordered: {"path", "kind": "load"|"cdc", "size"}
-    lake_table_path: str
-    staging_path: str
-    primary_key: list[str] = field(default_factory=list)
-    partition_key: list[str] = field(default_factory=list)
-    order_column: str | None = None
-    csv_delimiter: str = ","
-    csv_null_value: str = "NULL"
-    target_file_bytes: int = 128 * 1024 * 1024
-    max_records_per_file: int = 5_000_000
-
-    @classmethod
-    def from_dict(cls, plan: dict) -> "MergePlan":
-        known = set(cls.__dataclass_fields__)
-        return cls(**{key: value for key, value in plan.items() if key in known})
 
 
 def run_merge(spark: SparkSession, plan: dict) -> dict:
@@ -302,14 +277,21 @@ class _TableMerge:
         sizes, so the table is not listed file by file from the driver.
         """
         root = self.plan.lake_table_path.rstrip("/")
-        if not self.files.exists(root):
+        if self.plan.lake_files is None and not self.files.exists(root):
+            return []
+        if self.plan.lake_files == []:
             return []
         key_columns = self.plan.primary_key
 
-        def scan(reader):
+        def lake(reader) -> DataFrame:
+            if self.plan.lake_files is not None:  # the files the table format pins (Iceberg's snapshot)
+                return reader.option("basePath", root).parquet(*[f"{root}/{f['path']}" for f in self.plan.lake_files])
             # The table folder, not a list of its files: Spark lists one folder on the driver,
             # where a long list of paths would cost a distributed listing job.
-            stored = reader.parquet(root).select(
+            return reader.parquet(root)
+
+        def scan(reader):
+            stored = lake(reader).select(
                 *key_columns, F.col("_metadata.file_path").alias("_dmscdc_file"),
                 F.col("_metadata.file_size").alias("_dmscdc_size"))
             for column, (low, high) in bounds.items():
@@ -422,7 +404,7 @@ class _TableMerge:
         base: list[DataFrame] = []
         lake_sources: list[tuple[str, T.StructType]] = []
         if plan.mode == "full":
-            replaced = self.files.list_data_files(plan.lake_table_path)
+            replaced = self._lake_files()
             if loads is not None:
                 load_rows = rules.lake_rows(rules.inserts_only(loads)) if not keyed else rules.lake_rows(loads)
                 if changed_keys is not None:
@@ -471,8 +453,15 @@ class _TableMerge:
             "rows_written": rows_written,
             "files_added": added,
             "files_removed": [f.relative_path for f in replaced],
+            "partition_column_types": {c: schema[c].dataType.simpleString() for c in plan.partition_key},
             "warnings": self.warnings,
         }
+
+    def _lake_files(self) -> list[StoredFile]:
+        """The table's current data files: those the plan pins (Iceberg), else the table folder's."""
+        if self.plan.lake_files is not None:
+            return [StoredFile(f["path"], int(f["size"])) for f in self.plan.lake_files]
+        return self.files.list_data_files(self.plan.lake_table_path)
 
     def _staged_files(self) -> list[dict]:
         """Staged data files, relative to the staging folder, with their sizes."""

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import unquote
 
 from dmscdc_provider.aws.clients import aws_client, error_code, parse_s3_uri
+from dmscdc_provider.engines.arrow_schema import hive_type
 from dmscdc_provider.aws.s3_storage import S3Storage
 
 log = logging.getLogger(__name__)
@@ -40,37 +41,6 @@ _CREATE_BATCH, _DELETE_BATCH = 100, 25  # BatchCreatePartition / BatchDeletePart
 
 
 # -- Parquet schemas -> Glue columns -----------------------------------------------------------
-def hive_type(arrow_type) -> str:
-    """The Glue (Hive) type Athena reads a Parquet column of ``arrow_type`` as."""
-    import pyarrow as pa
-    import pyarrow.types as t
-
-    simple = [
-        (t.is_boolean, "boolean"), (t.is_int8, "tinyint"), (t.is_int16, "smallint"),
-        (t.is_int32, "int"), (t.is_int64, "bigint"), (t.is_uint8, "smallint"),
-        (t.is_uint16, "int"), (t.is_uint32, "bigint"), (t.is_uint64, "decimal(20,0)"),
-        (t.is_float16, "float"), (t.is_float32, "float"), (t.is_float64, "double"),
-        (t.is_string, "string"), (t.is_large_string, "string"), (t.is_binary, "binary"),
-        (t.is_large_binary, "binary"), (t.is_date, "date"), (t.is_timestamp, "timestamp"),
-        (t.is_null, "string"),
-    ]
-    for check, name in simple:
-        if check(arrow_type):
-            return name
-    if t.is_decimal(arrow_type):
-        return f"decimal({arrow_type.precision},{arrow_type.scale})"
-    if t.is_list(arrow_type) or t.is_large_list(arrow_type):
-        return f"array<{hive_type(arrow_type.value_type)}>"
-    if t.is_map(arrow_type):
-        return f"map<{hive_type(arrow_type.key_type)},{hive_type(arrow_type.item_type)}>"
-    if t.is_struct(arrow_type):
-        fields = ",".join(f"{f.name}:{hive_type(f.type)}" for f in arrow_type)
-        return f"struct<{fields}>"
-    if isinstance(arrow_type, pa.DataType):
-        return "string"
-    raise TypeError(f"not an Arrow type: {arrow_type!r}")
-
-
 def wider_type(current: str, new: str) -> str:
     """The type a column keeps when files disagree: the wider of two integer or float types,
     otherwise the newer files' type."""

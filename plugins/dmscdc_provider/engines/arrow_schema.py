@@ -160,3 +160,34 @@ def duckdb_type(data_type: pa.DataType) -> str:
     if pa.types.is_timestamp(data_type):
         return "TIMESTAMPTZ" if data_type.tz else "TIMESTAMP"
     raise TypeError(f"no DuckDB type for {data_type}")
+
+
+def hive_type(arrow_type) -> str:
+    """The Glue (Hive) type Athena reads a Parquet column of ``arrow_type`` as."""
+    import pyarrow as pa
+    import pyarrow.types as t
+
+    simple = [
+        (t.is_boolean, "boolean"), (t.is_int8, "tinyint"), (t.is_int16, "smallint"),
+        (t.is_int32, "int"), (t.is_int64, "bigint"), (t.is_uint8, "smallint"),
+        (t.is_uint16, "int"), (t.is_uint32, "bigint"), (t.is_uint64, "decimal(20,0)"),
+        (t.is_float16, "float"), (t.is_float32, "float"), (t.is_float64, "double"),
+        (t.is_string, "string"), (t.is_large_string, "string"), (t.is_binary, "binary"),
+        (t.is_large_binary, "binary"), (t.is_date, "date"), (t.is_timestamp, "timestamp"),
+        (t.is_null, "string"),
+    ]
+    for check, name in simple:
+        if check(arrow_type):
+            return name
+    if t.is_decimal(arrow_type):
+        return f"decimal({arrow_type.precision},{arrow_type.scale})"
+    if t.is_list(arrow_type) or t.is_large_list(arrow_type):
+        return f"array<{hive_type(arrow_type.value_type)}>"
+    if t.is_map(arrow_type):
+        return f"map<{hive_type(arrow_type.key_type)},{hive_type(arrow_type.item_type)}>"
+    if t.is_struct(arrow_type):
+        fields = ",".join(f"{f.name}:{hive_type(f.type)}" for f in arrow_type)
+        return f"struct<{fields}>"
+    if isinstance(arrow_type, pa.DataType):
+        return "string"
+    raise TypeError(f"not an Arrow type: {arrow_type!r}")

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
@@ -29,10 +29,11 @@ import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from dmscdc_provider.arrow_fs import arrow_filesystem
+from dmscdc_provider.arrow_fs import ArrowFiles
 from dmscdc_provider.engines import arrow_schema, hive_paths
+from dmscdc_spark.plan import MergePlan
 from dmscdc_provider.engines.arrow_schema import TypeConflict, unify_schemas
-from dmscdc_provider.storage import is_hidden
+from dmscdc_provider.table_formats import LakeFile
 from dmscdc_provider.report import one_line
 
 log = logging.getLogger(__name__)
@@ -149,99 +150,12 @@ class DuckDBMergeEngine:
         return duckdb.connect(":memory:", config=config)
 
 
-@dataclass(frozen=True)
-class MergePlan:
-    """The engine plan document (docs/plan-and-result.md)."""
-
-    table: str
-    plan_id: str
-    attempt_id: str
-    mode: str
-    files: list[dict]
-    lake_table_path: str
-    staging_path: str
-    primary_key: list[str] = field(default_factory=list)
-    partition_key: list[str] = field(default_factory=list)
-    order_column: str | None = None
-    csv_delimiter: str = ","
-    csv_null_value: str = "NULL"
-    target_file_bytes: int = 128 * 1024 * 1024
-    max_records_per_file: int = 5_000_000
-
-    @classmethod
-    def from_dict(cls, plan: dict) -> "MergePlan":
-        known = set(cls.__dataclass_fields__)
-        return cls(**{key: value for key, value in plan.items() if key in known and value is not None})
-
-
 def _first_line(error: BaseException) -> str:
     """The error's cause in one line, kept short enough for a table's failure block."""
     return one_line(error)[:300]
 
 
 # -- files ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class LakeFile:
-    """A data file of the lake table: path relative to the table, size, partition folder values."""
-
-    relative_path: str
-    size: int
-
-    @property
-    def partition_text(self) -> dict[str, str | None]:
-        return hive_paths.parse_folders(self.relative_path)
-
-
-class ArrowFiles:
-    """Paths (local, ``file://``, ``s3://``) to Arrow file systems, one S3 client per merge."""
-
-    def __init__(self, aws_conn_id: str | None, region_name: str | None):
-        self.aws_conn_id, self.region_name = aws_conn_id, region_name
-        self._s3: pafs.FileSystem | None = None
-
-    def resolve(self, uri: str) -> tuple[pafs.FileSystem, str]:
-        if uri.startswith("s3://"):
-            if self._s3 is None:
-                self._s3, _ = arrow_filesystem(uri, self.aws_conn_id, self.region_name)
-            return self._s3, uri[len("s3://"):].rstrip("/")
-        return arrow_filesystem(uri)
-
-    def open_input(self, uri: str):
-        fs, path = self.resolve(uri)
-        return fs.open_input_file(path)
-
-    def open_stream(self, uri: str):
-        fs, path = self.resolve(uri)
-        return fs.open_input_stream(path, compression="detect")
-
-    def open_output(self, uri: str):
-        fs, path = self.resolve(uri)
-        if isinstance(fs, pafs.LocalFileSystem):  # object stores have no folders to make
-            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        return fs.open_output_stream(path)
-
-    def list_data_files(self, root: str) -> list[LakeFile]:
-        """Parquet files under ``root`` that readers see (no ``_`` or ``.`` in any name)."""
-        fs, path = self.resolve(root)
-        infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
-        prefix = path.rstrip("/") + "/"
-        found = []
-        for info in infos:
-            if info.type != pafs.FileType.File or not info.path.startswith(prefix):
-                continue
-            relative = info.path[len(prefix):]
-            if relative.endswith(".parquet") and not is_hidden(relative):
-                found.append(LakeFile(relative, info.size))
-        return sorted(found, key=lambda f: f.relative_path)
-
-    def delete_tree(self, uri: str) -> None:
-        fs, path = self.resolve(uri)
-        try:
-            fs.delete_dir(path)
-        except FileNotFoundError:  # nothing was staged
-            pass
-
 
 def is_csv(path: str) -> bool:
     return path.endswith((".csv", ".csv.gz"))
@@ -424,6 +338,12 @@ class _TableMerge:
                     )
 
     # -- the lake -----------------------------------------------------------------------------
+    def _lake_files(self) -> list[LakeFile]:
+        """The table's current data files: those the plan pins (Iceberg), else the table folder's."""
+        if self.plan.lake_files is not None:
+            return [LakeFile(f["path"], int(f["size"])) for f in self.plan.lake_files]
+        return self.files.list_data_files(self.plan.lake_table_path)
+
     def _footers(self, lake_files: list[LakeFile]) -> list[pq.FileMetaData]:
         root = self.plan.lake_table_path.rstrip("/")
 
@@ -450,7 +370,7 @@ class _TableMerge:
     def _files_holding_keys(self, change_schema: pa.Schema) -> list[tuple[LakeFile, pq.FileMetaData]]:
         """Lake files holding a changed key, found from folder names and footers, then the key
         columns of the row groups the footers cannot rule out."""
-        lake_files = self.files.list_data_files(self.plan.lake_table_path)
+        lake_files = self._lake_files()
         if not lake_files:
             return []
         keys = self.plan.primary_key
@@ -613,7 +533,7 @@ class _TableMerge:
         replaced_row_groups: list[list[int]] = []
         lake_sources: list[tuple[str, pa.Schema]] = []
         if plan.mode == "full":
-            replaced = self.files.list_data_files(plan.lake_table_path)
+            replaced = self._lake_files()
         elif cdc and keyed:
             holding = self._files_holding_keys(change_schema)
             replaced = [lake_file for lake_file, _ in holding]
@@ -637,6 +557,7 @@ class _TableMerge:
             "rows_written": sum(f["rows"] for f in written),
             "files_added": written,
             "files_removed": [f.relative_path for f in replaced],
+            "partition_column_types": {c: arrow_schema.hive_type(schema.field(c).type) for c in plan.partition_key},
             "warnings": self.warnings,
         }
 

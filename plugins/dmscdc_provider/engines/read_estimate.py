@@ -22,9 +22,12 @@ import pyarrow.parquet as pq
 
 from dmscdc_provider.engines import hive_paths
 from dmscdc_provider.plan import TablePlan
+from dmscdc_provider.storage import open_storage
+from dmscdc_provider.table_formats import table_format_for_plan
 
 if TYPE_CHECKING:
-    from dmscdc_provider.engines.duckdb import ArrowFiles, LakeFile
+    from dmscdc_provider.arrow_fs import ArrowFiles
+    from dmscdc_provider.table_formats import LakeFile
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +170,7 @@ def estimate_read_bytes(
 
     :param stop_above: stop reading lake footers once the total passes this many bytes.
     """
-    from dmscdc_provider.engines.duckdb import ArrowFiles  # the in-process engine's file access
+    from dmscdc_provider.arrow_fs import ArrowFiles
 
     planned = sum(int(f.get("size") or 0) for f in plan.files)
     if plan.mode == "full" or not plan.primary_key:
@@ -178,7 +181,8 @@ def estimate_read_bytes(
     files = ArrowFiles(aws_conn_id, region_name)
     changed, key_types = changed_key_ranges(plan, files)
     try:
-        lake_files = files.list_data_files(plan.lake_table_path)
+        lake_files = table_format_for_plan(plan, open_storage(plan.lake_root, aws_conn_id, region_name),
+                                           aws_conn_id=aws_conn_id, region_name=region_name).data_files(plan)
     except OSError as error:
         log.info("cannot list %s (%s); counting no lake files", plan.lake_table_path, error)
         lake_files = []

@@ -151,7 +151,7 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
                 start = start_attempt(plan, store, lake_storage, self._progress().step,
                                       aws_conn_id=self.aws_conn_id, region_name=self.region_name)
                 if start.outcome is None:
-                    job_ref = engine.submit(plan.engine_plan(start.attempt_id))
+                    job_ref = engine.submit(start.engine_plan)
                     self.log.info("%s: submitted job %s for attempt %s", plan.table, job_ref, start.attempt_id)
                     self._job_submitted(context, engine, job_ref)
                     wait_timeout = getattr(engine, "wait_timeout", None)
@@ -202,7 +202,7 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         try:
             with self._progress() as progress:
                 outcome = complete_attempt(plan, attempt_id, result, store, self.hook.open_storage(plan.lake_root),
-                                           progress.step)
+                                           progress.step, aws_conn_id=self.aws_conn_id, region_name=self.region_name)
         finally:
             store.close()
         return self._report(context, outcome)

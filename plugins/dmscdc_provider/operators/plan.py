@@ -92,7 +92,8 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
             planner = self.hook.planner(self.raw_root, self.lake_root, store, self.tables,
                                         self.csv_delimiter, self.csv_null_value, engines)
             selected = [s for s in (store.get(p) for p in planner.selected_paths()) if s is not None]
-            finished = finish_pending_commits(store, self.hook.open_storage(self.lake_root), selected)
+            finished = finish_pending_commits(store, self.hook.open_storage(self.lake_root), selected,
+                                              aws_conn_id=self.aws_conn_id, region_name=self.region_name)
             report = planner.plan(cdc_before=cdc_before, full_refresh=full_refresh)
         finally:
             store.close()

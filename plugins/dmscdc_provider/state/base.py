@@ -4,7 +4,7 @@ Blog attributes keep their names and meanings (all strings, as the blog stores t
 ``path`` (key), ``ActiveFlag`` ("true"/"false"), ``PrimaryKey`` and ``PartitionKey``
 ("null" or a comma list), ``LastFullLoadDate`` ("YYYY-MM-DD HH:MM:SS"),
 ``LastIncrementalFile``. dmscdc adds attributes and never changes those meanings:
-``OrderColumn``, ``StateVersion`` (bumped by every write; commits are conditional on it),
+``OrderColumn``, ``TableFormat`` (``parquet`` or ``iceberg``; absent: the run's default), ``StateVersion`` (bumped by every write; commits are conditional on it),
 ``PendingCommit`` (the commit record of a merge being published) and ``LastRun``.
 See docs/crash-safety.md for how PendingCommit makes a merge crash-safe.
 """
@@ -52,6 +52,7 @@ class TableState:
     :param last_full_load_date: LastModified of the newest LOAD file loaded (UTC).
     :param last_incremental_file: the last CDC file applied (path as stored).
     :param order_column: optional column that orders changes (e.g. AR_H_CHANGE_SEQ).
+    :param table_format: ``parquet`` or ``iceberg`` for this table; None: the run's default.
     :param version: StateVersion; every write bumps it.
     :param pending_commit: commit record of a merge that is being published, or None.
     :param last_run: summary of the last committed run.
@@ -66,6 +67,7 @@ class TableState:
     last_full_load_date: str = NEVER_LOADED
     last_incremental_file: str | None = None
     order_column: str | None = None
+    table_format: str | None = None
     version: int = 0
     pending_commit: dict | None = None
     last_run: dict | None = field(default=None, compare=False)
@@ -89,6 +91,8 @@ class TableState:
         }
         if self.order_column:
             item["OrderColumn"] = self.order_column
+        if self.table_format:
+            item["TableFormat"] = self.table_format
         if self.pending_commit is not None:
             item["PendingCommit"] = json.dumps(self.pending_commit, sort_keys=True)
         if self.last_run is not None:
@@ -110,6 +114,7 @@ class TableState:
             last_full_load_date=str(item.get("LastFullLoadDate") or NEVER_LOADED),
             last_incremental_file=_optional(item.get("LastIncrementalFile")),
             order_column=_optional(item.get("OrderColumn")),
+            table_format=_optional(item.get("TableFormat")),
             version=int(item.get("StateVersion", 0)),
             pending_commit=_json_or_none(item.get("PendingCommit")),
             last_run=_json_or_none(item.get("LastRun")),

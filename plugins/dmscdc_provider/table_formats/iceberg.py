@@ -1,0 +1,397 @@
+"""The Iceberg format: every merge is one atomic snapshot of an Apache Iceberg table.
+
+The engines write their Parquet files where they stay (``<table>/data/<attempt_id>/...``, hive
+partition folders as in the Parquet format); no reader sees them until a snapshot names them.
+Publishing a recorded commit is one ``overwrite`` snapshot that removes the lake files the merge
+rewrote and adds the new ones, with the plan, the attempt, the DMS watermark and the row counts
+in its summary. A snapshot that already carries the attempt's id is the commit done (a crash
+after the catalog commit and before the controller's), so no batch is applied twice.
+
+Data files carry no Iceberg field ids; the table's name mapping (``schema.name-mapping.default``)
+maps their columns by name, and identity partition values come from the manifests (as for a
+table migrated from Hive): the same files serve both formats, so a table converts in place.
+
+Catalogs: ``sqlite:///PATH`` (pyiceberg's SQL catalog, named ``dmscdc``, warehouse the lake
+root, namespace the DMS schema, table the DMS table name) and ``glue://DATABASE`` (the Glue Data
+Catalog: namespace the database, table the DMS table name; Athena reads it at once).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dmscdc_provider.arrow_fs import arrow_filesystem, boto3_session
+from dmscdc_provider.engines import hive_paths
+from dmscdc_provider.plan import TablePlan
+from dmscdc_provider.storage import Storage, join, local_path
+from dmscdc_provider.table_formats import LakeFile, StepCallback, TableFormatName
+from dmscdc_provider.table_formats.parquet import relative_to
+
+log = logging.getLogger(__name__)
+
+CATALOG_NAME = "dmscdc"
+PROPERTY_PREFIX = "dmscdc."
+ATTEMPT_PROPERTY = "dmscdc.attempt-id"
+PLAN_PROPERTY = "dmscdc.plan-id"
+FULL_LOAD_PROPERTY = "dmscdc.last-full-load-date"
+INCREMENTAL_PROPERTY = "dmscdc.last-incremental-file"
+
+
+class IcebergCatalogError(Exception):
+    """The Iceberg catalog cannot be opened or used; the message says which and what to do."""
+
+
+def default_iceberg_catalog() -> str:
+    """``$DMSCDC_ICEBERG_CATALOG``, else a SQLite catalog file in the working directory."""
+    return os.environ.get("DMSCDC_ICEBERG_CATALOG") or f"sqlite:///{os.path.abspath('dmscdc_iceberg.sqlite')}"
+
+
+def parse_catalog_uri(uri: str | None) -> tuple[str, str]:
+    """``sqlite:///PATH`` -> ``("sqlite", "/PATH")``; ``glue://DATABASE`` -> ``("glue", "DATABASE")``."""
+    if not uri:
+        raise IcebergCatalogError("an Iceberg table needs a catalog: set --iceberg-catalog sqlite:///PATH "
+                                  "(or glue://DATABASE on AWS), YAML iceberg.catalog")
+    if uri.startswith("sqlite:///"):
+        return "sqlite", uri[len("sqlite:///") - 1:]
+    if uri.startswith("glue://") and uri[len("glue://"):].strip("/"):
+        return "glue", uri[len("glue://"):].strip("/")
+    raise IcebergCatalogError(f"Iceberg catalog {uri!r} is neither sqlite:///PATH nor glue://DATABASE")
+
+
+def open_catalog(uri: str, warehouse: str, aws_conn_id: str | None = None, region_name: str | None = None):
+    """The pyiceberg catalog ``uri`` names, with ``warehouse`` (the lake root) as its warehouse."""
+    kind, where = parse_catalog_uri(uri)
+    properties = {"warehouse": warehouse}
+    if warehouse.startswith("s3://"):
+        properties.update(_s3_properties(aws_conn_id, region_name))
+    if kind == "sqlite":
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        os.makedirs(os.path.dirname(where) or ".", exist_ok=True)
+        return SqlCatalog(CATALOG_NAME, uri=f"sqlite:///{where}", **properties)
+    from pyiceberg.catalog.glue import GlueCatalog
+
+    from dmscdc_provider.aws.clients import aws_client
+
+    # The glue client comes from the task's connection, like every other AWS call.
+    return GlueCatalog(CATALOG_NAME, client=aws_client("glue", aws_conn_id, region_name), **properties)
+
+
+def table_identifier(uri: str, schema: str, table: str) -> tuple[str, str]:
+    """The Iceberg identifier of a DMS table: (DMS schema, table) locally, (database, table) in Glue."""
+    kind, where = parse_catalog_uri(uri)
+    return (where, table.lower()) if kind == "glue" else (schema, table)
+
+
+def _s3_properties(aws_conn_id: str | None, region_name: str | None) -> dict:
+    """pyiceberg's S3 settings from the credentials, region and endpoint the connection gives."""
+    session, endpoint = boto3_session(aws_conn_id, region_name)
+    properties = {"s3.region": session.region_name or region_name or "us-east-1"}
+    credentials = session.get_credentials()
+    if credentials is not None:
+        frozen = credentials.get_frozen_credentials()
+        properties.update({"s3.access-key-id": frozen.access_key, "s3.secret-access-key": frozen.secret_key})
+        if frozen.token:
+            properties["s3.session-token"] = frozen.token
+    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        properties["s3.endpoint"] = endpoint
+    return properties
+
+
+# -- types -------------------------------------------------------------------------------------
+_HIVE_TYPES = {
+    "string": pa.string(), "boolean": pa.bool_(), "tinyint": pa.int32(), "smallint": pa.int32(),
+    "int": pa.int32(), "bigint": pa.int64(), "float": pa.float32(), "double": pa.float64(),
+    "date": pa.date32(), "timestamp": pa.timestamp("us", tz="UTC"), "binary": pa.binary(),
+}
+
+
+def arrow_type_of(hive_type: str) -> pa.DataType:
+    """The Arrow type of a column an engine reports by its Spark (Hive) type name."""
+    decimal = re.fullmatch(r"decimal\((\d+),\s*(\d+)\)", hive_type)
+    if decimal:
+        return pa.decimal128(int(decimal.group(1)), int(decimal.group(2)))
+    return _HIVE_TYPES.get(hive_type, pa.string())
+
+
+def _iceberg_type(field: pa.Field):
+    from pyiceberg.io.pyarrow import _pyarrow_to_schema_without_ids
+
+    return _pyarrow_to_schema_without_ids(pa.schema([field])).fields[0].field_type
+
+
+def _promotion(current, incoming):
+    """The type ``current`` becomes to hold ``incoming`` (Iceberg's promotions), or None to keep it."""
+    from pyiceberg.types import DecimalType, DoubleType, FloatType, IntegerType, LongType
+
+    if current == incoming:
+        return None
+    if isinstance(current, IntegerType) and isinstance(incoming, LongType):
+        return incoming
+    if isinstance(current, FloatType) and isinstance(incoming, DoubleType):
+        return incoming
+    if (isinstance(current, DecimalType) and isinstance(incoming, DecimalType)
+            and incoming.scale == current.scale and incoming.precision > current.precision):
+        return incoming
+    return None
+
+
+# -- the format ---------------------------------------------------------------------------------
+class IcebergFormat:
+    """Iceberg tables in a catalog; one snapshot per merge.
+
+    :param storage: the lake's storage (removing files of discarded attempts).
+    :param catalog_uri: ``sqlite:///PATH`` or ``glue://DATABASE``.
+    :param aws_conn_id: Airflow AWS connection for Glue and S3 (None: boto3's chain).
+    :param region_name: AWS region for them.
+    """
+
+    name = TableFormatName.ICEBERG
+
+    def __init__(self, storage: Storage, catalog_uri: str | None, *, aws_conn_id: str | None = None,
+                 region_name: str | None = None):
+        parse_catalog_uri(catalog_uri)
+        self.storage, self.catalog_uri = storage, catalog_uri
+        self.aws_conn_id, self.region_name = aws_conn_id, region_name
+        self._catalogs: dict[str, object] = {}
+
+    def catalog(self, warehouse: str):
+        if warehouse not in self._catalogs:
+            self._catalogs[warehouse] = open_catalog(self.catalog_uri, warehouse, self.aws_conn_id, self.region_name)
+        return self._catalogs[warehouse]
+
+    def load(self, lake_root: str, schema: str, table: str):
+        """The Iceberg table of a DMS table, or None when it has not been created yet."""
+        from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+        try:
+            return self.catalog(lake_root).load_table(table_identifier(self.catalog_uri, schema, table))
+        except (NoSuchTableError, NoSuchNamespaceError):
+            return None
+
+    def data_files(self, plan: TablePlan) -> list[LakeFile]:
+        table = self.load(plan.lake_root, plan.schema_name, plan.table_name)
+        if table is None or table.current_snapshot() is None:
+            return []
+        found = [LakeFile(relative_to(plan.lake_table_path, data_file.file_path), data_file.file_size_in_bytes)
+                 for data_file in current_data_files(table)]
+        return sorted(found, key=lambda f: f.relative_path)
+
+    def pinned_data_files(self, plan: TablePlan) -> list[LakeFile]:
+        # The table folder also holds metadata, older snapshots' files and discarded attempts:
+        # the engine reads exactly the files of the snapshot the plan is merged against.
+        return self.data_files(plan)
+
+    def publish_document(self, plan: TablePlan, attempt_id: str, result: dict) -> dict:
+        staging = plan.staging_path(attempt_id)
+        rows_read = result.get("rows_read") or {}
+        properties = {
+            PLAN_PROPERTY: plan.plan_id,
+            ATTEMPT_PROPERTY: attempt_id,
+            "dmscdc.mode": plan.mode,
+            FULL_LOAD_PROPERTY: plan.new_last_full_load_date or "",
+            INCREMENTAL_PROPERTY: plan.new_last_incremental_file or "",
+            "dmscdc.rows-read-inserts": str(rows_read.get("I", 0)),
+            "dmscdc.rows-read-updates": str(rows_read.get("U", 0)),
+            "dmscdc.rows-read-deletes": str(rows_read.get("D", 0)),
+            "dmscdc.rows-written": str(result.get("rows_written", 0)),
+            "dmscdc.files-read": str(len(plan.files)),
+        }
+        return {
+            "iceberg_table": [plan.lake_root, plan.schema_name, plan.table_name],
+            "table_location": plan.lake_table_path,
+            "adds": [[join(staging, added["path"]), added["bytes"]] for added in result["files_added"]],
+            "removes": list(result["files_removed"]),
+            "partition_key": list(plan.partition_key),
+            "primary_key": list(plan.primary_key),
+            "partition_column_types": result.get("partition_column_types") or {},
+            "snapshot_properties": properties,
+        }
+
+    def publish(self, pending: dict, on_step: StepCallback) -> None:
+        lake_root, schema, name = pending["iceberg_table"]
+        table = self.load(lake_root, schema, name)
+        if table is not None and committed_snapshot(table, pending["attempt_id"]) is not None:
+            on_step("snapshot_found", {"attempt_id": pending["attempt_id"]})
+            return
+        sizes = dict((path, size) for path, size in pending["adds"])
+        footers = {path: self._footer(path) for path in sizes}
+        if table is None:
+            if not footers:  # nothing to create a table from yet (an empty full load)
+                return
+            table = self._create(lake_root, schema, name, pending, next(iter(footers.values())).schema.to_arrow_schema())
+        current = {relative_to(pending["table_location"], f.file_path): f for f in current_data_files(table)}
+        missing = [path for path in pending["removes"] if path not in current]
+        if missing:
+            raise IcebergCatalogError(
+                f"{schema}.{name}: the Iceberg table's current snapshot no longer holds {missing[0]} (and "
+                f"{len(missing) - 1} more), which this commit replaces: something else committed the table. "
+                "Roll it back (`dmscdc rollback`) or rebuild it (`dmscdc run --full-refresh`).")
+        with table.transaction() as transaction:
+            for footer in footers.values():
+                self._evolve_schema(transaction, footer.schema.to_arrow_schema(), pending)
+            metadata = transaction.table_metadata
+            added = [self._data_file(metadata, pending["table_location"], path, sizes[path], footer)
+                     for path, footer in footers.items()]
+            with transaction.update_snapshot(snapshot_properties=pending["snapshot_properties"]).overwrite() as overwrite:
+                for path in pending["removes"]:
+                    overwrite.delete_data_file(current[path])
+                for data_file in added:
+                    overwrite.append_data_file(data_file)
+        on_step("snapshot_committed", {"files_added": len(added), "files_removed": len(pending["removes"])})
+
+    def clean_up(self, pending: dict) -> None:
+        pass  # the attempt's files are the table's data files now
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _footer(self, path: str) -> pq.FileMetaData:
+        filesystem, local = arrow_filesystem(path, self.aws_conn_id, self.region_name)
+        with filesystem.open_input_file(local) as handle:
+            return pq.ParquetFile(handle).metadata
+
+    def _create(self, lake_root: str, schema: str, name: str, pending: dict, file_schema: pa.Schema):
+        """A new table: the first staged file's columns plus the partition columns (typed as the
+        engine reports them), identity partitions on the partition key, sorted by the primary key."""
+        from pyiceberg.exceptions import TableAlreadyExistsError
+        from pyiceberg.table import TableProperties
+        from pyiceberg.transforms import IdentityTransform
+
+        columns = list(file_schema)
+        for column in pending["partition_key"]:
+            if column not in file_schema.names:
+                columns.append(pa.field(column, arrow_type_of(pending["partition_column_types"].get(column, "string"))))
+        catalog = self.catalog(lake_root)
+        identifier = table_identifier(self.catalog_uri, schema, name)
+        catalog.create_namespace_if_not_exists(identifier[0])
+        try:
+            table = catalog.create_table(identifier, schema=pa.schema(columns), location=pending["table_location"])
+        except TableAlreadyExistsError:  # created by a crashed attempt of this commit
+            return catalog.load_table(identifier)
+        with table.transaction() as transaction:
+            transaction.set_properties(**{
+                TableProperties.DEFAULT_NAME_MAPPING: transaction.table_metadata.schema().name_mapping.model_dump_json(),
+                "dmscdc.primary-key": ",".join(pending["primary_key"]),
+            })
+            if pending["partition_key"]:
+                with transaction.update_spec() as spec:
+                    for column in pending["partition_key"]:
+                        spec.add_identity(column)
+            if pending["primary_key"]:
+                with transaction.update_sort_order() as order:
+                    for column in pending["primary_key"]:
+                        order.asc(column, IdentityTransform())
+        return catalog.load_table(identifier)
+
+    def _evolve_schema(self, transaction, file_schema: pa.Schema, pending: dict) -> None:
+        """New columns are added, widened types promoted (int -> long, float -> double, decimal
+        precision); columns the files no longer carry stay (older rows keep them)."""
+        current = transaction.table_metadata.schema()
+        additions, promotions = [], []
+        for field in file_schema:
+            incoming = _iceberg_type(field)
+            existing = current.find_field(field.name) if field.name in current._name_to_id else None
+            if existing is None:
+                additions.append((field.name, incoming))
+            elif (promoted := _promotion(existing.field_type, incoming)) is not None:
+                promotions.append((field.name, promoted))
+        if not additions and not promotions:
+            return
+        with transaction.update_schema() as update:
+            for column, column_type in additions:
+                update.add_column(column, column_type)
+            for column, column_type in promotions:
+                update.update_column(column, field_type=column_type)
+
+    def _data_file(self, metadata, table_location: str, path: str, size: int, footer: pq.FileMetaData):
+        from pyiceberg.io.pyarrow import (
+            compute_statistics_plan,
+            data_file_statistics_from_parquet_metadata,
+            parquet_path_to_id_mapping,
+            schema_to_pyarrow,
+        )
+        from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+        from pyiceberg.partitioning import _to_partition_representation
+        from pyiceberg.typedef import Record
+
+        schema = metadata.schema()
+        statistics = data_file_statistics_from_parquet_metadata(
+            footer, compute_statistics_plan(schema, metadata.properties), parquet_path_to_id_mapping(schema))
+        spec = metadata.spec()
+        folders = hive_paths.parse_folders(relative_to(table_location, path))
+        values = []
+        for partition_field in spec.fields:
+            source = schema.find_field(partition_field.source_id)
+            if source.name in folders:
+                arrow_type = schema_to_pyarrow(source.field_type)
+                value = hive_paths.typed_value(folders[source.name], arrow_type)
+            else:
+                value = None
+            values.append(_to_partition_representation(source.field_type, value))
+        serialized = statistics.to_serialized_dict()
+        return DataFile.from_args(
+            content=DataFileContent.DATA, file_path=path, file_format=FileFormat.PARQUET,
+            partition=Record(*values), file_size_in_bytes=size,
+            sort_order_id=None, spec_id=metadata.default_spec_id, equality_ids=None, key_metadata=None,
+            **serialized)
+
+
+def current_data_files(table) -> list:
+    """The data files of the table's current snapshot."""
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return []
+    files = []
+    for manifest in snapshot.manifests(table.io):
+        files.extend(entry.data_file for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True))
+    return files
+
+
+def committed_snapshot(table, attempt_id: str):
+    """The snapshot in the current history whose summary carries ``attempt_id``, else None."""
+    from pyiceberg.table.snapshots import ancestors_of
+
+    current = table.current_snapshot()
+    if current is None:
+        return None
+    for snapshot in ancestors_of(current, table.metadata):
+        if snapshot.summary is not None and snapshot.summary.get(ATTEMPT_PROPERTY) == attempt_id:
+            return snapshot
+    return None
+
+
+def snapshot_rows(table) -> list[dict]:
+    """The table's snapshots, oldest first: id, time, operation, plan, watermark and row counts."""
+    current = table.current_snapshot()
+    current_id = current.snapshot_id if current else None
+    rows = []
+    for entry in table.metadata.snapshot_log:
+        snapshot = table.snapshot_by_id(entry.snapshot_id)
+        if snapshot is None:  # expired
+            continue
+        summary = snapshot.summary.additional_properties if snapshot.summary else {}
+        rows.append({
+            "snapshot_id": snapshot.snapshot_id,
+            "committed_at": dt.datetime.fromtimestamp(snapshot.timestamp_ms / 1000, dt.timezone.utc).isoformat(),
+            "operation": str(snapshot.summary.operation.value) if snapshot.summary else None,
+            "plan_id": summary.get(PLAN_PROPERTY),
+            "mode": summary.get("dmscdc.mode"),
+            "last_full_load_date": summary.get(FULL_LOAD_PROPERTY) or None,
+            "last_incremental_file": summary.get(INCREMENTAL_PROPERTY) or None,
+            "rows_written": int(summary.get("dmscdc.rows-written", 0) or 0),
+            "total_records": int(summary.get("total-records", 0) or 0),
+            "current": snapshot.snapshot_id == current_id,
+        })
+    return rows
+
+
+def local_file_paths(paths: list[str]) -> list[str]:
+    """Data file paths as DuckDB and pyarrow open them locally (``file://`` URIs made plain)."""
+    return [local_path(p) if p.startswith("file:") else p for p in paths]
+
