@@ -153,6 +153,18 @@ class LakeHarness:
                 found[os.path.relpath(path, root)] = (os.stat(path).st_mtime_ns, digest)
         return found
 
+    def unpublished_files(self, table: str) -> list[str]:
+        """Data files an attempt left that readers do not see: under the staging folder (Parquet
+        format), or under the table folder but in no snapshot (Iceberg)."""
+        from dmscdc_provider.plan import STAGING_FOLDER
+
+        found = []
+        for root in (os.path.join(self.lake, STAGING_FOLDER, *table.split(".")), self.table_path(table)):
+            for folder, _, names in os.walk(root):
+                found += [os.path.join(folder, n) for n in names if n.endswith(".parquet")]
+        published = {os.path.join(self.table_path(table), p) for p in self.data_files(table)}
+        return sorted(p for p in found if p not in published)
+
     def visible_files_everywhere(self) -> list[str]:
         """Every file a reader of the lake would list (names not starting with _ or .)."""
         found = []

@@ -49,8 +49,8 @@ def build_source(lake: LakeHarness) -> None:
 
 
 @pytest.fixture
-def clean(tmp_path_factory, engine):
-    lake = LakeHarness(tmp_path_factory.mktemp("clean"), engine)
+def clean(tmp_path_factory, engine, table_format):
+    lake = LakeHarness(tmp_path_factory.mktemp("clean"), engine, table_format)
     build_source(lake)
     lake.run_ok()
     return lake
@@ -74,16 +74,21 @@ def assert_same_as_clean(lake: LakeHarness, clean: LakeHarness) -> None:
 
 
 BEFORE_COMMIT_POINT = [("merge_started", 1), ("staged", 1)]
-AFTER_COMMIT_POINT = [
-    ("commit_recorded", 1), ("file_published", 1), ("files_published", 1),
-    ("file_removed", 1), ("files_removed", 1), ("state_committed", 1),
-]
+AFTER_COMMIT_POINT = {
+    "parquet": [("commit_recorded", 1), ("file_published", 1), ("files_published", 1),
+                ("file_removed", 1), ("files_removed", 1), ("state_committed", 1)],
+    # snapshot_committed: the catalog holds the snapshot, the controller does not know yet.
+    "iceberg": [("commit_recorded", 1), ("snapshot_committed", 1), ("state_committed", 1)],
+}
+CRASH_POINTS = [(table_format, step, occurrence) for table_format, after in AFTER_COMMIT_POINT.items()
+                for step, occurrence in BEFORE_COMMIT_POINT + after]
 
 
 @pytest.mark.parametrize("recovery", ["retry_same_plan", "next_run"])
-@pytest.mark.parametrize("step,occurrence", BEFORE_COMMIT_POINT + AFTER_COMMIT_POINT)
-def test_crash_at_each_step_then_rerun_equals_one_clean_run(tmp_path, engine, clean, step, occurrence, recovery):
-    lake = LakeHarness(tmp_path, engine)
+@pytest.mark.parametrize("table_format,step,occurrence", CRASH_POINTS)
+def test_crash_at_each_step_then_rerun_equals_one_clean_run(tmp_path, engine, table_format, clean, step, occurrence,
+                                                            recovery):
+    lake = LakeHarness(tmp_path, engine, table_format)
     build_source(lake)
     before_rows, before_state = lake.rows("s.t"), lake.state("s.t")
     plan = planned(lake)
@@ -120,8 +125,8 @@ class DiesMidWrite:
         raise SimulatedCrash("executor lost while writing")
 
 
-def test_crash_mid_write_leaves_nothing_visible_and_rerun_equals_clean(tmp_path, engine, clean):
-    lake = LakeHarness(tmp_path, engine)
+def test_crash_mid_write_leaves_nothing_visible_and_rerun_equals_clean(tmp_path, engine, table_format, clean):
+    lake = LakeHarness(tmp_path, engine, table_format)
     build_source(lake)
     before_files = lake.visible_files_everywhere()
     plan = planned(lake)
@@ -133,9 +138,9 @@ def test_crash_mid_write_leaves_nothing_visible_and_rerun_equals_clean(tmp_path,
     assert_same_as_clean(lake, clean)
 
 
-def test_leftover_staging_of_a_killed_process_is_invisible_and_ignored(tmp_path, engine, clean):
+def test_leftover_staging_of_a_killed_process_is_invisible_and_ignored(tmp_path, engine, table_format, clean):
     """A process killed mid-write leaves a partial staging folder that nobody committed."""
-    lake = LakeHarness(tmp_path, engine)
+    lake = LakeHarness(tmp_path, engine, table_format)
     build_source(lake)
     plan = planned(lake)
     partial = os.path.join(plan.staging_path(f"{plan.plan_id}-killed"), "dept=a")
@@ -146,8 +151,8 @@ def test_leftover_staging_of_a_killed_process_is_invisible_and_ignored(tmp_path,
     assert_same_as_clean(lake, clean)
 
 
-def test_two_concurrent_runs_on_one_table_commit_once(tmp_path, engine, clean):
-    lake = LakeHarness(tmp_path, engine)
+def test_two_concurrent_runs_on_one_table_commit_once(tmp_path, engine, table_format, clean):
+    lake = LakeHarness(tmp_path, engine, table_format)
     build_source(lake)
     plans = [planned(lake), planned(lake)]
     both_staged = threading.Barrier(2, timeout=120)
@@ -174,8 +179,8 @@ def test_two_concurrent_runs_on_one_table_commit_once(tmp_path, engine, clean):
     assert_same_as_clean(lake, clean)
 
 
-def test_retrying_a_committed_plan_changes_nothing(tmp_path, engine, clean):
-    lake = LakeHarness(tmp_path, engine)
+def test_retrying_a_committed_plan_changes_nothing(tmp_path, engine, table_format, clean):
+    lake = LakeHarness(tmp_path, engine, table_format)
     build_source(lake)
     plan = planned(lake)
     assert run_table(plan, engine, lake.store, lake.storage).status == SUCCEEDED
@@ -186,8 +191,8 @@ def test_retrying_a_committed_plan_changes_nothing(tmp_path, engine, clean):
     assert_same_as_clean(lake, clean)
 
 
-def test_plan_made_before_another_run_committed_stops_without_changes(tmp_path, engine):
-    lake = LakeHarness(tmp_path, engine)
+def test_plan_made_before_another_run_committed_stops_without_changes(tmp_path, engine, table_format):
+    lake = LakeHarness(tmp_path, engine, table_format)
     build_source(lake)
     stale_plan = planned(lake)
     lake.cdc("s.t", [{"Op": "I", "id": 200, "name": "later", "dept": "c"}], ITEM)
@@ -212,8 +217,8 @@ class ReattachesToEarlierJob:
         return self.engine.run(earlier)
 
 
-def test_result_of_a_reattached_job_commits_that_jobs_staged_files(tmp_path, engine, clean):
-    lake = LakeHarness(tmp_path, engine)
+def test_result_of_a_reattached_job_commits_that_jobs_staged_files(tmp_path, engine, table_format, clean):
+    lake = LakeHarness(tmp_path, engine, table_format)
     build_source(lake)
     plan = planned(lake)
     outcome = run_table(plan, ReattachesToEarlierJob(engine, f"{plan.plan_id}-earlier"), lake.store, lake.storage)

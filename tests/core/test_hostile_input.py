@@ -11,7 +11,6 @@ import pytest
 
 from dmscdc_provider.cli import main
 from dmscdc_provider.dms_writer import cdc_file_name
-from dmscdc_provider.plan import STAGING_FOLDER
 
 from tests.core.harness import LakeHarness, bad_and_good_tables
 
@@ -19,8 +18,8 @@ ITEM = pa.schema([("id", pa.int64()), ("name", pa.string())])
 
 
 @pytest.fixture
-def lake(tmp_path, engine):
-    return bad_and_good_tables(tmp_path, engine, ITEM)
+def lake(tmp_path, engine, table_format):
+    return bad_and_good_tables(tmp_path, engine, ITEM, table_format)
 
 
 def raw_bytes(lake: LakeHarness, data: bytes, extension: str = "parquet") -> str:
@@ -87,7 +86,7 @@ def test_hostile_file_fails_its_table_alone_before_staging(lake, case):
     assert cause in error["problem"] and len(error["problem"].splitlines()) == 1
     assert error["remedy"]
     assert lake.state("s.bad") == state and lake.data_files("s.bad") == files_before
-    assert not os.listdir(os.path.join(lake.lake, STAGING_FOLDER, "s", "bad"))
+    assert not lake.unpublished_files("s.bad")
     assert outcomes["s.good"].succeeded and [r["name"] for r in lake.rows("s.good")] == ["good change"]
 
 

@@ -84,9 +84,9 @@ def lake_view(rows: list[dict]) -> list[tuple]:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_random_change_streams_match_the_source_model(tmp_path, engine, seed):
+def test_random_change_streams_match_the_source_model(tmp_path, engine, table_format, seed):
     rng = random.Random(seed)
-    lake = LakeHarness(tmp_path, engine)
+    lake = LakeHarness(tmp_path, engine, table_format)
     lake.configure("src.keyed", primary_key=["id"], partition_key=["dept"])
     lake.configure("src.keyless", partition_key=["dept"])
     keyed, keyless = SourceModel(rng), SourceModel(random.Random(seed + 1000))
