@@ -1,9 +1,13 @@
 """The local catalog: a DuckDB file with one view per lake table, the way Athena sees the lake.
 
-Views read the table's Parquet files when queried (``read_parquet`` with hive partitions
-and ``union_by_name`` for schema drift), so a view stays current after every merge; the
-refresh only adds views for new tables. Staging folders start with ``_`` and are outside
-every table folder, so views never see a merge in progress.
+Views of Parquet-format tables read the table's Parquet files when queried (``read_parquet``
+with hive partitions and ``union_by_name`` for schema drift), so a view stays current after
+every merge; the refresh only adds views for new tables. Staging folders start with ``_`` and
+are outside every table folder, so views never see a merge in progress.
+
+Views of Iceberg tables read the data files of the table's current snapshot (or an older one,
+``iceberg_view_sql``), listed from the Iceberg metadata: no DuckDB extension is downloaded, and
+a view shows one snapshot whole. Every refresh (every ``dmscdc run``) points them at the newest.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ def table_glob(lake_root: str, schema: str, table: str) -> str:
 
 
 def refresh_duckdb(lake_root: str, tables: list[str], path: str | None = None,
-                   aws_conn_id: str | None = None, region_name: str | None = None) -> list[str]:
+                   aws_conn_id: str | None = None, region_name: str | None = None,
+                   iceberg_tables: list[str] = (), iceberg_catalog: str | None = None) -> list[str]:
     """The ``duckdb`` catalog mode: create or replace ``schema.table`` views for the lake tables
     that have data files; returns the tables it covers.
 
@@ -44,6 +49,8 @@ def refresh_duckdb(lake_root: str, tables: list[str], path: str | None = None,
         ./dmscdc_catalog.duckdb).
     :param aws_conn_id: taken like every refresher's; a DuckDB catalog covers a local lake.
     :param region_name: taken like every refresher's.
+    :param iceberg_tables: ``schema.table`` names of Iceberg tables (viewed at their current snapshot).
+    :param iceberg_catalog: their catalog (``sqlite:///PATH``).
     """
     import duckdb
 
@@ -51,7 +58,8 @@ def refresh_duckdb(lake_root: str, tables: list[str], path: str | None = None,
     lake_root = local_path(lake_root)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
-        return _create_views(duckdb.connect(path), lake_root, tables)
+        iceberg_sql = iceberg_views(lake_root, iceberg_tables, iceberg_catalog) if iceberg_tables else {}
+        return _create_views(duckdb.connect(path), lake_root, tables, iceberg_sql)
     except duckdb.Error as error:
         cause = next((line for line in str(error).splitlines() if line.strip()), str(error))
         raise CatalogError(
@@ -74,21 +82,67 @@ class CatalogError(Exception):
         self.problem, self.remedy = problem, remedy
 
 
-def _create_views(connection, lake_root: str, tables: list[str]) -> list[str]:
+def _create_views(connection, lake_root: str, tables: list[str], iceberg_sql: dict[str, str]) -> list[str]:
     covered = []
     with connection:
-        for name in sorted(tables):
+        for name in sorted(set(tables) | set(iceberg_sql)):
             schema, table = name.split(".", 1)
-            if not _has_parquet(os.path.join(lake_root, schema, table)):
+            if name in iceberg_sql:
+                select = iceberg_sql[name]
+            elif _has_parquet(os.path.join(lake_root, schema, table)):
+                select = parquet_select([table_glob(lake_root, schema, table)])
+            else:
                 continue
             connection.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_identifier(schema)}")
-            connection.execute(
-                f"CREATE OR REPLACE VIEW {_quote_identifier(schema)}.{_quote_identifier(table)} AS "
-                f"SELECT * FROM read_parquet({_quote_literal(table_glob(lake_root, schema, table))}, "
-                "hive_partitioning = true, union_by_name = true)"
-            )
+            connection.execute(f"CREATE OR REPLACE VIEW {_quote_identifier(schema)}.{_quote_identifier(table)} AS {select}")
             covered.append(name)
     return covered
+
+
+def parquet_select(paths: list[str]) -> str:
+    """A SELECT over Parquet files (or globs) with hive partition columns and schema drift."""
+    listed = ", ".join(_quote_literal(p) for p in paths)
+    return f"SELECT * FROM read_parquet([{listed}], hive_partitioning = true, union_by_name = true)"
+
+
+def iceberg_views(lake_root: str, tables: list[str], iceberg_catalog: str | None,
+                  as_of: str | None = None) -> dict[str, str]:
+    """``schema.table`` -> the SELECT over the data files of each Iceberg table's snapshot: the
+    current one; with ``as_of`` an ISO time, the last one committed by then (no rows for a table
+    created later); with ``as_of`` a snapshot id, that snapshot for the table that has it (the
+    others are left out, so they stay current). Tables without a snapshot are left out.
+
+    :raises TableFormatError: ``as_of`` is a snapshot id no table has.
+    """
+    from dmscdc_provider.storage import LocalStorage
+    from dmscdc_provider.table_formats import TableFormatError
+    from dmscdc_provider.table_formats.iceberg import IcebergFormat, snapshot_data_files
+
+    iceberg = IcebergFormat(LocalStorage(), iceberg_catalog)
+    views = {}
+    for name in tables:
+        schema, table = name.split(".", 1)
+        loaded = iceberg.load(lake_root, schema, table)
+        if loaded is None or (as_of and as_of.isdigit() and loaded.snapshot_by_id(int(as_of)) is None):
+            continue
+        try:
+            files = snapshot_data_files(loaded, as_of)
+        except TableFormatError:
+            if as_of and not as_of.isdigit():  # the table had no snapshot yet at that time
+                views[name] = _empty_select(loaded)
+                continue
+            raise
+        if files is not None:
+            # An empty snapshot still has the table's columns.
+            views[name] = parquet_select([local_path(f) for f in files]) if files else _empty_select(loaded)
+    if as_of and as_of.isdigit() and not views:
+        raise TableFormatError(f"no Iceberg table has snapshot {as_of} (see `dmscdc snapshots SCHEMA.TABLE`)")
+    return views
+
+
+def _empty_select(table) -> str:
+    columns = ", ".join(f"NULL AS {_quote_identifier(field.name)}" for field in table.schema().fields)
+    return f"SELECT {columns} WHERE false"
 
 
 def _has_parquet(folder: str) -> bool:
@@ -98,14 +152,43 @@ def _has_parquet(folder: str) -> bool:
     return False
 
 
-def query(catalog_path: str, sql: str) -> tuple[list[str], list[tuple]]:
-    """Run SQL against the catalog; returns column names and rows."""
+def query(catalog_path: str, sql: str, views: dict[str, str] | None = None) -> tuple[list[str], list[tuple]]:
+    """Run SQL against the catalog; returns column names and rows.
+
+    :param views: ``schema.table`` -> a SELECT that replaces that view for this query (an Iceberg
+        table as of an older snapshot); the catalog file itself is not changed.
+    """
+    import duckdb
+
+    if not views:
+        with duckdb.connect(catalog_path, read_only=True) as connection:
+            return _fetch(connection, sql)
+    with duckdb.connect(":memory:") as connection:
+        connection.execute(f"ATTACH {_quote_literal(catalog_path)} AS lake_catalog (READ_ONLY)")
+        defined = connection.execute(
+            "SELECT schema_name, view_name, sql FROM duckdb_views() WHERE database_name = 'lake_catalog'").fetchall()
+        connection.execute("DETACH lake_catalog")
+        for schema, table, definition in defined:
+            name = f"{schema}.{table}"
+            select = views.get(name) or definition.split(" AS ", 1)[1].rstrip(";")
+            connection.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_identifier(schema)}")
+            connection.execute(f"CREATE VIEW {_quote_identifier(schema)}.{_quote_identifier(table)} AS {select}")
+        return _fetch(connection, sql)
+
+
+def catalog_views(catalog_path: str) -> list[str]:
+    """The ``schema.table`` views of a DuckDB catalog."""
     import duckdb
 
     with duckdb.connect(catalog_path, read_only=True) as connection:
-        cursor = connection.execute(sql)
-        columns = [d[0] for d in cursor.description] if cursor.description else []
-        return columns, cursor.fetchall()
+        return [f"{s}.{t}" for s, t in connection.execute(
+            "SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
+
+
+def _fetch(connection, sql: str) -> tuple[list[str], list[tuple]]:
+    cursor = connection.execute(sql)
+    columns = [d[0] for d in cursor.description] if cursor.description else []
+    return columns, cursor.fetchall()
 
 
 # mode -> "module:function"; a refresher takes (lake_root, tables, aws_conn_id=, region_name=,

@@ -4,7 +4,9 @@
     dmscdc plan      --raw PATH [--state URI] [--tables GLOB] [--lake PATH] [--engine auto|...]
     dmscdc tables    --raw PATH [--state URI]
     dmscdc configure SCHEMA.TABLE --raw PATH [--state URI] [--active|--inactive] ...
-    dmscdc query     "SQL" [--catalog PATH]
+    dmscdc query     "SQL" [--catalog PATH] [--as-of SNAPSHOT|TIME --lake PATH --iceberg-catalog URI]
+    dmscdc snapshots SCHEMA.TABLE --lake PATH [--iceberg-catalog URI]
+    dmscdc rollback  SCHEMA.TABLE --to SNAPSHOT --raw PATH --lake PATH [--state URI] [--iceberg-catalog URI]
     dmscdc demo      [--workdir DIR]
     dmscdc demo-source --raw PATH [--state URI] [--changes]
     dmscdc mwaa-bundle --out DIR [--sources DIR] [--dags DIR] [--airflow-version V]
@@ -20,7 +22,8 @@ import sys
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from dmscdc_provider.catalog import CATALOG_REFRESHERS, CatalogError, catalog_refresher, default_catalog_path, query
+from dmscdc_provider.catalog import (
+    CATALOG_REFRESHERS, CatalogError, catalog_refresher, catalog_views, default_catalog_path, iceberg_views, query)
 from dmscdc_provider import OLDEST_SUPPORTED_AIRFLOW
 from dmscdc_provider.engines import EngineUnavailable
 from dmscdc_provider.engines.choice import (
@@ -29,6 +32,7 @@ from dmscdc_provider.planner import Planner, PlanningReport, controller_path
 from dmscdc_provider.report import describe_failure, one_line, outcome_line
 from dmscdc_provider.state.base import ControllerStore, StateError, TableState, open_store
 from dmscdc_provider.storage import open_storage
+from dmscdc_provider.table_formats import DEFAULT_TABLE_FORMAT, TableFormatError, TableFormatName
 
 DEFAULT_STATE_ENV = "DMSCDC_STATE"
 DEFAULT_STATE_FILE = "dmscdc_state.sqlite"
@@ -61,6 +65,26 @@ def _raw_options(parser: argparse.ArgumentParser, csv: bool = True) -> None:
     parser.add_argument("--csv-null-value", default="NULL", help="DMS csvNullValue (default 'NULL')")
 
 
+def _iceberg_catalog_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--iceberg-catalog", default=None, metavar="URI",
+                        help="catalog of Iceberg tables: sqlite:///PATH, or glue://DATABASE on AWS "
+                        "(default: $DMSCDC_ICEBERG_CATALOG or sqlite:///./dmscdc_iceberg.sqlite)")
+
+
+def _format_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--table-format", default=DEFAULT_TABLE_FORMAT.value,
+                        choices=[f.value for f in TableFormatName],
+                        help="format of tables whose controller item names none: parquet (a folder of files, "
+                        "the default) or iceberg (one atomic snapshot per merge); see docs/table-formats.md")
+    _iceberg_catalog_option(parser)
+
+
+def _iceberg_catalog(args) -> str:
+    from dmscdc_provider.table_formats.iceberg import default_iceberg_catalog
+
+    return args.iceberg_catalog or default_iceberg_catalog()
+
+
 def _engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", default=AUTO, choices=engine_names(),
                         help="auto (default): per table, duckdb in this process when the merge reads less "
@@ -88,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rebuild matching tables from their LOAD files, then CDC (repeatable)")
     run.add_argument("--cdc-before", type=_utc_instant, metavar="ISO-TIME",
                      help="apply only CDC files named before this UTC time")
+    _format_options(run)
     _engine_options(run)
     run.add_argument("--engine-setting", action="append", default=[], metavar="KEY=VALUE",
                      help="Spark engine setting, e.g. artifacts_uri=s3://... role_arn=... (repeatable; "
@@ -107,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--lake", default="LAKE",
                       help="lake location to put in the plans, whose footers auto reads (default: a placeholder, "
                       "no lake files)")
+    _format_options(plan)
     _engine_options(plan)
 
     tables = commands.add_parser("tables", help="show each table's configuration and watermarks")
@@ -129,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     order = configure.add_mutually_exclusive_group()
     order.add_argument("--order-column", metavar="COL", help="column that orders changes, e.g. AR_H_CHANGE_SEQ")
     order.add_argument("--no-order-column", action="store_true", help="order by file and row position")
+    configure.add_argument("--table-format", choices=[f.value for f in TableFormatName],
+                           help="this table's format (default: the run's --table-format); a Parquet table "
+                           "switched to iceberg is rebuilt from its LOAD files by the next run")
     configure.add_argument("--create", action="store_true",
                            help="register the table even though raw has no folder for it yet")
     configure.add_argument("--json", action="store_true", help="print the controller item as JSON")
@@ -136,6 +165,25 @@ def build_parser() -> argparse.ArgumentParser:
     query_cmd = commands.add_parser("query", help="run SQL against the local DuckDB catalog")
     query_cmd.add_argument("sql")
     query_cmd.add_argument("--catalog", default=None)
+    query_cmd.add_argument("--as-of", metavar="SNAPSHOT|TIME",
+                           help="read Iceberg tables as of a snapshot id or an ISO time (needs --lake)")
+    query_cmd.add_argument("--lake", help="the lake, for --as-of")
+    _iceberg_catalog_option(query_cmd)
+
+    snapshots = commands.add_parser("snapshots", help="list an Iceberg table's snapshots: time, plan, rows, watermark")
+    snapshots.add_argument("table", metavar="SCHEMA.TABLE")
+    snapshots.add_argument("--lake", required=True)
+    _iceberg_catalog_option(snapshots)
+    snapshots.add_argument("--json", action="store_true")
+
+    rollback = commands.add_parser(
+        "rollback", help="make an older snapshot of an Iceberg table current and move its watermark back with it")
+    rollback.add_argument("table", metavar="SCHEMA.TABLE")
+    rollback.add_argument("--to", required=True, metavar="SNAPSHOT", help="snapshot id (see `dmscdc snapshots`)")
+    rollback.add_argument("--raw", required=True)
+    rollback.add_argument("--lake", required=True)
+    _state_option(rollback)
+    _iceberg_catalog_option(rollback)
 
     demo = commands.add_parser("demo", help="build the blog's sample database, load it, apply changes, show the lake")
     demo.add_argument("--workdir", default=None, help="where raw, lake, state and catalog go (default: a new temp folder)")
@@ -173,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("py4j").setLevel(logging.WARNING)  # py4j talks at INFO about every call
     try:
         return COMMANDS[args.command](args)
-    except (CliError, StateError, FileNotFoundError, ValueError, EngineUnavailable) as error:
+    except (CliError, StateError, TableFormatError, FileNotFoundError, ValueError, EngineUnavailable) as error:
         print(f"dmscdc {args.command}: {error}", file=sys.stderr)
         return 2
 
@@ -184,9 +232,11 @@ def _store(args) -> ControllerStore:
 
 def _planner(args, store: ControllerStore, lake: str, engines: EngineConfig | None = None) -> Planner:
     """The planner for ``--raw``; ``--tables`` that selects no table folder there is an error."""
+    table_format = getattr(args, "table_format", DEFAULT_TABLE_FORMAT.value)
     planner = Planner(args.raw, lake, store, open_storage(args.raw), args.tables,
                       getattr(args, "csv_delimiter", ","), getattr(args, "csv_null_value", "NULL"),
-                      choose_engine=engines.choose if engines else None)
+                      choose_engine=engines.choose if engines else None, table_format=table_format,
+                      iceberg_catalog=_iceberg_catalog(args) if hasattr(args, "iceberg_catalog") else None)
     if args.tables and not planner.discover():
         everything = Planner(args.raw, lake, store, planner.storage).discover()
         names = ", ".join(f"{schema}.{table}" for schema, table in everything) or "none"
@@ -282,7 +332,12 @@ def cmd_run(args) -> int:
     # catalog file) is caught up by the next run even when it merges nothing.
     if catalog_mode != "none" and (merged or catalog_mode == "duckdb"):
         selected = [store.get(path) for path in planner.selected_paths()]
-        tables = [state.name for state in selected if state is not None and state.active]
+        active = [state for state in selected if state is not None and state.active]
+        # Iceberg tables are in their own catalog (Glue on AWS, at once); the DuckDB catalog views them.
+        iceberg = [s.name for s in active if (s.table_format or args.table_format) == TableFormatName.ICEBERG]
+        tables = [s.name for s in active if s.name not in iceberg]
+        if catalog_mode == "duckdb":
+            catalog_settings.update(iceberg_tables=iceberg, iceberg_catalog=_iceberg_catalog(args))
         where = catalog_settings.get("path") or catalog_settings.get("database") or catalog_settings.get("crawler_name")
         try:
             refreshed = catalog_refresher(catalog_mode)(args.lake, tables, **catalog_settings)
@@ -379,13 +434,16 @@ def cmd_configure(args) -> int:
         changes["partition_key"] = () if args.no_partition_key else _columns(args.partition_key)
     if args.order_column or args.no_order_column:
         changes["order_column"] = None if args.no_order_column else args.order_column
+    if args.table_format:
+        changes["table_format"] = args.table_format
     state = store.update(path, **changes) if changes else store.get(path)
     if args.json:
         print(json.dumps(state.to_item(), indent=2))
     else:
         print(f"{state.name}: {'active' if state.active else 'inactive'}, primary key "
               f"{','.join(state.primary_key) or 'null'}, partition key {','.join(state.partition_key) or 'null'}"
-              + (f", ordered by {state.order_column}" if state.order_column else ""))
+              + (f", ordered by {state.order_column}" if state.order_column else "")
+              + (f", {state.table_format} format" if state.table_format else ""))
     store.close()
     return 0
 
@@ -396,8 +454,13 @@ def cmd_query(args) -> int:
         raise CliError(f"no catalog at {catalog}; run `dmscdc run` first or pass --catalog")
     import duckdb
 
+    views = None
+    if args.as_of:
+        if not args.lake:
+            raise CliError("--as-of needs --lake (where the Iceberg tables are)")
+        views = iceberg_views(args.lake, catalog_views(catalog), _iceberg_catalog(args), args.as_of)
     try:
-        columns, rows = query(catalog, args.sql)
+        columns, rows = query(catalog, args.sql, views)
     except duckdb.Error as error:
         raise CliError(f"{str(error).splitlines()[0]} (catalog {catalog})") from error
     print_rows(columns, rows)
@@ -412,6 +475,52 @@ def print_rows(columns: list[str], rows: list[tuple]) -> None:
     for row in texts:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
     print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+def _iceberg_table(args):
+    from dmscdc_provider.table_formats.iceberg import IcebergFormat
+
+    if "." not in args.table:
+        raise CliError(f"table must be SCHEMA.TABLE, not {args.table!r}")
+    schema, table = args.table.split(".", 1)
+    loaded = IcebergFormat(open_storage(args.lake), _iceberg_catalog(args)).load(args.lake, schema, table)
+    if loaded is None:
+        raise CliError(f"{args.table} is no Iceberg table in {_iceberg_catalog(args)} (lake {args.lake})")
+    return loaded
+
+
+def cmd_snapshots(args) -> int:
+    from dmscdc_provider.table_formats.iceberg import snapshot_rows
+
+    rows = snapshot_rows(_iceberg_table(args))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print_rows(["snapshot_id", "committed_at", "operation", "plan_id", "rows_written", "total_records",
+                "last_incremental_file", "current"],
+               [(r["snapshot_id"], r["committed_at"], r["operation"], r["plan_id"], r["rows_written"],
+                 r["total_records"], (r["last_incremental_file"] or "").rsplit("/", 1)[-1] or None,
+                 "*" if r["current"] else ("" if r["in_history"] else "rolled back")) for r in rows])
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from dmscdc_provider.table_formats.iceberg import rollback_table
+
+    table = _iceberg_table(args)
+    schema, name = args.table.split(".", 1)
+    store = _store(args)
+    try:
+        state = store.get(controller_path(args.raw, schema, name))
+        if state is None:
+            raise CliError(f"{args.table} has no controller item under {args.raw}")
+        restored = rollback_table(table, store, state, args.to)
+    finally:
+        store.close()
+    print(f"{args.table}: snapshot {args.to} is current; watermark LastFullLoadDate {restored.last_full_load_date}, "
+          f"LastIncrementalFile {(restored.last_incremental_file or 'null').rsplit('/', 1)[-1]}; "
+          "the next run applies the DMS files after it again")
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -442,6 +551,8 @@ COMMANDS = {
     "tables": cmd_tables,
     "configure": cmd_configure,
     "query": cmd_query,
+    "snapshots": cmd_snapshots,
+    "rollback": cmd_rollback,
     "demo": cmd_demo,
     "demo-source": cmd_demo_source,
     "mwaa-bundle": cmd_mwaa_bundle,

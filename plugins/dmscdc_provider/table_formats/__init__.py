@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 StepCallback = Callable[[str, dict], None]
 
 
+class TableFormatError(Exception):
+    """A table format cannot do what was asked (no catalog, no such snapshot, a table changed
+    outside dmscdc); the message says what and what to do."""
+
+
 class TableFormatName(StrEnum):
     """The table formats a lake table can have."""
 

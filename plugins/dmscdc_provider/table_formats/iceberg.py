@@ -29,8 +29,8 @@ import pyarrow.parquet as pq
 from dmscdc_provider.arrow_fs import arrow_filesystem, boto3_session
 from dmscdc_provider.engines import hive_paths
 from dmscdc_provider.plan import TablePlan
-from dmscdc_provider.storage import Storage, join, local_path
-from dmscdc_provider.table_formats import LakeFile, StepCallback, TableFormatName
+from dmscdc_provider.storage import Storage, join
+from dmscdc_provider.table_formats import LakeFile, StepCallback, TableFormatError, TableFormatName
 from dmscdc_provider.table_formats.parquet import relative_to
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,8 @@ FULL_LOAD_PROPERTY = "dmscdc.last-full-load-date"
 INCREMENTAL_PROPERTY = "dmscdc.last-incremental-file"
 
 
-class IcebergCatalogError(Exception):
-    """The Iceberg catalog cannot be opened or used; the message says which and what to do."""
+class IcebergCatalogError(TableFormatError):
+    """The Iceberg catalog or table cannot be used as asked; the message says why and what to do."""
 
 
 def default_iceberg_catalog() -> str:
@@ -343,13 +343,48 @@ class IcebergFormat:
 
 
 def current_data_files(table) -> list:
-    """The data files of the table's current snapshot."""
+    """The data files (``DataFile``) of the table's current snapshot."""
     snapshot = table.current_snapshot()
     if snapshot is None:
         return []
     files = []
     for manifest in snapshot.manifests(table.io):
         files.extend(entry.data_file for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True))
+    return files
+
+
+def snapshot_at(table, as_of: str | None):
+    """The snapshot ``as_of`` names: None -> the current one; digits -> that snapshot id; else an
+    ISO time -> the last snapshot of the current history committed at or before it.
+
+    :raises IcebergCatalogError: no such snapshot.
+    """
+    if as_of is None:
+        return table.current_snapshot()
+    if as_of.isdigit():
+        snapshot = table.snapshot_by_id(int(as_of))
+        if snapshot is None:
+            raise IcebergCatalogError(f"{table.name()}: no snapshot {as_of} (see `dmscdc snapshots`)")
+        return snapshot
+    moment = dt.datetime.fromisoformat(as_of)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    snapshot = table.snapshot_as_of_timestamp(int(moment.timestamp() * 1000))
+    if snapshot is None:
+        raise IcebergCatalogError(f"{table.name()}: no snapshot at or before {as_of}")
+    return snapshot
+
+
+def snapshot_data_files(table, as_of: str | None = None) -> list[str] | None:
+    """Paths of the data files of the snapshot ``as_of`` names (``snapshot_at``); None when the
+    table has no snapshot yet."""
+    snapshot = snapshot_at(table, as_of)
+    if snapshot is None:
+        return None
+    files = []
+    for manifest in snapshot.manifests(table.io):
+        files.extend(entry.data_file.file_path
+                     for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True))
     return files
 
 
@@ -367,14 +402,14 @@ def committed_snapshot(table, attempt_id: str):
 
 
 def snapshot_rows(table) -> list[dict]:
-    """The table's snapshots, oldest first: id, time, operation, plan, watermark and row counts."""
+    """The table's snapshots, oldest first: id, time, operation, plan, watermark, row counts, and
+    whether each is current or in the current history (a rolled-back snapshot is not)."""
+    from pyiceberg.table.snapshots import ancestors_of
+
     current = table.current_snapshot()
-    current_id = current.snapshot_id if current else None
+    history = {s.snapshot_id for s in ancestors_of(current, table.metadata)} if current else set()
     rows = []
-    for entry in table.metadata.snapshot_log:
-        snapshot = table.snapshot_by_id(entry.snapshot_id)
-        if snapshot is None:  # expired
-            continue
+    for snapshot in sorted(table.snapshots(), key=lambda s: (s.timestamp_ms, s.sequence_number or 0)):
         summary = snapshot.summary.additional_properties if snapshot.summary else {}
         rows.append({
             "snapshot_id": snapshot.snapshot_id,
@@ -386,12 +421,46 @@ def snapshot_rows(table) -> list[dict]:
             "last_incremental_file": summary.get(INCREMENTAL_PROPERTY) or None,
             "rows_written": int(summary.get("dmscdc.rows-written", 0) or 0),
             "total_records": int(summary.get("total-records", 0) or 0),
-            "current": snapshot.snapshot_id == current_id,
+            "current": current is not None and snapshot.snapshot_id == current.snapshot_id,
+            "in_history": snapshot.snapshot_id in history,
         })
     return rows
 
 
-def local_file_paths(paths: list[str]) -> list[str]:
-    """Data file paths as DuckDB and pyarrow open them locally (``file://`` URIs made plain)."""
-    return [local_path(p) if p.startswith("file:") else p for p in paths]
 
+
+
+def rollback_table(table, store, state, snapshot_id: str):
+    """Make an earlier snapshot of the current history current again and set the controller's
+    watermarks to those it was committed with, so the next run applies the later DMS files again.
+
+    The controller moves first (conditionally, as every commit does): a crash before the table
+    moves leaves a watermark that the next run re-applies from, and running the rollback again
+    finishes it.
+
+    :param store: the controller store; ``state``: the table's item.
+    :return: the table's new controller state.
+    """
+    if state.pending_commit is not None:
+        raise IcebergCatalogError(f"{state.name}: a recorded commit is still being published; run "
+                                  "`dmscdc run` (which finishes it) before rolling back")
+    snapshot = table.snapshot_by_id(int(snapshot_id)) if str(snapshot_id).isdigit() else None
+    current = table.current_snapshot()
+    if snapshot is None or current is None:
+        raise IcebergCatalogError(f"{state.name}: no snapshot {snapshot_id} (see `dmscdc snapshots {state.name}`)")
+    from pyiceberg.table.snapshots import ancestors_of
+
+    if snapshot.snapshot_id not in {s.snapshot_id for s in ancestors_of(current, table.metadata)}:
+        raise IcebergCatalogError(f"{state.name}: snapshot {snapshot_id} is not in the table's current history")
+    summary = snapshot.summary.additional_properties if snapshot.summary else {}
+    if FULL_LOAD_PROPERTY not in summary:
+        raise IcebergCatalogError(f"{state.name}: snapshot {snapshot_id} was not committed by dmscdc, so it names "
+                                  "no watermark to go back to")
+    restored = store.replace(state.evolve(
+        last_full_load_date=summary[FULL_LOAD_PROPERTY],
+        last_incremental_file=summary.get(INCREMENTAL_PROPERTY) or None,
+        last_run={"rolled_back_to": snapshot.snapshot_id, "plan_id": summary.get(PLAN_PROPERTY)},
+    ), state.version)
+    if current.snapshot_id != snapshot.snapshot_id:
+        table.manage_snapshots().rollback_to_snapshot(snapshot.snapshot_id).commit()
+    return restored
