@@ -263,3 +263,32 @@ def test_the_demo_sensor_defers_instead_of_rescheduling_even_with_a_short_poke_i
     config = load_source_config(str(DEMO_CONFIG))
 
     assert config.wait_for_changes.mode == "deferrable"
+
+
+def test_table_format_defaults_to_parquet_and_iceberg_tables_get_a_catalog_beside_the_lake(tmp_path):
+    local = load_source_config(write(tmp_path, "demo.yaml", """
+        source: demo
+        raw: /data/raw
+        lake: /data/lake
+        state: sqlite:////data/state.sqlite
+        table_format: iceberg
+    """))
+    s3 = load_source_config(write(tmp_path, "sales.yaml", MINIMAL))
+
+    assert (local.table_format, local.iceberg_catalog) == ("iceberg", "sqlite:////data/lake/_dmscdc_iceberg.sqlite")
+    # On S3 the Iceberg tables go to the Glue database the catalog refresh uses: Athena reads them at once.
+    assert (s3.table_format, s3.iceberg_catalog) == ("parquet", "glue://dmscdc_sales")
+
+
+def test_an_iceberg_catalog_that_is_neither_sqlite_nor_glue_fails_the_check(tmp_path):
+    path = write(tmp_path, "sales.yaml", MINIMAL + "table_format: iceberg\niceberg: {catalog: hive://metastore}\n")
+
+    with pytest.raises(SourceConfigError, match=r"sales\.yaml: iceberg\.catalog: 'hive://metastore'"):
+        load_source_config(path)
+
+
+def test_an_unknown_table_format_fails_the_check_naming_the_choices(tmp_path):
+    path = write(tmp_path, "sales.yaml", MINIMAL + "table_format: delta\n")
+
+    with pytest.raises(SourceConfigError, match=r"table_format: 'delta' is not one of parquet, iceberg"):
+        load_source_config(path)

@@ -58,7 +58,9 @@ def rows(home: Path, sql: str) -> list[tuple]:
     return query(str(home / "catalog.duckdb"), sql)[1]
 
 
-def test_dags_test_loads_the_demo_then_applies_the_change_batch_then_skips_when_nothing_is_new(demo_env):
+@pytest.mark.parametrize("table_format", ["parquet", "iceberg"])
+def test_dags_test_loads_the_demo_then_applies_the_change_batch_then_skips_when_nothing_is_new(demo_env, table_format):
+    demo_env = {**demo_env, "DMSCDC_DEMO_TABLE_FORMAT": table_format}
     home = demo_source(demo_env)
 
     dags_test(BEFORE_CHANGES, demo_env)
@@ -79,6 +81,13 @@ def test_dags_test_loads_the_demo_then_applies_the_change_batch_then_skips_when_
         (1001, "Smart Speaker Pro", "Home")]
     assert rows(home, "SELECT city FROM sales.store WHERE id = 1009") == [("Irvine",)]
     assert rows(home, "SELECT count(*) FROM sales.productorder") == [(18,)]
+    if table_format == "iceberg":  # one snapshot per merge, read by any Iceberg reader
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        catalog = SqlCatalog("dmscdc", uri=f"sqlite:///{home / 'iceberg.sqlite'}", warehouse=str(home / "lake"))
+        product = catalog.load_table(("sales", "product"))
+        assert len(product.snapshots()) == 2
+        assert sorted(product.scan(selected_fields=("id",)).to_arrow().column("id").to_pylist())[:2] == [1001, 1003]
 
     dags_test(NOTHING_NEW, demo_env)
     third = dag_run_states(DAG_ID, NOTHING_NEW)

@@ -68,6 +68,7 @@ Keeps the lake `{config.lake}` in sync with the AWS DMS output `{config.raw}`.
 | controller | `{config.state}` |
 | engine | `{_engine_text(config)}` |
 | catalog | `{config.catalog_mode}` |
+| table format | `{config.table_format}`{f" (catalog `{config.iceberg_catalog}`)" if config.table_format == "iceberg" else ""} |
 | schedule | {schedule} |
 | config | `{config.path}` |
 
@@ -147,6 +148,8 @@ def build_source_dag(config: SourceConfig) -> DAG:
             engine=config.engine,
             spark_engine=config.spark_engine,
             inprocess_max_bytes=config.inprocess_max_bytes,
+            table_format=config.table_format,
+            iceberg_catalog=config.iceberg_catalog,
             # Runs apply changes in logical-date order: a run plans only after the previous
             # run's plan and everything downstream of it (merges, catalog, summary) finished
             # well. Airflow counts a backfill's runs apart from the DAG's max_active_runs, so
@@ -178,6 +181,7 @@ def build_source_dag(config: SourceConfig) -> DAG:
             lake_root=config.lake,
             catalog_mode=config.catalog_mode,
             catalog_settings=config.catalog_settings,
+            iceberg_catalog=config.iceberg_catalog,
             # The tables that merged become queryable even when another table failed; with
             # none merged the operator skips itself (Airflow 3.0 has no all_done_min_one_success).
             trigger_rule=TriggerRule.ALL_DONE,

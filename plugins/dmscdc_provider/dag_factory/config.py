@@ -20,7 +20,7 @@ from dmscdc_provider.engines.choice import AUTO, DEFAULT_INPROCESS_MAX_BYTES, En
 
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 # SourceConfig fields that the YAML spells differently (sections, engine/catalog mappings).
-_BUILT_FIELDS = {"path", "engine_settings", "spark_engine", "inprocess_max_bytes", "duckdb_settings", "catalog_mode", "catalog_settings", "aws_conn_id", "region_name",
+_BUILT_FIELDS = {"path", "iceberg_catalog", "engine_settings", "spark_engine", "inprocess_max_bytes", "duckdb_settings", "catalog_mode", "catalog_settings", "aws_conn_id", "region_name",
                  "csv_delimiter", "csv_null_value"}
 
 
@@ -83,6 +83,11 @@ class SourceConfig:
         ``duckdb_settings`` the in-process engine's (docs/engines.md).
     :param catalog_mode: ``duckdb`` for a local lake; ``glue_tables`` (the default for an
         ``s3://`` lake) or ``glue_crawler``.
+    :param table_format: ``parquet`` (default) or ``iceberg`` for tables whose controller item
+        names none (docs/table-formats.md).
+    :param iceberg_catalog: YAML ``iceberg.catalog``: ``sqlite:///PATH`` (default for a local
+        lake: ``<lake>/_dmscdc_iceberg.sqlite``) or ``glue://DATABASE`` (default for an S3 lake:
+        the catalog database, else ``dmscdc_<source>``).
     """
 
     source: str
@@ -102,6 +107,8 @@ class SourceConfig:
     duckdb_settings: dict = field(default_factory=dict)
     catalog_mode: str = "duckdb"
     catalog_settings: dict = field(default_factory=dict)
+    table_format: str = "parquet"
+    iceberg_catalog: str | None = None
     wait_for_changes: SensorConfig = field(default_factory=SensorConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
     aws_conn_id: str | None = "aws_default"
@@ -193,6 +200,18 @@ def _catalog(catalog: dict, document: dict, path: str) -> tuple[str, dict]:
     return mode, settings
 
 
+def _iceberg_catalog(iceberg: dict, document: dict, catalog_settings: dict) -> str:
+    """``iceberg.catalog``, else a SQLite catalog beside a local lake's tables (a ``_`` name, which
+    readers skip) or, for an S3 lake, the Glue database the catalog refresh uses."""
+    if iceberg.get("catalog"):
+        return str(iceberg["catalog"])
+    if _on_s3(document["lake"]):
+        return f"glue://{catalog_settings.get('database') or ('dmscdc_' + document['source']).lower()}"
+    from dmscdc_provider.storage import local_path
+
+    return f"sqlite:///{local_path(str(document['lake']).rstrip('/'))}/_dmscdc_iceberg.sqlite"
+
+
 def _start_date(value: Any, path: str) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
@@ -225,6 +244,7 @@ def parse_source_config(document: dict, path: str = "<config>") -> SourceConfig:
     catalog_mode, catalog_settings = _catalog(document.pop("catalog"), document, path)
     sensor = SensorConfig(**(document.pop("wait_for_changes", None) or {}))
     merge = MergeConfig(**(document.pop("merge", None) or {}))
+    iceberg_catalog = _iceberg_catalog(document.pop("iceberg", None) or {}, document, catalog_settings)
     aws = document.pop("aws", None) or {}
     csv = document.pop("csv", None) or {}
     if "start_date" in document:
@@ -239,6 +259,7 @@ def parse_source_config(document: dict, path: str = "<config>") -> SourceConfig:
         **engine,
         catalog_mode=catalog_mode,
         catalog_settings=catalog_settings,
+        iceberg_catalog=iceberg_catalog,
         wait_for_changes=sensor,
         merge=merge,
         aws_conn_id=aws.get("conn_id", "aws_default"),

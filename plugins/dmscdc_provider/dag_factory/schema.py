@@ -86,6 +86,9 @@ def source_schema(sensor_class, merge_class, extra_keys: set[str] = frozenset())
             "duckdb_settings": {"type": ["object", "null"]},
         }),
         "catalog": _named_schema("mode", catalog_modes()),
+        "table_format": {"type": "string", "enum": ["parquet", "iceberg"]},
+        "iceberg": {"type": ["object", "null"], "additionalProperties": False,
+                    "properties": {"catalog": {"type": "string", "pattern": "^(sqlite:///.+|glue://[^/]+/?)$"}}},
         "wait_for_changes": _section_schema(sensor_class, {"mode": {"type": "string", "enum": list(SENSOR_MODES)}}),
         "merge": _section_schema(merge_class, {
             "pool": optional_text,

@@ -53,6 +53,20 @@ class DmsCdcHook(AwsGenericHook):
         return refresher(lake_root, list(tables), aws_conn_id=self.aws_conn_id, region_name=self.region_name,
                          **(settings or {}))
 
+    def refresh_lake_catalog(self, mode: str, lake_root: str, tables_by_format: dict[str, list[str]],
+                             settings: dict | None = None, iceberg_catalog: str | None = None) -> list[str]:
+        """Refresh the catalog for tables of both formats: Iceberg tables are in their own
+        catalog already (Glue: readable by Athena at once), so only the DuckDB catalog adds
+        views of them; the other modes cover the Parquet-format tables."""
+        settings = dict(settings or {})
+        iceberg = tables_by_format.get("iceberg", [])
+        if mode == "duckdb" and iceberg:
+            settings.update(iceberg_tables=iceberg, iceberg_catalog=iceberg_catalog)
+        parquet = tables_by_format.get("parquet", [])
+        if not parquet and mode != "duckdb":
+            return []
+        return self.refresh_catalog(mode, lake_root, parquet, settings)
+
     def planner(
         self,
         raw_root: str,
@@ -62,6 +76,8 @@ class DmsCdcHook(AwsGenericHook):
         csv_delimiter: str = ",",
         csv_null_value: str = "NULL",
         engines: EngineConfig | None = None,
+        table_format: str = "parquet",
+        iceberg_catalog: str | None = None,
     ) -> Planner:
         """A planner over ``raw_root`` that writes plans for ``lake_root``; with ``engines``, each
         plan names its engine (Parquet footers are read with the task's connection)."""
@@ -69,7 +85,8 @@ class DmsCdcHook(AwsGenericHook):
         if engines is not None:
             choose_engine = partial(engines.choose, aws_conn_id=self.aws_conn_id, region_name=self.region_name)
         return Planner(raw_root, lake_root, store, self.open_storage(raw_root), tables or None,
-                       csv_delimiter, csv_null_value, choose_engine)
+                       csv_delimiter, csv_null_value, choose_engine, table_format=table_format,
+                       iceberg_catalog=iceberg_catalog)
 
     def tables_with_changes(
         self,

@@ -85,11 +85,13 @@ class DmsCdcRefreshCatalogOperator(AwsBaseOperator[DmsCdcHook]):
         lake_root: str,
         catalog_mode: str = "duckdb",
         catalog_settings: dict | None = None,
+        iceberg_catalog: str | None = None,
         merge_task_id: str = "merge",
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.lake_root = lake_root
+        self.iceberg_catalog = iceberg_catalog
         self.catalog_mode = catalog_mode
         self.catalog_settings = catalog_settings or {}
         self.merge_task_id = merge_task_id
@@ -100,7 +102,11 @@ class DmsCdcRefreshCatalogOperator(AwsBaseOperator[DmsCdcHook]):
         merged = [o["table"] for o in outcomes]
         if not merged:
             raise AirflowSkipException("no table merged in this run; the catalog is unchanged")
-        refreshed = self.hook.refresh_catalog(self.catalog_mode, self.lake_root, merged, self.catalog_settings)
+        by_format: dict[str, list[str]] = {}
+        for outcome in outcomes:
+            by_format.setdefault(outcome.get("table_format") or "parquet", []).append(outcome["table"])
+        refreshed = self.hook.refresh_lake_catalog(self.catalog_mode, self.lake_root, by_format,
+                                                   self.catalog_settings, self.iceberg_catalog)
         self.log.info("%s catalog: refreshed %s", self.catalog_mode, ", ".join(refreshed) or "nothing")
         for alias in (outlet for outlet in self.outlets if isinstance(outlet, AssetAlias)):
             announced = self._announced(context, alias)

@@ -211,7 +211,7 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         """Push the outcome (once) for the catalog refresh and the run summary, then succeed or fail
         the task by it."""
         plan = self.table_plan
-        document = {**outcome.to_dict(), "lake_table": plan.lake_table_path,
+        document = {**outcome.to_dict(), "lake_table": plan.lake_table_path, "table_format": plan.table_format,
                     "watermark": plan.new_watermark if outcome.status == SUCCEEDED else None}
         context["ti"].xcom_push(key=OUTCOME_KEY, value=document)
         if outcome.status == SUCCEEDED:

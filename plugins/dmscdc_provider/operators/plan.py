@@ -45,6 +45,8 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         footers only); another engine name is recorded in every plan.
     :param spark_engine: the Spark engine ``auto`` uses for large tables (default ``local``).
     :param inprocess_max_bytes: ``auto`` merges a table in-process when it reads less than this.
+    :param table_format: format of tables whose controller item names none (``parquet``, ``iceberg``).
+    :param iceberg_catalog: catalog of Iceberg tables (``sqlite:///PATH``, ``glue://DATABASE``).
     """
 
     aws_hook_class = DmsCdcHook
@@ -67,6 +69,8 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         engine: str = AUTO,
         spark_engine: str | None = None,
         inprocess_max_bytes: int = DEFAULT_INPROCESS_MAX_BYTES,
+        table_format: str = "parquet",
+        iceberg_catalog: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -82,6 +86,8 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         self.engine = engine
         self.spark_engine = spark_engine
         self.inprocess_max_bytes = inprocess_max_bytes
+        self.table_format = table_format
+        self.iceberg_catalog = iceberg_catalog
 
     def execute(self, context: Context) -> list[dict]:
         cdc_before = parse_instant(self.cdc_before) if self.cdc_before else interval_end(context)
@@ -90,7 +96,8 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         store = self.hook.open_store(self.state_uri)
         try:
             planner = self.hook.planner(self.raw_root, self.lake_root, store, self.tables,
-                                        self.csv_delimiter, self.csv_null_value, engines)
+                                        self.csv_delimiter, self.csv_null_value, engines,
+                                        table_format=self.table_format, iceberg_catalog=self.iceberg_catalog)
             selected = [s for s in (store.get(p) for p in planner.selected_paths()) if s is not None]
             finished = finish_pending_commits(store, self.hook.open_storage(self.lake_root), selected,
                                               aws_conn_id=self.aws_conn_id, region_name=self.region_name)
