@@ -78,6 +78,25 @@ def dmscdc_run(raw: str, lake: str, state: str, *flags: str, watch_rss: bool = F
                   "--catalog", os.path.join(os.path.dirname(state), "catalog.duckdb"), *flags], watch_rss)
 
 
+def iceberg_flags(state: str) -> list[str]:
+    """The Iceberg format with a SQLite catalog beside the run's state (a lake with Iceberg tables
+    is not copied: its metadata names absolute paths, so each run builds its own base)."""
+    return ["--table-format", "iceberg", "--iceberg-catalog", f"sqlite:///{os.path.dirname(state)}/iceberg.sqlite"]
+
+
+def iceberg_bases(root: str, raw: str, tables: list[str], count: int) -> tuple[list[tuple[str, str]], list[dict]]:
+    """``count`` full loads in the Iceberg format, each in its own folder: ``(lake, state)`` and the timings."""
+    bases, runs = [], []
+    for index in range(count):
+        run = os.path.join(root, f"iceberg-{index}")
+        os.makedirs(run)
+        state = os.path.join(run, "state.sqlite")
+        configure(state, raw, tables)
+        runs.append(dmscdc_run(raw, os.path.join(run, "lake"), state, *iceberg_flags(state)))
+        bases.append((os.path.join(run, "lake"), state))
+    return bases, runs
+
+
 def spark_flags() -> list[str]:
     return [flag for key, value in SPARK_CONF.items() for flag in ("--spark-conf", f"{key}={value}")]
 
@@ -180,6 +199,8 @@ def orders(workdir: str, rows: int, files: int, changes: int, repeats: int, spar
         copies.append(timed(spark_job_argv("copy", load_dir, target)))
         shutil.rmtree(target)
     result["plain_spark_copy"] = summarize(copies)
+    iceberg, iceberg_full = iceberg_bases(root, raw, ["bench.orders"], repeats)
+    result["full_load_iceberg"] = summarize(iceberg_full)
     print(f"  full load {result['full_load']['all_seconds']} ({result['full_load']['engines']}), "
           f"plain Spark copy {result['plain_spark_copy']['all_seconds']}", flush=True)
 
@@ -207,6 +228,12 @@ def orders(workdir: str, rows: int, files: int, changes: int, repeats: int, spar
             result[kind]["files_rewritten"] = files_rewritten(runs[0]["output"])
         print(f"  incremental {kind:<13} {result[kind]['all_seconds']}  peak {result[kind]['peak_rss_mb']} MB  "
               f"rows after {rows_after:,}", flush=True)
+    iceberg_runs = [dmscdc_run(raw, lake, state, *iceberg_flags(state), watch_rss=True) for lake, state in iceberg]
+    result["auto_iceberg"] = {**summarize(iceberg_runs), "engines": engines_used(iceberg_runs[0]["output"]),
+                              "files_rewritten": files_rewritten(iceberg_runs[0]["output"])}
+    result["iceberg_vs_parquet"] = result["auto_iceberg"]["seconds"] / result["auto"]["seconds"]
+    print(f"  full load iceberg {result['full_load_iceberg']['all_seconds']}; incremental auto, iceberg "
+          f"{result['auto_iceberg']['all_seconds']} ({result['iceberg_vs_parquet']:.2f}x parquet)", flush=True)
     shutil.rmtree(root, ignore_errors=True)
     result["auto_faster_than_blog"] = result["blog_new_jvm"]["seconds"] / result["auto"]["seconds"]
     result["auto_faster_than_spark_local"] = result["spark_local"]["seconds"] / result["auto"]["seconds"]
@@ -240,6 +267,7 @@ def many_tables(workdir: str, tables: int, rows: int, changes: int, repeats: int
     configure(os.path.join(base, "state.sqlite"), raw, names)
     print(f"many tables: full load of {tables} tables of {rows:,} rows ...", flush=True)
     full = dmscdc_run(raw, os.path.join(base, "lake"), os.path.join(base, "state.sqlite"))
+    iceberg, _ = iceberg_bases(root, raw, names, repeats)
     changed = loaded + timedelta(days=1)
     updates, deletes = int(changes * 0.8), int(changes * 0.1)
     for name in names:
@@ -258,7 +286,10 @@ def many_tables(workdir: str, tables: int, rows: int, changes: int, repeats: int
     result = {"tables": tables, "rows_per_table": rows, "changes_per_table": changes,
               "full_load": {"seconds": round(full["seconds"], 2), "engines": engines_used(full["output"])},
               "incremental_auto": {**summarize(auto), "engines": engines_used(auto[0]["output"])}}
-    print(f"  incremental auto {result['incremental_auto']['all_seconds']}", flush=True)
+    iceberg_runs = [dmscdc_run(raw, lake, state, *iceberg_flags(state), watch_rss=True) for lake, state in iceberg]
+    result["incremental_auto_iceberg"] = summarize(iceberg_runs)
+    print(f"  incremental auto {result['incremental_auto']['all_seconds']}, iceberg "
+          f"{result['incremental_auto_iceberg']['all_seconds']}", flush=True)
     spark = incremental("--engine", "local", *spark_flags())
     result["incremental_spark_local_one_run"] = {"seconds": round(spark["seconds"], 2),
                                                  "peak_rss_mb": spark["peak_rss_mb"]}

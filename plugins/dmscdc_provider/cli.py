@@ -5,6 +5,7 @@
     dmscdc tables    --raw PATH [--state URI]
     dmscdc configure SCHEMA.TABLE --raw PATH [--state URI] [--active|--inactive] ...
     dmscdc query     "SQL" [--catalog PATH] [--as-of SNAPSHOT|TIME --lake PATH --iceberg-catalog URI]
+    dmscdc maintain  --raw PATH --lake PATH [--state URI] [--tables GLOB] [--table-format F] [--iceberg-catalog URI]
     dmscdc snapshots SCHEMA.TABLE --lake PATH [--iceberg-catalog URI]
     dmscdc rollback  SCHEMA.TABLE --to SNAPSHOT --raw PATH --lake PATH [--state URI] [--iceberg-catalog URI]
     dmscdc demo      [--workdir DIR]
@@ -169,6 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
                            help="read Iceberg tables as of a snapshot id or an ISO time (needs --lake)")
     query_cmd.add_argument("--lake", help="the lake, for --as-of")
     _iceberg_catalog_option(query_cmd)
+
+    maintain = commands.add_parser(
+        "maintain", help="Iceberg tables: compact small files, expire old snapshots, remove files no snapshot names")
+    _raw_options(maintain, csv=False)
+    maintain.add_argument("--lake", required=True)
+    _format_options(maintain)
+    maintain.add_argument("--compact-below", type=parse_size, default=None, metavar="SIZE",
+                          help="merge data files smaller than this within their partition, 0 for none (default 8MiB)")
+    maintain.add_argument("--expire-after-days", type=float, default=7.0,
+                          help="expire snapshots older than this many days; the current one stays (default 7)")
+    maintain.add_argument("--orphan-age-hours", type=float, default=24.0,
+                          help="remove files no snapshot names once they are this old: younger ones may belong "
+                          "to a merge in progress (default 24)")
 
     snapshots = commands.add_parser("snapshots", help="list an Iceberg table's snapshots: time, plan, rows, watermark")
     snapshots.add_argument("table", metavar="SCHEMA.TABLE")
@@ -504,6 +518,31 @@ def cmd_snapshots(args) -> int:
     return 0
 
 
+def cmd_maintain(args) -> int:
+    from datetime import timedelta
+
+    from dmscdc_provider.table_formats.maintenance import DEFAULT_COMPACT_BELOW_BYTES, maintain_table
+
+    store = _store(args)
+    try:
+        planner = _planner(args, store, args.lake)
+        states = [s for s in (store.get(p) for p in planner.selected_paths()) if s is not None and s.active]
+        iceberg = [s for s in states if (s.table_format or args.table_format) == TableFormatName.ICEBERG]
+        if not iceberg:
+            print("dmscdc maintain: no active Iceberg table selected; nothing to do")
+            return 0
+        for state in iceberg:
+            report = maintain_table(
+                state, args.lake, _iceberg_catalog(args), store, open_storage(args.lake),
+                compact_below_bytes=DEFAULT_COMPACT_BELOW_BYTES if args.compact_below is None else args.compact_below,
+                expire_after=timedelta(days=args.expire_after_days),
+                orphan_age=timedelta(hours=args.orphan_age_hours))
+            print(report.line(), flush=True)
+    finally:
+        store.close()
+    return 0
+
+
 def cmd_rollback(args) -> int:
     from dmscdc_provider.table_formats.iceberg import rollback_table
 
@@ -551,6 +590,7 @@ COMMANDS = {
     "tables": cmd_tables,
     "configure": cmd_configure,
     "query": cmd_query,
+    "maintain": cmd_maintain,
     "snapshots": cmd_snapshots,
     "rollback": cmd_rollback,
     "demo": cmd_demo,

@@ -19,6 +19,7 @@ Catalog: namespace the database, table the DMS table name; Athena reads it at on
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import re
@@ -29,7 +30,7 @@ import pyarrow.parquet as pq
 from dmscdc_provider.arrow_fs import arrow_filesystem, boto3_session
 from dmscdc_provider.engines import hive_paths
 from dmscdc_provider.plan import TablePlan
-from dmscdc_provider.storage import Storage, join
+from dmscdc_provider.storage import Storage, join, local_path
 from dmscdc_provider.table_formats import LakeFile, StepCallback, TableFormatError, TableFormatName
 from dmscdc_provider.table_formats.parquet import relative_to
 
@@ -64,8 +65,16 @@ def parse_catalog_uri(uri: str | None) -> tuple[str, str]:
     raise IcebergCatalogError(f"Iceberg catalog {uri!r} is neither sqlite:///PATH nor glue://DATABASE")
 
 
+def absolute_location(uri: str) -> str:
+    """A lake location as Iceberg metadata records it: ``s3://`` as it is, a local one absolute
+    (metadata must name the same files whatever folder a later run starts in)."""
+    return uri.rstrip("/") if "://" in uri and not uri.startswith("file:") else local_path(uri).rstrip("/")
+
+
+@functools.lru_cache(maxsize=16)
 def open_catalog(uri: str, warehouse: str, aws_conn_id: str | None = None, region_name: str | None = None):
-    """The pyiceberg catalog ``uri`` names, with ``warehouse`` (the lake root) as its warehouse."""
+    """The pyiceberg catalog ``uri`` names, with ``warehouse`` (the lake root) as its warehouse;
+    one per process (a SQL catalog opens a database engine, a Glue catalog a client)."""
     kind, where = parse_catalog_uri(uri)
     properties = {"warehouse": warehouse}
     if warehouse.startswith("s3://"):
@@ -163,6 +172,7 @@ class IcebergFormat:
         self._catalogs: dict[str, object] = {}
 
     def catalog(self, warehouse: str):
+        warehouse = absolute_location(warehouse)
         if warehouse not in self._catalogs:
             self._catalogs[warehouse] = open_catalog(self.catalog_uri, warehouse, self.aws_conn_id, self.region_name)
         return self._catalogs[warehouse]
@@ -190,7 +200,7 @@ class IcebergFormat:
         return self.data_files(plan)
 
     def publish_document(self, plan: TablePlan, attempt_id: str, result: dict) -> dict:
-        staging = plan.staging_path(attempt_id)
+        staging = absolute_location(plan.staging_path(attempt_id))
         rows_read = result.get("rows_read") or {}
         properties = {
             PLAN_PROPERTY: plan.plan_id,
@@ -205,8 +215,8 @@ class IcebergFormat:
             "dmscdc.files-read": str(len(plan.files)),
         }
         return {
-            "iceberg_table": [plan.lake_root, plan.schema_name, plan.table_name],
-            "table_location": plan.lake_table_path,
+            "iceberg_table": [absolute_location(plan.lake_root), plan.schema_name, plan.table_name],
+            "table_location": absolute_location(plan.lake_table_path),
             "adds": [[join(staging, added["path"]), added["bytes"]] for added in result["files_added"]],
             "removes": list(result["files_removed"]),
             "partition_key": list(plan.partition_key),

@@ -15,12 +15,13 @@ from dmscdc_provider.table_formats import LakeFile, StepCallback, TableFormatNam
 
 def relative_to(root: str, path: str) -> str:
     """``path`` (as a storage lists it) relative to the folder ``root`` (as the plan spells it)."""
-    prefixes = [root.rstrip("/") + "/"]
-    if not root.startswith("s3://"):  # a local root may be listed as an absolute path
-        prefixes.append(local_path(root).rstrip("/") + "/")
-    for prefix in prefixes:
-        if path.startswith(prefix):
-            return path[len(prefix):]
+    if path.startswith(root.rstrip("/") + "/"):
+        return path[len(root.rstrip("/")) + 1:]
+    if not root.startswith("s3://") and not path.startswith("s3://"):
+        # Local paths may be spelled relative, absolute or as file:// URIs.
+        root, path = local_path(root).rstrip("/"), local_path(path)
+        if path.startswith(root + "/"):
+            return path[len(root) + 1:]
     raise ValueError(f"{path} is not under {root}")
 
 
