@@ -189,6 +189,36 @@ def is_csv(path: str) -> bool:
     return path.endswith((".csv", ".csv.gz"))
 
 
+def partition_base(relative_path: str) -> str:
+    """The folders of a lake file's path before its first ``column=value`` folder: an Iceberg
+    table's files sit under ``data/<attempt>/``, a Parquet folder's directly under the table."""
+    base = []
+    for part in relative_path.split("/")[:-1]:
+        if "=" in part:
+            break
+        base.append(part)
+    return "/".join(base)
+
+
+def read_lake_files(reader, table_root: str, relative_paths: list[str], each=None) -> DataFrame:
+    """Lake files with their hive partition columns, in one scan per base folder (Spark's
+    partition discovery takes one base per scan); the scans are unioned by column name.
+
+    :param each: applied to each scan before the union (where ``_metadata`` can still be read).
+    """
+    root = table_root.rstrip("/")
+    groups: dict[str, list[str]] = {}
+    for path in relative_paths:
+        groups.setdefault(partition_base(path), []).append(f"{root}/{path}")
+    frames = [reader.option("basePath", f"{root}/{base}" if base else root).parquet(*paths)
+              for base, paths in sorted(groups.items())]
+    frames = [each(frame) for frame in frames] if each else frames
+    frame = frames[0]
+    for other in frames[1:]:
+        frame = frame.unionByName(other, allowMissingColumns=True)
+    return frame
+
+
 def read_lake_file(spark: SparkSession, table_root: str, relative_path: str) -> DataFrame:
     """One lake file with its hive partition columns (as strings; the caller casts them)."""
     return (

@@ -24,6 +24,7 @@ from dmscdc_spark.io import (
     is_hidden,
     read_change_file,
     read_lake_file,
+    read_lake_files,
     read_parquet_changes,
     relative_to,
     write_staged,
@@ -283,17 +284,17 @@ class _TableMerge:
             return []
         key_columns = self.plan.primary_key
 
-        def lake(reader) -> DataFrame:
-            if self.plan.lake_files is not None:  # the files the table format pins (Iceberg's snapshot)
-                return reader.option("basePath", root).parquet(*[f"{root}/{f['path']}" for f in self.plan.lake_files])
-            # The table folder, not a list of its files: Spark lists one folder on the driver,
-            # where a long list of paths would cost a distributed listing job.
-            return reader.parquet(root)
+        def with_file(frame: DataFrame) -> DataFrame:
+            return frame.select(*key_columns, F.col("_metadata.file_path").alias("_dmscdc_file"),
+                                F.col("_metadata.file_size").alias("_dmscdc_size"))
 
         def scan(reader):
-            stored = lake(reader).select(
-                *key_columns, F.col("_metadata.file_path").alias("_dmscdc_file"),
-                F.col("_metadata.file_size").alias("_dmscdc_size"))
+            if self.plan.lake_files is not None:  # the files the table format pins (Iceberg's snapshot)
+                stored = read_lake_files(reader, root, [f["path"] for f in self.plan.lake_files], with_file)
+            else:
+                # The table folder, not a list of its files: Spark lists one folder on the driver,
+                # where a long list of paths would cost a distributed listing job.
+                stored = with_file(reader.parquet(root))
             for column, (low, high) in bounds.items():
                 # Partition values come from folder names (strings): compare them as the key's type.
                 value = F.col(column).cast(key_types[column]) if column in self.plan.partition_key else F.col(column)
@@ -319,8 +320,8 @@ class _TableMerge:
         root = self.plan.lake_table_path.rstrip("/")
         label = f"{root}/{stored[0].relative_path}" if len(stored) == 1 else f"the lake files under {root}"
         try:
-            frame = self.spark.read.option("basePath", root).option("mergeSchema", True).parquet(
-                *[f"{root}/{f.relative_path}" for f in stored])
+            frame = read_lake_files(self.spark.read.option("mergeSchema", True), root,
+                                    [f.relative_path for f in stored])
             frame.schema  # noqa: B018 - resolves the schema now, so conflicts surface here
         except Exception:
             frames = [read_lake_file(self.spark, root, f.relative_path) for f in stored]
