@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     order.add_argument("--no-order-column", action="store_true", help="order by file and row position")
     configure.add_argument("--table-format", choices=[f.value for f in TableFormatName],
                            help="this table's format (default: the run's --table-format); a Parquet table "
-                           "switched to iceberg is rebuilt from its LOAD files by the next run")
+                           "switched to iceberg is converted in place by its next merge (no file rewritten)")
     configure.add_argument("--create", action="store_true",
                            help="register the table even though raw has no folder for it yet")
     configure.add_argument("--json", action="store_true", help="print the controller item as JSON")

@@ -251,6 +251,7 @@ def start_attempt(
     from dmscdc_provider.input_checks import check_plan_inputs  # pyarrow: not at DAG-parse time
 
     table_format = table_format_for_plan(plan, storage, aws_conn_id=aws_conn_id, region_name=region_name)
+    table_format.prepare(plan, state)
     lake_files = table_format.data_files(plan) if plan.mode != "full" else []
     problem = check_plan_inputs(plan, lake_files, aws_conn_id=aws_conn_id, region_name=region_name)
     if problem is not None:  # before anything is staged: the table's state stays where it was

@@ -164,3 +164,31 @@ def test_new_columns_and_widened_types_become_iceberg_schema_updates(tmp_path, e
     assert str(schema.find_field("qty").field_type) == "long"
     assert str(schema.find_field("note").field_type) == "string"
     assert [(r["id"], r["qty"], r["note"]) for r in lake.rows("s.t")] == [(1, 1, None), (2, 2**40, "wide")]
+
+
+def test_a_parquet_table_switched_to_iceberg_is_converted_in_place_and_continues_from_its_watermark(tmp_path, engine):
+    lake = LakeHarness(tmp_path, engine)  # the Parquet format
+    lake.configure("s.t", primary_key=["id"], partition_key=["dept"])
+    lake.load("s.t", [item("I", i, f"n{i}", "abc"[i % 3]) for i in range(12)], ITEM)
+    lake.run_ok()
+    lake.cdc("s.t", [item("U", 1, "changed", "b")], ITEM)
+    lake.run_ok()
+    parquet_files = lake.data_files("s.t")
+    parquet_watermark = lake.state("s.t").last_incremental_file
+
+    lake.store.update(lake.path_of("s.t"), table_format="iceberg")
+    lake.table_format = "iceberg"
+    lake.cdc("s.t", [item("U", 3, "in iceberg", "a"), item("I", 99, "new", "c")], ITEM)
+    lake.run_ok()
+
+    table = lake.iceberg_table("s.t")
+    converted, merged = [s.summary for s in sorted(table.snapshots(), key=lambda s: s.sequence_number)]
+    assert converted["dmscdc.mode"] == "convert" and merged["dmscdc.mode"] == "incremental"
+    assert converted["dmscdc.last-incremental-file"].endswith(os.path.basename(parquet_watermark))
+    expected = {i: f"n{i}" for i in range(12)} | {1: "changed", 3: "in iceberg", 99: "new"}
+    assert names(lake.rows("s.t")) == expected
+    # Files the merge did not rewrite are the Parquet table's files, byte for byte and in place.
+    untouched = {p: v for p, v in lake.data_files("s.t").items() if not p.startswith("data/")}
+    assert untouched and all(parquet_files[p] == v for p, v in untouched.items())
+    # The merge rewrote dept=a (id 3) into the Iceberg data folder.
+    assert "dept=a" not in {part for p in untouched for part in p.split("/")}

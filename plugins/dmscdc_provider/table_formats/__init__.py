@@ -64,6 +64,10 @@ class TableFormat(Protocol):
     def data_files(self, plan: "TablePlan") -> list[LakeFile]:
         """The data files readers see now (the files a merge may rewrite)."""
 
+    def prepare(self, plan: "TablePlan", state) -> None:
+        """Before a merge: make the table ready for it (Iceberg: a Parquet folder the table had in
+        the Parquet format becomes its first snapshot, files unchanged)."""
+
     def pinned_data_files(self, plan: "TablePlan") -> list[LakeFile] | None:
         """The data files to hand the engine in its plan, or None when the engine lists the
         table folder itself (a folder is the table)."""

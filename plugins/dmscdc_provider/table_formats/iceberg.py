@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from dmscdc_provider.arrow_fs import arrow_filesystem, boto3_session
 from dmscdc_provider.engines import hive_paths
-from dmscdc_provider.plan import TablePlan
+from dmscdc_provider.plan import ICEBERG_DATA_FOLDER, TablePlan
 from dmscdc_provider.storage import Storage, join, local_path
 from dmscdc_provider.table_formats import LakeFile, StepCallback, TableFormatError, TableFormatName
 from dmscdc_provider.table_formats.parquet import relative_to
@@ -193,6 +193,48 @@ class IcebergFormat:
         found = [LakeFile(relative_to(plan.lake_table_path, data_file.file_path), data_file.file_size_in_bytes)
                  for data_file in current_data_files(table)]
         return sorted(found, key=lambda f: f.relative_path)
+
+    def prepare(self, plan: TablePlan, state) -> None:
+        """Convert a table kept in the Parquet format in place: its visible Parquet files become the
+        Iceberg table's first snapshot (no data file is rewritten), carrying the controller's
+        watermark, so the merge continues from it. A full load needs no conversion: it replaces
+        every file (the old ones are removed by ``dmscdc maintain`` once unreferenced)."""
+        if plan.mode == "full":
+            return
+        table = self.load(plan.lake_root, plan.schema_name, plan.table_name)
+        if table is not None and table.current_snapshot() is not None:
+            return
+        from dmscdc_provider.table_formats.parquet import ParquetFolderFormat
+
+        folder_files = [f for f in ParquetFolderFormat(self.storage).data_files(plan)
+                        if f.relative_path.split("/", 1)[0] not in (ICEBERG_DATA_FOLDER, "metadata")]
+        if not folder_files:
+            return
+        location = absolute_location(plan.lake_table_path)
+        paths = {join(location, f.relative_path): f.size for f in folder_files}
+        footers = {path: self._footer(path) for path in paths}
+        from dmscdc_provider.engines.arrow_schema import unify_schemas
+
+        schema = unify_schemas([(path, footer.schema.to_arrow_schema()) for path, footer in footers.items()])
+        pending = {
+            "table_location": location, "partition_key": list(plan.partition_key),
+            "primary_key": list(plan.primary_key),
+            "partition_column_types": raw_partition_types(plan, self.aws_conn_id, self.region_name),
+        }
+        if table is None:
+            table = self._create(absolute_location(plan.lake_root), plan.schema_name, plan.table_name, pending, schema)
+        properties = {
+            "dmscdc.mode": "convert", FULL_LOAD_PROPERTY: state.last_full_load_date,
+            INCREMENTAL_PROPERTY: state.last_incremental_file or "",
+            "dmscdc.rows-written": str(sum(footer.num_rows for footer in footers.values())),
+        }
+        with table.transaction() as transaction:
+            metadata = transaction.table_metadata
+            with transaction.update_snapshot(snapshot_properties=properties).fast_append() as append:
+                for path, footer in footers.items():
+                    append.append_data_file(self._data_file(metadata, location, path, paths[path], footer))
+        log.info("%s: converted %d Parquet file(s) in place into Iceberg table %s", plan.table, len(paths),
+                 ".".join(table_identifier(self.catalog_uri, plan.schema_name, plan.table_name)))
 
     def pinned_data_files(self, plan: TablePlan) -> list[LakeFile]:
         # The table folder also holds metadata, older snapshots' files and discarded attempts:
@@ -361,6 +403,20 @@ def current_data_files(table) -> list:
     for manifest in snapshot.manifests(table.io):
         files.extend(entry.data_file for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True))
     return files
+
+
+def raw_partition_types(plan: TablePlan, aws_conn_id: str | None, region_name: str | None) -> dict[str, str]:
+    """The partition columns' types as the merges read them from the plan's DMS files (a folder name
+    holds only text): the first Parquet file's types, as Spark names them; CSV columns are strings."""
+    from dmscdc_provider.engines.arrow_schema import hive_type, spark_view_schema
+
+    for entry in plan.files:
+        if entry["path"].endswith(".parquet"):
+            filesystem, local = arrow_filesystem(entry["path"], aws_conn_id, region_name)
+            with filesystem.open_input_file(local) as handle:
+                schema = spark_view_schema(pq.ParquetFile(handle).schema_arrow)
+            return {c: hive_type(schema.field(c).type) for c in plan.partition_key if c in schema.names}
+    return {}
 
 
 def snapshot_at(table, as_of: str | None):

@@ -45,6 +45,9 @@ class ParquetFolderFormat:
                  for stored in listed if stored.path.endswith(".parquet")]
         return sorted(found, key=lambda f: f.relative_path)
 
+    def prepare(self, plan: TablePlan, state) -> None:
+        pass  # a folder needs nothing made
+
     def pinned_data_files(self, plan: TablePlan) -> None:
         # The folder is the table: the engine lists it where it runs (Spark lists it in one go).
         return None
