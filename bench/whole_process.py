@@ -355,11 +355,15 @@ def report(results: dict) -> list[str]:
             f"{entry['auto_faster_than_spark_local']:.1f}x than Spark local; peak RSS auto {entry['auto']['peak_rss_mb']} MB; "
             f"full load {entry['full_load']['seconds']:.2f}s vs plain Spark copy {entry['plain_spark_copy']['seconds']:.2f}s "
             f"({entry['full_load_vs_plain_copy']:.2f}x its time)")
+        lines.append(f"N={int(rows):,}: incremental auto in the Iceberg format {entry['auto_iceberg']['seconds']:.2f}s "
+                     f"({entry['iceberg_vs_parquet']:.2f}x the Parquet format's); full load in Iceberg "
+                     f"{entry['full_load_iceberg']['seconds']:.2f}s")
     if "auto_largest_vs_smallest" in results:
         lines.append(f"auto incremental at the largest N takes {results['auto_largest_vs_smallest']:.2f}x its time at the smallest")
     if "many_tables" in results:
         many = results["many_tables"]
-        lines.append(f"{many['tables']} tables: incremental auto {many['incremental_auto']['seconds']:.2f}s "
+        lines.append(f"{many['tables']} tables: incremental auto {many['incremental_auto']['seconds']:.2f}s, in the "
+                     f"Iceberg format {many['incremental_auto_iceberg']['seconds']:.2f}s "
                      f"(--engine local, one run: {many['incremental_spark_local_one_run']['seconds']:.2f}s)")
     if "demo" in results:
         lines.append(f"dmscdc demo: {results['demo']['seconds']:.2f}s")
@@ -389,6 +393,9 @@ def markdown(results: dict) -> str:
         ("incremental, the blog's algorithm, new JVM", [cell(o["blog_new_jvm"]) for o in orders]),
         ("auto faster than the blog / than local Spark",
          [f"**{o['auto_faster_than_blog']:.1f}x** / **{o['auto_faster_than_spark_local']:.1f}x**" for o in orders]),
+        ("incremental, `dmscdc run --table-format iceberg` (auto)", [cell(o["auto_iceberg"]) for o in orders]),
+        ("Iceberg / Parquet format, incremental", [f"**{o['iceberg_vs_parquet']:.2f}x**" for o in orders]),
+        ("full load in the Iceberg format", [cell(o["full_load_iceberg"]) for o in orders]),
         ("peak RSS of the incremental: auto / local Spark / blog",
          [f"{o['auto']['peak_rss_mb']} / {o['spark_local']['peak_rss_mb']} / {o['blog_new_jvm']['peak_rss_mb']} MB"
           for o in orders]),
@@ -401,7 +408,8 @@ def markdown(results: dict) -> str:
         many = results["many_tables"]
         lines.append(f"\n{many['tables']} tables of {many['rows_per_table']:,} rows, {many['changes_per_table']} changes "
                      f"each: incremental `dmscdc run` (auto) {cell(many['incremental_auto'])}, peak RSS "
-                     f"{many['incremental_auto']['peak_rss_mb']} MB; with `--engine local` (one run) "
+                     f"{many['incremental_auto']['peak_rss_mb']} MB; in the Iceberg format "
+                     f"{cell(many['incremental_auto_iceberg'])}; with `--engine local` (one run) "
                      f"{many['incremental_spark_local_one_run']['seconds']:.2f} s.")
     if "demo" in results:
         lines.append(f"\n`dmscdc demo` (whole process: writes the sample, two runs, queries): {cell(results['demo'])}.")
