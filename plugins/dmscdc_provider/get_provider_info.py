@@ -27,6 +27,7 @@ def get_provider_info() -> dict:
                     "dmscdc_provider.operators.merge",
                     "dmscdc_provider.operators.catalog",
                     "dmscdc_provider.operators.summary",
+                    "dmscdc_provider.operators.maintain",
                 ],
             }
         ],

@@ -292,3 +292,16 @@ def test_an_unknown_table_format_fails_the_check_naming_the_choices(tmp_path):
 
     with pytest.raises(SourceConfigError, match=r"table_format: 'delta' is not one of parquet, iceberg"):
         load_source_config(path)
+
+
+def test_maintenance_adds_a_maintain_task_between_the_catalog_refresh_and_the_summary(tmp_path):
+    config = load_source_config(write(tmp_path, "sales.yaml", MINIMAL + textwrap.dedent("""
+        table_format: iceberg
+        maintenance: {enabled: true, compact_below_bytes: 16MiB, expire_after_days: 3}
+    """)))
+    dag = build_source_dag(config)
+
+    maintain = dag.get_task("maintain")
+    assert (maintain.compact_below_bytes, maintain.expire_after_days, maintain.orphan_age_hours) == (16 * 2**20, 3, 24)
+    assert maintain.upstream_task_ids == {"refresh_catalog"} and maintain.downstream_task_ids == {"summary"}
+    assert "maintain" not in build_source_dag(load_source_config(write(tmp_path, "plain.yaml", MINIMAL))).task_ids

@@ -60,7 +60,8 @@ def rows(home: Path, sql: str) -> list[tuple]:
 
 @pytest.mark.parametrize("table_format", ["parquet", "iceberg"])
 def test_dags_test_loads_the_demo_then_applies_the_change_batch_then_skips_when_nothing_is_new(demo_env, table_format):
-    demo_env = {**demo_env, "DMSCDC_DEMO_TABLE_FORMAT": table_format}
+    demo_env = {**demo_env, "DMSCDC_DEMO_TABLE_FORMAT": table_format,
+                "DMSCDC_DEMO_MAINTENANCE": str(table_format == "iceberg").lower()}
     home = demo_source(demo_env)
 
     dags_test(BEFORE_CHANGES, demo_env)
@@ -87,6 +88,7 @@ def test_dags_test_loads_the_demo_then_applies_the_change_batch_then_skips_when_
         catalog = SqlCatalog("dmscdc", uri=f"sqlite:///{home / 'iceberg.sqlite'}", warehouse=str(home / "lake"))
         product = catalog.load_table(("sales", "product"))
         assert len(product.snapshots()) == 2
+        assert second["tasks"]["maintain"]["state"] == "success"
         assert sorted(product.scan(selected_fields=("id",)).to_arrow().column("id").to_pylist())[:2] == [1001, 1003]
 
     dags_test(NOTHING_NEW, demo_env)

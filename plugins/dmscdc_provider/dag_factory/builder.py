@@ -34,6 +34,7 @@ from dmscdc_provider.dag_factory.config import SourceConfig, SourceConfigError, 
 from dmscdc_provider.dag_factory.schema import SOURCE_NAME_PATTERN
 from dmscdc_provider.operators.catalog import DmsCdcRefreshCatalogOperator
 from dmscdc_provider.operators.merge import DmsCdcMergeOperator
+from dmscdc_provider.operators.maintain import DmsCdcMaintainOperator
 from dmscdc_provider.operators.plan import DmsCdcPlanOperator
 from dmscdc_provider.operators.summary import DmsCdcRunSummaryOperator
 from dmscdc_provider.sensors.raw_files import DmsCdcNewFilesSensor
@@ -191,7 +192,26 @@ def build_source_dag(config: SourceConfig) -> DAG:
             **aws,
         )
         summary = DmsCdcRunSummaryOperator(task_id="summary", trigger_rule=TriggerRule.ALL_DONE)
-        wait_for_changes >> plan >> merged >> refresh_catalog >> summary
+        wait_for_changes >> plan >> merged >> refresh_catalog
+        if config.maintenance.enabled:
+            maintain = DmsCdcMaintainOperator(
+                task_id="maintain",
+                raw_root=config.raw,
+                lake_root=config.lake,
+                state_uri=config.state,
+                tables=config.tables,
+                table_format=config.table_format,
+                iceberg_catalog=config.iceberg_catalog,
+                compact_below_bytes=config.maintenance.compact_below_bytes,
+                expire_after_days=config.maintenance.expire_after_days,
+                orphan_age_hours=config.maintenance.orphan_age_hours,
+                # After the run's merges, whatever became of them: compaction conflicts with no merge.
+                trigger_rule=TriggerRule.ALL_DONE,
+                **aws,
+            )
+            refresh_catalog >> maintain >> summary
+        else:
+            refresh_catalog >> summary
         [wait_for_changes, plan, merged] >> summary
     return dag
 

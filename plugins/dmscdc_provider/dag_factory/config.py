@@ -67,6 +67,23 @@ class MergeConfig:
 
 
 @dataclass(frozen=True)
+class MaintenanceConfig:
+    """``maintenance``: an optional ``maintain`` task for the source's Iceberg tables, after the
+    catalog refresh of every run (docs/table-formats.md).
+
+    :param enabled: add the task.
+    :param compact_below_bytes: data files smaller than this are compacted (a size: 8MiB).
+    :param expire_after_days: snapshots older than this are expired.
+    :param orphan_age_hours: files no snapshot names are removed once this old.
+    """
+
+    enabled: bool = False
+    compact_below_bytes: int = 8 * 1024 * 1024
+    expire_after_days: float = 7.0
+    orphan_age_hours: float = 24.0
+
+
+@dataclass(frozen=True)
 class SourceConfig:
     """One source database: where DMS writes, where the lake is, and how its DAG runs.
 
@@ -111,6 +128,7 @@ class SourceConfig:
     iceberg_catalog: str | None = None
     wait_for_changes: SensorConfig = field(default_factory=SensorConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     aws_conn_id: str | None = "aws_default"
     region_name: str | None = None
     csv_delimiter: str = ","
@@ -244,6 +262,13 @@ def parse_source_config(document: dict, path: str = "<config>") -> SourceConfig:
     catalog_mode, catalog_settings = _catalog(document.pop("catalog"), document, path)
     sensor = SensorConfig(**(document.pop("wait_for_changes", None) or {}))
     merge = MergeConfig(**(document.pop("merge", None) or {}))
+    maintenance_document = dict(document.pop("maintenance", None) or {})
+    if "compact_below_bytes" in maintenance_document:
+        try:
+            maintenance_document["compact_below_bytes"] = parse_size(maintenance_document["compact_below_bytes"])
+        except ValueError as error:
+            raise SourceConfigError(f"{path}: maintenance.compact_below_bytes: {error}") from None
+    maintenance = MaintenanceConfig(**maintenance_document)
     iceberg_catalog = _iceberg_catalog(document.pop("iceberg", None) or {}, document, catalog_settings)
     aws = document.pop("aws", None) or {}
     csv = document.pop("csv", None) or {}
@@ -262,6 +287,7 @@ def parse_source_config(document: dict, path: str = "<config>") -> SourceConfig:
         iceberg_catalog=iceberg_catalog,
         wait_for_changes=sensor,
         merge=merge,
+        maintenance=maintenance,
         aws_conn_id=aws.get("conn_id", "aws_default"),
         region_name=aws.get("region_name"),
         csv_delimiter=str(csv.get("delimiter", ",")),

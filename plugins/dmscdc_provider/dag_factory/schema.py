@@ -96,6 +96,12 @@ def source_schema(sensor_class, merge_class, extra_keys: set[str] = frozenset())
             "max_parallel": {"type": "integer", "minimum": 1},
             "retries": {"type": "integer", "minimum": 0},
         }),
+        "maintenance": {"type": ["object", "null"], "additionalProperties": False, "properties": {
+            "enabled": {"type": "boolean"},
+            "compact_below_bytes": {"type": ["integer", "string"]},
+            "expire_after_days": {"type": "number", "minimum": 0},
+            "orphan_age_hours": {"type": "number", "minimum": 1},
+        }},
         "aws": {"type": ["object", "null"], "additionalProperties": False,
                 "properties": {"conn_id": optional_text, "region_name": optional_text}},
         "csv": {"type": ["object", "null"], "additionalProperties": False,
