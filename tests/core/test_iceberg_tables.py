@@ -192,3 +192,53 @@ def test_a_parquet_table_switched_to_iceberg_is_converted_in_place_and_continues
     assert untouched and all(parquet_files[p] == v for p, v in untouched.items())
     # The merge rewrote dept=a (id 3) into the Iceberg data folder.
     assert "dept=a" not in {part for p in untouched for part in p.split("/")}
+
+
+def lock(catalog_uri: str):
+    import sqlite3
+
+    connection = sqlite3.connect(catalog_uri[len("sqlite:///"):], isolation_level=None, timeout=0.1)
+    connection.execute("BEGIN EXCLUSIVE")
+    return connection
+
+
+def test_a_locked_iceberg_catalog_fails_the_table_in_one_line_and_the_next_run_is_exact(lake):
+    lake.cdc("s.t", [item("U", 1, "changed", "b")], ITEM)
+    state, rows = lake.state("s.t"), lake.rows("s.t")
+    holder = lock(lake.iceberg_catalog)
+    try:
+        result = lake.run()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    [outcome] = result.outcomes
+    assert outcome.status == "failed" and outcome.error["store"]
+    assert f"the Iceberg catalog {lake.iceberg_catalog} failed: " in outcome.error["problem"]
+    assert "database is locked" in outcome.error["problem"] and "\n" not in outcome.error["problem"]
+    assert lake.state("s.t") == state and lake.rows("s.t") == rows
+    lake.run_ok()
+    assert names(lake.rows("s.t"))[1] == "changed"
+
+
+def test_a_catalog_locked_after_the_commit_point_is_finished_by_the_next_run(lake):
+    from dmscdc_provider.state.base import StoreUnavailableError
+
+    lake.cdc("s.t", [item("U", 1, "changed", "b")], ITEM)
+    plan = lake.planner().plan().plans[0]
+    holders = []
+
+    def lock_at_the_commit_point(step: str, detail: dict) -> None:
+        if step == "commit_recorded":
+            holders.append(lock(lake.iceberg_catalog))
+
+    with pytest.raises(StoreUnavailableError, match="database is locked"):
+        run_table(plan, lake.engine, lake.store, lake.storage, on_step=lock_at_the_commit_point)
+    holders[0].execute("ROLLBACK")
+    holders[0].close()
+    assert lake.state("s.t").pending_commit is not None
+
+    result = lake.run_ok()
+    assert result.finished_commits == ["s.t"]
+    assert names(lake.rows("s.t"))[1] == "changed"
+    assert len(lake.iceberg_table("s.t").snapshots()) == 2

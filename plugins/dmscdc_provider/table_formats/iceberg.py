@@ -30,6 +30,8 @@ import pyarrow.parquet as pq
 from dmscdc_provider.arrow_fs import arrow_filesystem, boto3_session
 from dmscdc_provider.engines import hive_paths
 from dmscdc_provider.plan import ICEBERG_DATA_FOLDER, TablePlan
+from dmscdc_provider.report import one_line
+from dmscdc_provider.state.base import StoreUnavailableError
 from dmscdc_provider.storage import Storage, join, local_path
 from dmscdc_provider.table_formats import LakeFile, StepCallback, TableFormatError, TableFormatName
 from dmscdc_provider.table_formats.parquet import relative_to
@@ -46,6 +48,46 @@ INCREMENTAL_PROPERTY = "dmscdc.last-incremental-file"
 
 class IcebergCatalogError(TableFormatError):
     """The Iceberg catalog or table cannot be used as asked; the message says why and what to do."""
+
+
+class IcebergCatalogUnavailable(IcebergCatalogError, StoreUnavailableError):
+    """The Iceberg catalog cannot be reached, is locked, or refused a commit. Like the controller
+    store: the table's state is unchanged, or a recorded commit is finished by the next attempt."""
+
+
+def _catalog_access(method):
+    """Turn the catalog's own errors (a locked SQLite file, an AWS error, a commit another writer
+    won) into one line that names the catalog and what to do."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        from pyiceberg.exceptions import CommitFailedException
+
+        retryable: tuple = (CommitFailedException, OSError)
+        try:
+            import sqlalchemy.exc
+
+            retryable += (sqlalchemy.exc.OperationalError,)
+        except ImportError:  # pragma: no cover - installed with pyiceberg's sql-sqlite extra
+            pass
+        try:
+            import botocore.exceptions
+
+            retryable += (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError)
+        except ImportError:  # pragma: no cover - boto3 is a dependency
+            pass
+        try:
+            return method(self, *args, **kwargs)
+        except IcebergCatalogError:
+            raise
+        except retryable as error:
+            cause = one_line(error).split(" [SQL:", 1)[0]
+            raise IcebergCatalogUnavailable(
+                f"the Iceberg catalog {self.catalog_uri} failed: {cause}; check that it is reachable and that no "
+                "other program holds it locked, then run again (a recorded commit is finished by the next "
+                "attempt; otherwise the table's state is unchanged)") from error
+
+    return wrapper
 
 
 def default_iceberg_catalog() -> str:
@@ -177,6 +219,7 @@ class IcebergFormat:
             self._catalogs[warehouse] = open_catalog(self.catalog_uri, warehouse, self.aws_conn_id, self.region_name)
         return self._catalogs[warehouse]
 
+    @_catalog_access
     def load(self, lake_root: str, schema: str, table: str):
         """The Iceberg table of a DMS table, or None when it has not been created yet."""
         from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
@@ -186,6 +229,7 @@ class IcebergFormat:
         except (NoSuchTableError, NoSuchNamespaceError):
             return None
 
+    @_catalog_access
     def data_files(self, plan: TablePlan) -> list[LakeFile]:
         table = self.load(plan.lake_root, plan.schema_name, plan.table_name)
         if table is None or table.current_snapshot() is None:
@@ -194,6 +238,7 @@ class IcebergFormat:
                  for data_file in current_data_files(table)]
         return sorted(found, key=lambda f: f.relative_path)
 
+    @_catalog_access
     def prepare(self, plan: TablePlan, state) -> None:
         """Convert a table kept in the Parquet format in place: its visible Parquet files become the
         Iceberg table's first snapshot (no data file is rewritten), carrying the controller's
@@ -267,6 +312,7 @@ class IcebergFormat:
             "snapshot_properties": properties,
         }
 
+    @_catalog_access
     def publish(self, pending: dict, on_step: StepCallback) -> None:
         lake_root, schema, name = pending["iceberg_table"]
         table = self.load(lake_root, schema, name)
