@@ -33,8 +33,9 @@ import pyarrow.parquet as pq
 
 from dmscdc_provider.arrow_fs import ArrowFiles
 from dmscdc_provider.engines import arrow_schema
+from dmscdc_provider.engines.arrow_schema import type_name as spark_name
 from dmscdc_provider.plan import TablePlan
-from dmscdc_provider.table_formats import LakeFile
+from dmscdc_provider.table_formats import LakeFile, TableFormat
 from dmscdc_provider.report import one_line
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,6 @@ log = logging.getLogger(__name__)
 OP = "Op"
 # Lake footers are read in parallel: on S3 each is one or two ranged GETs.
 FOOTER_READERS = 16
-
-# Integral and floating types in widening order (the order Spark widens them in).
-
 
 @dataclass(frozen=True)
 class InputProblem(Exception):
@@ -105,17 +103,19 @@ def type_name(data_type: pa.DataType) -> str:
 
 
 def check_plan_inputs(
-    plan: TablePlan, lake_files: list[LakeFile], aws_conn_id: str | None = None, region_name: str | None = None
+    plan: TablePlan, table_format: "TableFormat", aws_conn_id: str | None = None, region_name: str | None = None
 ) -> InputProblem | None:
-    """Check a table plan's files (and, for an incremental merge, the lake's footers).
+    """Check a table plan's files (and, for an incremental merge, the lake's footers, and the
+    column types the table format holds the table to).
 
-    :param lake_files: the table's current data files (its table format's ``data_files``).
+    :param table_format: the table's format: its current data files and schema rules.
     :param aws_conn_id: Airflow AWS connection for ``s3://`` files (None: boto3's chain).
     :param region_name: AWS region.
     :return: the first problem found, in plan order, or None when every file can be applied.
     """
     try:
-        _PlanCheck(plan, ArrowFiles(aws_conn_id, region_name), lake_files).run()
+        lake_files = table_format.data_files(plan) if plan.mode == "incremental" else []
+        _PlanCheck(plan, ArrowFiles(aws_conn_id, region_name), lake_files, table_format).run()
     except InputProblem as problem:
         log.warning("%s", problem)
         return problem
@@ -135,8 +135,8 @@ _REPLACE = ("Replace it with a good copy of the file DMS wrote (same name), or r
 
 
 class _PlanCheck:
-    def __init__(self, plan: TablePlan, files: ArrowFiles, lake_files: list[LakeFile]):
-        self.plan, self.files, self.lake_files = plan, files, lake_files
+    def __init__(self, plan: TablePlan, files: ArrowFiles, lake_files: list[LakeFile], table_format: "TableFormat"):
+        self.plan, self.files, self.lake_files, self.table_format = plan, files, lake_files, table_format
         self.key_columns = list(plan.primary_key)
         self.required = {**{c: "partition key" for c in plan.partition_key}, **{c: "primary key" for c in plan.primary_key}}
 
@@ -154,11 +154,27 @@ class _PlanCheck:
             schemas.append((path, facts.schema))
         # Then together, in plan order, after the lake (an incremental merge keeps its files).
         seen = self._lake_columns() if self.plan.mode == "incremental" else {}
+        fixed = self.table_format.column_types(self.plan)
         for path, schema in schemas:
             for field in schema:
                 conflict = _widen(seen, field.name, field.type, path)
                 if conflict is not None:
                     raise self._type_conflict(path, field.name, *conflict, field.type)
+                if field.name in fixed:
+                    self._check_format_allows(path, field.name, fixed[field.name], field.type)
+
+    def _check_format_allows(self, path: str, column: str, current: pa.DataType, incoming: pa.DataType) -> None:
+        """The type the merge writes must be one the table format can give the column."""
+        widened = wider_type(current, incoming)
+        if widened is None or self.table_format.allows_type_change(current, widened):
+            return
+        raise self.fail(
+            path, column,
+            f"column {column!r} is {spark_name(incoming)} here but {spark_name(current)} in the table's "
+            f"{self.table_format.name.value} schema, which cannot change a column from {spark_name(current)} to "
+            f"{spark_name(widened)} (Iceberg promotes int to bigint, float to double and a decimal's precision only)",
+            "Cast the column in the source (a DMS transformation rule), or replace the table: drop it from the "
+            "Iceberg catalog and rebuild it with `dmscdc run --full-refresh`. The table's state is unchanged.")
 
     def _type_conflict(self, source, column, existing, where, incoming) -> InputProblem:
         role = f"{self.required[column]} column" if column in self.required else "column"

@@ -252,8 +252,7 @@ def start_attempt(
 
     table_format = table_format_for_plan(plan, storage, aws_conn_id=aws_conn_id, region_name=region_name)
     table_format.prepare(plan, state)
-    lake_files = table_format.data_files(plan) if plan.mode != "full" else []
-    problem = check_plan_inputs(plan, lake_files, aws_conn_id=aws_conn_id, region_name=region_name)
+    problem = check_plan_inputs(plan, table_format, aws_conn_id=aws_conn_id, region_name=region_name)
     if problem is not None:  # before anything is staged: the table's state stays where it was
         return done(FAILED, error=problem.to_error())
     attempt_id = f"{plan.plan_id}-{uuid.uuid4().hex[:8]}"

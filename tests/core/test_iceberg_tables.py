@@ -242,3 +242,20 @@ def test_a_catalog_locked_after_the_commit_point_is_finished_by_the_next_run(lak
     assert result.finished_commits == ["s.t"]
     assert names(lake.rows("s.t"))[1] == "changed"
     assert len(lake.iceberg_table("s.t").snapshots()) == 2
+
+
+def test_a_type_change_iceberg_cannot_make_fails_the_table_before_anything_is_staged(tmp_path, engine):
+    lake = LakeHarness(tmp_path, engine, "iceberg")
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [{"Op": "I", "id": 1, "qty": 1}], pa.schema([("id", pa.int64()), ("qty", pa.int32())]))
+    lake.run_ok()
+    # A Parquet folder widens int to double; an Iceberg schema cannot.
+    path = lake.cdc("s.t", [{"Op": "U", "id": 1, "qty": 1.5}], pa.schema([("id", pa.int64()), ("qty", pa.float64())]))
+    state, rows = lake.state("s.t"), lake.rows("s.t")
+
+    [outcome] = lake.run().outcomes
+
+    assert outcome.status == "failed"
+    assert (outcome.error["file"], outcome.error["column"]) == (path, "qty")
+    assert "cannot change a column from int to double" in outcome.error["problem"]
+    assert lake.state("s.t") == state and lake.rows("s.t") == rows and not lake.unpublished_files("s.t")

@@ -72,6 +72,13 @@ class TableFormat(Protocol):
         """The data files to hand the engine in its plan, or None when the engine lists the
         table folder itself (a folder is the table)."""
 
+    def column_types(self, plan: "TablePlan") -> dict:
+        """Column -> Arrow type (as the engines read it) that the table holds its columns to; a
+        merge may change one only as ``allows_type_change`` says. Empty: no such rule."""
+
+    def allows_type_change(self, current, widened) -> bool:
+        """Whether a column of type ``current`` may become ``widened`` (Arrow types)."""
+
     def publish_document(self, plan: "TablePlan", attempt_id: str, result: dict) -> dict:
         """This format's part of the commit record: what ``publish`` needs, nothing it must recompute."""
 

@@ -281,6 +281,22 @@ class IcebergFormat:
         log.info("%s: converted %d Parquet file(s) in place into Iceberg table %s", plan.table, len(paths),
                  ".".join(table_identifier(self.catalog_uri, plan.schema_name, plan.table_name)))
 
+    @_catalog_access
+    def column_types(self, plan: TablePlan) -> dict:
+        """The table schema's columns as the engines read them (none before the first snapshot)."""
+        from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+        from dmscdc_provider.engines.arrow_schema import spark_view
+
+        table = self.load(plan.lake_root, plan.schema_name, plan.table_name)
+        if table is None:
+            return {}
+        return {field.name: spark_view(schema_to_pyarrow(field.field_type)) for field in table.schema().fields}
+
+    def allows_type_change(self, current, widened) -> bool:
+        before, after = _iceberg_type(pa.field("c", current)), _iceberg_type(pa.field("c", widened))
+        return before == after or _promotion(before, after) is not None
+
     def pinned_data_files(self, plan: TablePlan) -> list[LakeFile]:
         # The table folder also holds metadata, older snapshots' files and discarded attempts:
         # the engine reads exactly the files of the snapshot the plan is merged against.

@@ -52,6 +52,12 @@ class ParquetFolderFormat:
         # The folder is the table: the engine lists it where it runs (Spark lists it in one go).
         return None
 
+    def column_types(self, plan: TablePlan) -> dict:
+        return {}  # the files are the schema: each holds its own types
+
+    def allows_type_change(self, current, widened) -> bool:
+        return True
+
     def publish_document(self, plan: TablePlan, attempt_id: str, result: dict) -> dict:
         staging = plan.staging_path(attempt_id)
         return {
