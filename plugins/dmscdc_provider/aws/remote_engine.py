@@ -19,7 +19,6 @@ from abc import ABC, abstractmethod
 
 from dmscdc_provider.aws.artifacts import SparkArtifacts, publish_artifacts
 from dmscdc_provider.aws.s3_storage import S3Storage
-from dmscdc_provider.plan import STAGING_FOLDER
 from dmscdc_provider.runner import infrastructure_error
 
 log = logging.getLogger(__name__)
@@ -30,16 +29,18 @@ RESULT_FILE_NAME = "result.json"  # dmscdc_spark.submit.RESULT_FILE_NAME
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 
 
-def job_folder(staging_path: str) -> str:
-    """``<lake>/_dmscdc_staging/<schema>/<table>/<attempt>`` -> ``<lake>/_dmscdc_jobs/<schema>/<table>/<attempt>``."""
-    marker = f"/{STAGING_FOLDER}/"
-    if marker not in staging_path:
-        return staging_path.rstrip("/") + "_job"
-    return staging_path.replace(marker, f"/{JOBS_FOLDER}/", 1).rstrip("/")
+def job_folder(engine_plan: dict) -> str:
+    """``<lake>/_dmscdc_jobs/<schema>/<table>/<attempt>``: outside every table folder, whichever
+    table format the attempt stages for (the attempt is the staging path's last folder)."""
+    schema, table = engine_plan["table"].split(".", 1)
+    lake_table = engine_plan["lake_table_path"].rstrip("/")
+    lake_root = lake_table[: -len(f"/{schema}/{table}")] if lake_table.endswith(f"/{schema}/{table}") else lake_table
+    attempt = engine_plan["staging_path"].rstrip("/").rsplit("/", 1)[-1]
+    return f"{lake_root}/{JOBS_FOLDER}/{schema}/{table}/{attempt}"
 
 
 def plan_uri_for(engine_plan: dict) -> str:
-    return f"{job_folder(engine_plan['staging_path'])}/{PLAN_FILE_NAME}"
+    return f"{job_folder(engine_plan)}/{PLAN_FILE_NAME}"
 
 
 def plan_uri_of_attempt(engine_plan: dict, attempt_id: str) -> str:
@@ -123,7 +124,7 @@ class S3SparkJobEngine(ABC):
 
     def upload_plan(self, engine_plan: dict) -> str:
         plan_uri = plan_uri_for(engine_plan)
-        if not plan_uri.startswith("s3://"):
+        if not (plan_uri.startswith("s3://") and engine_plan["staging_path"].startswith("s3://")):
             raise ValueError(
                 f"{self.engine_name}: the lake must be on S3 for a remote Spark job, not {engine_plan['staging_path']}"
             )
