@@ -415,13 +415,13 @@ def cmd_tables(args) -> int:
     if args.json:
         print(json.dumps([s.to_item() for s in states], indent=2))
     else:
-        print(f"{'table':<28} {'active':<6} {'primary key':<16} {'partition':<14} {'order':<10} "
+        print(f"{'table':<28} {'active':<6} {'primary key':<16} {'partition':<14} {'order':<10} {'format':<8} "
               f"{'LastFullLoadDate':<20} LastIncrementalFile")
         for s in states:
             last = (s.last_incremental_file or "null").rsplit("/", 1)[-1]
             pending = "  (commit pending)" if s.pending_commit else ""
             print(f"{s.name:<28} {str(s.active).lower():<6} {','.join(s.primary_key) or 'null':<16} "
-                  f"{','.join(s.partition_key) or 'null':<14} {s.order_column or '-':<10} "
+                  f"{','.join(s.partition_key) or 'null':<14} {s.order_column or '-':<10} {s.table_format or '-':<8} "
                   f"{s.last_full_load_date:<20} {last}{pending}")
     store.close()
     return 0
