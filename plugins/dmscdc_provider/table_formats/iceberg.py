@@ -211,13 +211,9 @@ class IcebergFormat:
         parse_catalog_uri(catalog_uri)
         self.storage, self.catalog_uri = storage, catalog_uri
         self.aws_conn_id, self.region_name = aws_conn_id, region_name
-        self._catalogs: dict[str, object] = {}
 
     def catalog(self, warehouse: str):
-        warehouse = absolute_location(warehouse)
-        if warehouse not in self._catalogs:
-            self._catalogs[warehouse] = open_catalog(self.catalog_uri, warehouse, self.aws_conn_id, self.region_name)
-        return self._catalogs[warehouse]
+        return open_catalog(self.catalog_uri, absolute_location(warehouse), self.aws_conn_id, self.region_name)
 
     @_catalog_access
     def load(self, lake_root: str, schema: str, table: str):

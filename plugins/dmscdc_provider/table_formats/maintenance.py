@@ -129,7 +129,8 @@ def _compact(state, lake_root, iceberg_catalog, store, storage, iceberg, report,
         result["files_added"] += written
         result["files_removed"] += [f.relative_path for f in small]
         result["rows_written"] += sum(w["rows"] for w in written)
-    outcome = complete_attempt(plan, attempt_id, result, store, storage)
+    outcome = complete_attempt(plan, attempt_id, result, store, storage, aws_conn_id=aws_conn_id,
+                               region_name=region_name)
     if outcome.status != SUCCEEDED:
         report.notes.append(f"compaction not committed: {outcome.note or outcome.error}")
         return
