@@ -1,0 +1,134 @@
+"""Iceberg tables on AWS as deployed: ``dmscdc run --table-format iceberg --iceberg-catalog
+glue://DB`` with raw and lake on S3 and the controller in DynamoDB, the CLI a separate process
+reaching moto's server through ``AWS_ENDPOINT_URL``; the tables read back by pyiceberg's own
+GlueCatalog, configured from scratch as a reader outside dmscdc would configure it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import boto3
+import pyarrow as pa
+import pytest
+
+from tests.aws.conftest import LAKE_BUCKET, RAW_BUCKET, REGION
+
+DATABASE = "dms_lake"
+RAW = f"s3://{RAW_BUCKET}/dms"
+LAKE = f"s3://{LAKE_BUCKET}/lake"
+STATE = "dynamodb://DMSCDC_Controller"
+ICEBERG_RUN = ("--raw", RAW, "--state", STATE, "--lake", LAKE, "--table-format", "iceberg",
+               "--iceberg-catalog", f"glue://{DATABASE}", "--engine", "duckdb")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dmscdc_provider.cli", *args], capture_output=True, text=True,
+                          env=dict(os.environ), timeout=300)
+
+
+def glue_reader(endpoint: str):
+    """pyiceberg's GlueCatalog as an outside reader (Athena's stand-in) configures it."""
+    from pyiceberg.catalog.glue import GlueCatalog
+
+    credentials = {"access-key-id": "testing", "secret-access-key": "testing", "session-token": "testing"}
+    return GlueCatalog("reader", **{
+        "glue.region": REGION, "glue.endpoint": endpoint, **{f"glue.{k}": v for k, v in credentials.items()},
+        "s3.region": REGION, "s3.endpoint": endpoint, **{f"s3.{k}": v for k, v in credentials.items()},
+    })
+
+
+def rows_by_id(catalog, table: str) -> dict[int, dict]:
+    rows = catalog.load_table((DATABASE, table)).scan().to_arrow().to_pylist()
+    by_id = {row["id"]: row for row in rows}
+    assert len(by_id) == len(rows), f"{table}: a key twice"
+    return by_id
+
+
+@pytest.fixture
+def buckets(moto_server):
+    s3 = boto3.client("s3", region_name=REGION)
+    for bucket in (RAW_BUCKET, LAKE_BUCKET):
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    return moto_server
+
+
+def test_run_on_s3_commits_glue_iceberg_tables_that_pyiceberg_reads_one_snapshot_per_run(buckets, tmp_path):
+    endpoint = buckets
+    assert run_cli("demo-source", "--raw", RAW, "--state", STATE).returncode == 0
+
+    first = run_cli("run", *ICEBERG_RUN)
+
+    assert first.returncode == 0, first.stdout + first.stderr
+    glue = boto3.client("glue", region_name=REGION)
+    for name in ("product", "store", "productorder"):
+        table = glue.get_table(DatabaseName=DATABASE, Name=name)["Table"]
+        assert table["Parameters"]["table_type"] == "ICEBERG"
+        assert table["Parameters"]["metadata_location"].startswith(f"{LAKE}/sales/{name}/metadata/")
+        assert table["StorageDescriptor"]["Location"] == f"{LAKE}/sales/{name}"
+    reader = glue_reader(endpoint)
+    products = rows_by_id(reader, "product")
+    assert len(products) == 10 and products[1002]["name"] is not None
+    orders = reader.load_table((DATABASE, "productorder"))
+    assert [f.name for f in orders.spec().fields] == ["orderdate"]
+    assert len(orders.scan().to_arrow()) == 12
+    assert len(reader.load_table((DATABASE, "product")).snapshots()) == 1
+    # The data files are where the table says, on S3: nothing was written locally.
+    assert list(tmp_path.iterdir()) == []
+
+    assert run_cli("demo-source", "--raw", RAW, "--state", STATE, "--changes").returncode == 0
+    # The change batch, with the Glue-table refresh asked for in the same database: the
+    # Iceberg tables are committed in Glue already, the refresh must not turn them into
+    # plain Parquet tables (whose folders hold every snapshot's files).
+    second = run_cli("run", *ICEBERG_RUN, "--catalog-mode", "glue_tables", "--catalog-setting", f"database={DATABASE}")
+
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"catalog glue_tables {DATABASE}: 0 table(s)" in second.stdout
+    product = reader.load_table((DATABASE, "product"))
+    snapshots = product.snapshots()
+    assert len(snapshots) == 2
+    assert snapshots[-1].summary["dmscdc.last-incremental-file"].endswith("20240302-100101856.parquet")
+    products = rows_by_id(reader, "product")
+    assert 1002 not in products and products[1001]["name"] == "Smart Speaker Pro"
+    assert set(rows_by_id(reader, "store")) >= {1009}
+    assert len(reader.load_table((DATABASE, "productorder")).scan().to_arrow()) == 18
+    for name in ("product", "store", "productorder"):
+        table = glue.get_table(DatabaseName=DATABASE, Name=name)["Table"]
+        assert table["Parameters"]["table_type"] == "ICEBERG"
+        assert "classification" not in table["Parameters"]
+    assert glue.get_partitions(DatabaseName=DATABASE, TableName="productorder")["Partitions"] == []
+    # The first snapshot is still there to read (time travel), as Athena's FOR VERSION AS OF reads it.
+    older = product.scan(snapshot_id=snapshots[0].snapshot_id).to_arrow()
+    assert 1002 in older.column("id").to_pylist()
+
+    listed = run_cli("snapshots", "sales.product", "--lake", LAKE, "--iceberg-catalog", f"glue://{DATABASE}", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [row["snapshot_id"] for row in json.loads(listed.stdout)] == [s.snapshot_id for s in snapshots]
+
+
+def test_glue_table_refresh_leaves_an_iceberg_table_as_it_is(s3):
+    """A Parquet-format refresh named an Iceberg table (a table switched formats, a hand-written
+    list): the Glue table keeps its Iceberg parameters, nothing is rewritten."""
+    from dmscdc_provider.aws.glue_catalog import refresh_glue_tables
+
+    glue = boto3.client("glue", region_name=REGION)
+    glue.create_database(DatabaseInput={"Name": DATABASE})
+    iceberg_parameters = {"table_type": "ICEBERG", "metadata_location": f"{LAKE}/sales/product/metadata/1.json"}
+    glue.create_table(DatabaseName=DATABASE, TableInput={
+        "Name": "product", "TableType": "EXTERNAL_TABLE", "Parameters": iceberg_parameters,
+        "StorageDescriptor": {"Location": f"{LAKE}/sales/product", "Columns": [{"Name": "id", "Type": "int"}]}})
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"id": [1], "extra": ["x"]}), sink)
+    s3.put_object(Bucket=LAKE_BUCKET, Key="lake/sales/product/data/a/part-0.parquet", Body=sink.getvalue().to_pybytes())
+
+    refreshed = refresh_glue_tables(LAKE, ["sales.product"], DATABASE)
+
+    assert refreshed == []
+    table = glue.get_table(DatabaseName=DATABASE, Name="product")["Table"]
+    assert table["Parameters"] == iceberg_parameters
+    assert [c["Name"] for c in table["StorageDescriptor"]["Columns"]] == ["id"]
