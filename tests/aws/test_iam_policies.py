@@ -225,3 +225,29 @@ def test_emr_steps_and_cancelling_runs_need_nothing_beyond_the_orchestrator_poli
     cancelled = boto3.client("emr-serverless", region_name=REGION).get_job_run(
         applicationId=application_id, jobRunId=parse_job_ref(job_run)["job_run_id"])["jobRun"]
     assert cancelled["state"] == "CANCELLED"
+
+
+def test_iceberg_merge_in_the_worker_commits_to_glue_with_only_the_orchestrator_policy(
+        enforcing_moto, monkeypatch, tmp_path):
+    """``dmscdc run --table-format iceberg --iceberg-catalog glue://...`` with the DuckDB engine,
+    as an MWAA worker runs it: planning, the merge, pyiceberg's table creation and snapshot
+    commits (Glue GetTable / CreateTable / UpdateTable, metadata files on S3) and the controller
+    commit, signed as the orchestrator."""
+    endpoint, application_id, users = enforcing_moto
+    act_as(monkeypatch, users["orchestrator"])
+
+    done = subprocess.run(
+        [sys.executable, "-m", "dmscdc_provider.cli", "run", "--raw", RAW, "--state", f"dynamodb://{TABLE}",
+         "--lake", LAKE, "--engine", "duckdb", "--table-format", "iceberg", "--iceberg-catalog", f"glue://{DATABASE}",
+         "--catalog-mode", "glue_tables", "--catalog-setting", f"database={DATABASE}"],
+        capture_output=True, text=True, env=dict(os.environ), cwd=tmp_path, timeout=300)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "AccessDenied" not in done.stdout + done.stderr
+    glue = boto3.client("glue", region_name=REGION)
+    for name in ("product", "store"):
+        parameters = glue.get_table(DatabaseName=DATABASE, Name=name)["Table"]["Parameters"]
+        assert parameters["table_type"] == "ICEBERG"
+        assert parameters["metadata_location"].startswith(f"{LAKE}/sales/{name}/metadata/")
+    store = DynamoDBControllerStore(TABLE)
+    assert store.get(f"{RAW_BUCKET}/dms/sales/product/").last_incremental_file.endswith("20240302-100000000.parquet")
