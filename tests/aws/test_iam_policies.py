@@ -251,3 +251,35 @@ def test_iceberg_merge_in_the_worker_commits_to_glue_with_only_the_orchestrator_
         assert parameters["metadata_location"].startswith(f"{LAKE}/sales/{name}/metadata/")
     store = DynamoDBControllerStore(TABLE)
     assert store.get(f"{RAW_BUCKET}/dms/sales/product/").last_incremental_file.endswith("20240302-100000000.parquet")
+
+
+@pytest.mark.skipif(cached_jars() is None, reason="the S3A jars are installed by `make setup`")
+def test_iceberg_spark_job_writes_its_data_files_and_the_orchestrator_commits_them_within_the_policies(
+        enforcing_moto, monkeypatch):
+    """An Iceberg table merged by the Glue job: the job writes its data files where they stay
+    (``<table>/data/<attempt>/``, not ``_dmscdc_staging/``), with the job role; the orchestrator
+    commits the snapshot to the Glue catalog."""
+    endpoint, application_id, users = enforcing_moto
+    act_as(monkeypatch, users["orchestrator"])
+    store, storage = DynamoDBControllerStore(TABLE), S3Storage()
+    plans = {plan.table: plan for plan in Planner(RAW, LAKE, store, storage, table_format="iceberg",
+                                                  iceberg_catalog=f"glue://{DATABASE}").plan().plans}
+    engine = GlueMergeEngine(role_arn=JOB_ROLE, artifacts_uri=ARTIFACTS, aws_conn_id=None, region_name=REGION)
+    submitted = {}
+    for table, plan in plans.items():
+        started = start_attempt(plan, store, storage)
+        job_ref = engine.submit(started.engine_plan)
+        submitted[table] = (started.attempt_id, started.engine_plan, job_ref)
+        assert plan.staging_path(started.attempt_id).startswith(f"{LAKE}/sales/{plan.table_name}/data/")
+
+    job = run_spark_jobs([parse_job_ref(ref)["plan_uri"] for _, _, ref in submitted.values()], users["job"])
+    assert job.returncode == 0, job.stderr[-4000:]
+    assert "AccessDenied" not in job.stderr
+
+    for table, (attempt_id, engine_plan, job_ref) in submitted.items():
+        outcome = complete_attempt(plans[table], attempt_id, engine.fetch_result(job_ref, engine_plan), store, storage)
+        assert outcome.succeeded, outcome
+    glue = boto3.client("glue", region_name=REGION)
+    for name in ("product", "store"):
+        parameters = glue.get_table(DatabaseName=DATABASE, Name=name)["Table"]["Parameters"]
+        assert parameters["table_type"] == "ICEBERG"
