@@ -132,3 +132,37 @@ def test_glue_table_refresh_leaves_an_iceberg_table_as_it_is(s3):
     table = glue.get_table(DatabaseName=DATABASE, Name="product")["Table"]
     assert table["Parameters"] == iceberg_parameters
     assert [c["Name"] for c in table["StorageDescriptor"]["Columns"]] == ["id"]
+
+
+def test_merge_through_the_hook_takes_glue_and_s3_from_the_tasks_connection(buckets, monkeypatch, tmp_path):
+    """A task's Iceberg merge (``DmsCdcHook``, as the merge operator runs it in the worker): the
+    Glue catalog, pyiceberg's S3 file IO, the engine and the store all use the connection's
+    endpoint, credentials and region; the environment has no endpoint and another region."""
+    from dmscdc_provider.dms_writer import load_file_name, write_dms_file
+    from dmscdc_provider.hooks.dmscdc import DmsCdcHook
+    from dmscdc_provider.planner import controller_path
+    from dmscdc_provider.runner import run_table
+    from dmscdc_provider.state.base import TableState
+
+    endpoint = buckets
+    local = write_dms_file(str(tmp_path / "LOAD.parquet"), [{"Op": "I", "id": i, "name": f"n{i}"} for i in range(5)],
+                           pa.schema([("id", pa.int32()), ("name", pa.string())]))
+    boto3.client("s3", region_name=REGION).upload_file(local, RAW_BUCKET, f"dms/sales/product/{load_file_name(1)}")
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AIRFLOW_CONN_DMSCDC_AWS", json.dumps({"conn_type": "aws", "login": "testing", "password": "testing",
+                                                              "extra": {"region_name": REGION, "endpoint_url": endpoint}}))
+    hook = DmsCdcHook(aws_conn_id="dmscdc_aws")
+    store = hook.open_store(STATE)
+    path = controller_path(RAW, "sales", "product")
+    store.register(TableState(path=path, schema="sales", table="product"))
+    store.update(path, active=True, primary_key=("id",))
+    plan, = hook.planner(RAW, LAKE, store, table_format="iceberg", iceberg_catalog=f"glue://{DATABASE}").plan().plans
+
+    outcome = run_table(plan, hook.make_engine("duckdb"), store, hook.open_storage(LAKE),
+                        aws_conn_id="dmscdc_aws", region_name=None)
+
+    assert outcome.succeeded, outcome
+    assert sorted(rows_by_id(glue_reader(endpoint), "product")) == list(range(5))
+    other_region = boto3.client("glue", region_name="us-east-1", endpoint_url=endpoint)
+    assert DATABASE not in [d["Name"] for d in other_region.get_databases()["DatabaseList"]]
