@@ -255,7 +255,7 @@ def test_iceberg_merge_in_the_worker_commits_to_glue_with_only_the_orchestrator_
 
 @pytest.mark.skipif(cached_jars() is None, reason="the S3A jars are installed by `make setup`")
 def test_iceberg_spark_job_writes_its_data_files_and_the_orchestrator_commits_them_within_the_policies(
-        enforcing_moto, monkeypatch):
+        enforcing_moto, monkeypatch, tmp_path):
     """An Iceberg table merged by the Glue job: the job writes its data files where they stay
     (``<table>/data/<attempt>/``, not ``_dmscdc_staging/``), with the job role; the orchestrator
     commits the snapshot to the Glue catalog."""
@@ -283,3 +283,28 @@ def test_iceberg_spark_job_writes_its_data_files_and_the_orchestrator_commits_th
     for name in ("product", "store"):
         parameters = glue.get_table(DatabaseName=DATABASE, Name=name)["Table"]["Parameters"]
         assert parameters["table_type"] == "ICEBERG"
+
+    # An incremental merge: the job reads the snapshot's data files (pinned in its plan) through
+    # S3A and rewrites the one holding the changed key; the commit replaces it in a new snapshot.
+    # DMS writes the change with its own role: straight into moto's backend, past enforcement.
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    local = write_dms_file(str(tmp_path / "change.parquet"), [{"Op": "U", "id": 1, "name": "a3"}], SCHEMA)
+    with open(local, "rb") as handle:
+        s3_backends[DEFAULT_ACCOUNT_ID]["global"].put_object(
+            RAW_BUCKET, "dms/sales/product/20240303-100000000.parquet", handle.read())
+    plan, = Planner(RAW, LAKE, store, storage, tables="sales.product", table_format="iceberg",
+                    iceberg_catalog=f"glue://{DATABASE}").plan().plans
+    started = start_attempt(plan, store, storage)
+    assert [f["path"].split("/")[0] for f in started.engine_plan["lake_files"]] == ["data"]
+    job_ref = engine.submit(started.engine_plan)
+    job = run_spark_jobs([parse_job_ref(job_ref)["plan_uri"]], users["job"])
+    assert job.returncode == 0, job.stderr[-4000:]
+    outcome = complete_attempt(plan, started.attempt_id, engine.fetch_result(job_ref, started.engine_plan), store, storage)
+    assert outcome.succeeded, outcome
+    from dmscdc_provider.table_formats.iceberg import IcebergFormat
+
+    product = IcebergFormat(storage, f"glue://{DATABASE}", region_name=REGION).load(LAKE, "sales", "product")
+    assert len(product.snapshots()) == 2
+    assert product.scan().to_arrow().to_pylist() == [{"Op": "U", "id": 1, "name": "a3"}]
