@@ -25,9 +25,9 @@ ICEBERG_RUN = ("--raw", RAW, "--state", STATE, "--lake", LAKE, "--table-format",
                "--iceberg-catalog", f"glue://{DATABASE}", "--engine", "duckdb")
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dmscdc_provider.cli", *args], capture_output=True, text=True,
-                          env=dict(os.environ), timeout=300)
+                          env=dict(os.environ), cwd=cwd, timeout=300)
 
 
 def glue_reader(endpoint: str):
@@ -58,9 +58,9 @@ def buckets(moto_server):
 
 def test_run_on_s3_commits_glue_iceberg_tables_that_pyiceberg_reads_one_snapshot_per_run(buckets, tmp_path):
     endpoint = buckets
-    assert run_cli("demo-source", "--raw", RAW, "--state", STATE).returncode == 0
+    assert run_cli("demo-source", "--raw", RAW, "--state", STATE, cwd=tmp_path).returncode == 0
 
-    first = run_cli("run", *ICEBERG_RUN)
+    first = run_cli("run", *ICEBERG_RUN, cwd=tmp_path)
 
     assert first.returncode == 0, first.stdout + first.stderr
     glue = boto3.client("glue", region_name=REGION)
@@ -76,17 +76,20 @@ def test_run_on_s3_commits_glue_iceberg_tables_that_pyiceberg_reads_one_snapshot
     assert [f.name for f in orders.spec().fields] == ["orderdate"]
     assert len(orders.scan().to_arrow()) == 12
     assert len(reader.load_table((DATABASE, "product")).snapshots()) == 1
-    # The data files are where the table says, on S3: nothing was written locally.
+    # Data, metadata and catalog are on S3 and in Glue: nothing was written where the CLI ran
+    # (no SQLite catalog, no DuckDB catalog file, no local "s3:" folder).
     assert list(tmp_path.iterdir()) == []
 
     assert run_cli("demo-source", "--raw", RAW, "--state", STATE, "--changes").returncode == 0
     # The change batch, with the Glue-table refresh asked for in the same database: the
     # Iceberg tables are committed in Glue already, the refresh must not turn them into
     # plain Parquet tables (whose folders hold every snapshot's files).
-    second = run_cli("run", *ICEBERG_RUN, "--catalog-mode", "glue_tables", "--catalog-setting", f"database={DATABASE}")
+    second = run_cli("run", *ICEBERG_RUN, "--catalog-mode", "glue_tables", "--catalog-setting", f"database={DATABASE}",
+                     cwd=tmp_path)
 
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"catalog glue_tables {DATABASE}: 0 table(s)" in second.stdout
+    assert list(tmp_path.iterdir()) == []
     product = reader.load_table((DATABASE, "product"))
     snapshots = product.snapshots()
     assert len(snapshots) == 2
