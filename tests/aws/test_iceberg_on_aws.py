@@ -7,6 +7,7 @@ GlueCatalog, configured from scratch as a reader outside dmscdc would configure 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 import os
 import subprocess
 import sys
@@ -169,3 +170,50 @@ def test_merge_through_the_hook_takes_glue_and_s3_from_the_tasks_connection(buck
     assert sorted(rows_by_id(glue_reader(endpoint), "product")) == list(range(5))
     other_region = boto3.client("glue", region_name="us-east-1", endpoint_url=endpoint)
     assert DATABASE not in [d["Name"] for d in other_region.get_databases()["DatabaseList"]]
+
+
+@pytest.mark.parametrize("step,recovery", [("commit_recorded", "task_retry"), ("snapshot_committed", "task_retry"),
+                                           ("snapshot_committed", "next_run")])
+def test_crash_between_glue_commit_and_controller_commit_is_finished_once(buckets, tmp_path, step, recovery):
+    """The window between the two stores, on AWS: the controller holds the commit record (and
+    the Glue catalog perhaps the new snapshot) and the process dies. A retry of the task (the
+    same plan) or the next run finishes it, recognising the snapshot by its summary: one
+    snapshot per batch, the watermark moved, each batch applied once."""
+    from dmscdc_provider.aws.s3_storage import S3Storage
+    from dmscdc_provider.dms_writer import cdc_file_name, load_file_name, write_dms_file
+    from dmscdc_provider.engines import make_engine
+    from dmscdc_provider.planner import Planner, controller_path
+    from dmscdc_provider.runner import run_source, run_table
+    from dmscdc_provider.state.base import TableState, open_store
+    from tests.core.test_crash_safety import SimulatedCrash, crash_at
+
+    schema = pa.schema([("id", pa.int32()), ("name", pa.string())])
+    s3 = boto3.client("s3", region_name=REGION)
+    store, storage = open_store(STATE), S3Storage()
+    path = controller_path(RAW, "sales", "product")
+    store.register(TableState(path=path, schema="sales", table="product"))
+    store.update(path, active=True, primary_key=("id",))
+    batches = [(load_file_name(1), [{"Op": "I", "id": i, "name": "v0"} for i in range(4)]),
+               ("2024/03/02/" + cdc_file_name(datetime(2024, 3, 2, 10, tzinfo=timezone.utc)),
+                [{"Op": "U", "id": 1, "name": "v1"}, {"Op": "D", "id": 2, "name": "v0"}])]
+    for number, (name, rows) in enumerate(batches, start=1):
+        local = write_dms_file(str(tmp_path / f"{number}.parquet"), rows, schema)
+        s3.upload_file(local, RAW_BUCKET, f"dms/sales/product/{name}")
+        planner = Planner(RAW, LAKE, store, storage, table_format="iceberg", iceberg_catalog=f"glue://{DATABASE}")
+        plan, = planner.plan().plans
+        with pytest.raises(SimulatedCrash):
+            run_table(plan, make_engine("duckdb"), store, storage, crash_at(step))
+
+        if recovery == "task_retry":
+            outcome = run_table(plan, make_engine("duckdb"), store, storage)
+            assert outcome.succeeded, outcome
+        else:
+            next_run = run_source(planner, make_engine("duckdb"), storage)
+            assert next_run.finished_commits == ["sales.product"] and next_run.outcomes == []
+        assert store.get(path).pending_commit is None
+        table = glue_reader(buckets).load_table((DATABASE, "product"))
+        assert len(table.snapshots()) == number  # the crashed attempt's commit, not a second one
+        assert table.current_snapshot().summary["dmscdc.last-full-load-date"] == store.get(path).last_full_load_date
+    assert {i: row["name"] for i, row in rows_by_id(glue_reader(buckets), "product").items()} == {
+        0: "v0", 1: "v1", 3: "v0"}
+    assert store.get(path).last_incremental_file.endswith("20240302-100000000.parquet")
