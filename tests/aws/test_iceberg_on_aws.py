@@ -217,3 +217,34 @@ def test_crash_between_glue_commit_and_controller_commit_is_finished_once(bucket
     assert {i: row["name"] for i, row in rows_by_id(glue_reader(buckets), "product").items()} == {
         0: "v0", 1: "v1", 3: "v0"}
     assert store.get(path).last_incremental_file.endswith("20240302-100000000.parquet")
+
+
+def test_task_catalog_refresh_updates_parquet_tables_and_leaves_iceberg_tables_to_their_commits(s3):
+    """``refresh_catalog`` of a source with tables of both formats (``DmsCdcHook.refresh_lake_catalog``):
+    glue_tables catalogs the Parquet-format table; the Iceberg table's Glue entry stays as its
+    last commit left it; a crawler is not started for Iceberg tables alone."""
+    import pyarrow.parquet as pq
+
+    from dmscdc_provider.hooks.dmscdc import DmsCdcHook
+
+    glue = boto3.client("glue", region_name=REGION)
+    glue.create_database(DatabaseInput={"Name": DATABASE})
+    iceberg_parameters = {"table_type": "ICEBERG", "metadata_location": f"{LAKE}/sales/product/metadata/1.json"}
+    glue.create_table(DatabaseName=DATABASE, TableInput={
+        "Name": "product", "TableType": "EXTERNAL_TABLE", "Parameters": iceberg_parameters,
+        "StorageDescriptor": {"Location": f"{LAKE}/sales/product", "Columns": [{"Name": "id", "Type": "int"}]}})
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"Op": ["I"], "id": [1], "city": ["Seattle"]}), sink)
+    for key in ("lake/sales/store/part-0.parquet", "lake/sales/product/data/a/part-0.parquet"):
+        s3.put_object(Bucket=LAKE_BUCKET, Key=key, Body=sink.getvalue().to_pybytes())
+    hook = DmsCdcHook(aws_conn_id=None, region_name=REGION)
+
+    refreshed = hook.refresh_lake_catalog("glue_tables", LAKE, {"iceberg": ["sales.product"], "parquet": ["sales.store"]},
+                                          {"database": DATABASE})
+    crawled = hook.refresh_lake_catalog("glue_crawler", LAKE, {"iceberg": ["sales.product"]},
+                                        {"crawler_name": "no-such-crawler"})
+
+    assert refreshed == ["sales.store"] and crawled == []
+    tables = {t["Name"]: t for t in glue.get_tables(DatabaseName=DATABASE)["TableList"]}
+    assert tables["product"]["Parameters"] == iceberg_parameters
+    assert tables["store"]["Parameters"]["classification"] == "parquet"
