@@ -30,8 +30,11 @@ log = logging.getLogger(__name__)
 MWAA_PYTHON = "3.11"
 # What the provider imports on an MWAA worker beyond Airflow itself: the Amazon provider (MWAA
 # has it; listing it lets the constraints file pin MWAA's version), YAML configs, and the
-# in-process pieces (pyarrow for Glue catalog schemas and S3 file systems, duckdb).
-MWAA_REQUIREMENTS = ("apache-airflow-providers-amazon", "pyyaml", "pyarrow", "duckdb")
+# in-process pieces (pyarrow for Glue catalog schemas and S3 file systems, duckdb), and pyiceberg
+# for Iceberg tables in the Glue Data Catalog. Not its sql-sqlite extra: MWAA's catalog is Glue,
+# and that extra wants SQLAlchemy 2, which older Airflow constraints (1.4) cannot install.
+ICEBERG_REQUIREMENT = "pyiceberg[pyarrow,glue]>=0.12,<0.13"
+MWAA_REQUIREMENTS = ("apache-airflow-providers-amazon", "pyyaml", "pyarrow", "duckdb", ICEBERG_REQUIREMENT)
 # The packages plugins.zip carries.
 PLUGIN_PACKAGES = (dmscdc_provider, dmscdc_spark)
 # Airflow's plugin manager imports every .py under plugins/ looking for AirflowPlugin classes;

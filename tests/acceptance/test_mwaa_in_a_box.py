@@ -53,7 +53,12 @@ def walkthrough_source() -> dict:
 
 def source_yaml(engine: str, application_id: str | None = None) -> str:
     document = walkthrough_source()
-    if engine == "emr_serverless":
+    if engine == "iceberg":
+        # An Iceberg source: merges in the worker (no Spark job), Iceberg tables
+        # in the catalog database (iceberg.catalog defaults to glue://<that database>).
+        document["engine"] = {"name": "duckdb"}
+        document["table_format"] = "iceberg"
+    elif engine == "emr_serverless":
         document["engine"] = {"name": "emr_serverless", "settings": {
             "application_id": application_id, "execution_role_arn": ROLE,
             "artifacts_uri": document["engine"]["settings"]["artifacts_uri"]}}
@@ -240,3 +245,34 @@ def test_emr_serverless_deployment_merges_the_lake(airflow_version, moto_endpoin
     assert {states[f"merge[{table}]"] for table in TABLES} == {"success"}, states
     assert states["refresh_catalog"] == "success", states
     assert_lake_and_catalog_hold_the_load(moto_endpoint)
+
+
+def test_iceberg_deployment_merges_in_the_worker_into_glue_iceberg_tables(moto_endpoint, tmp_path):
+    """An Iceberg source on the oldest supported Airflow (its SQLAlchemy 1.4 beside pyiceberg):
+    the DuckDB engine merges in the worker, pyiceberg commits to the Glue catalog, and the
+    glue_tables refresh leaves the Iceberg tables as they are."""
+    from pyiceberg.catalog.glue import GlueCatalog
+
+    environment = deploy("iceberg", AIRFLOW_VERSIONS[0], moto_endpoint, tmp_path)
+    done = environment.airflow("dags", "test", "dmscdc_sales", LOGICAL_DATE, timeout=900)
+
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
+    states = environment.task_states("dmscdc_sales")
+    assert {states[f"merge[{table}]"] for table in TABLES} == {"success"}, states
+    assert states["refresh_catalog"] == "success", states
+    glue = boto3.client("glue", region_name=REGION)
+    tables = {t["Name"]: t for t in glue.get_tables(DatabaseName=DATABASE)["TableList"]}
+    assert sorted(tables) == ["product", "store"]
+    for name, table in tables.items():
+        assert table["Parameters"]["table_type"] == "ICEBERG", table["Parameters"]
+        assert table["Parameters"]["metadata_location"].startswith(f"{LAKE}/sales/{name}/metadata/")
+    credentials = {"access-key-id": "testing", "secret-access-key": "testing"}
+    reader = GlueCatalog("reader", **{
+        "glue.region": REGION, "glue.endpoint": moto_endpoint, **{f"glue.{k}": v for k, v in credentials.items()},
+        "s3.region": REGION, "s3.endpoint": moto_endpoint, **{f"s3.{k}": v for k, v in credentials.items()}})
+    product = reader.load_table((DATABASE, "product"))
+    assert len(product.snapshots()) == 1
+    rows = product.scan().to_arrow().to_pylist()
+    assert {row["id"]: row["name"] for row in rows} == {p["id"]: p["name"] for p in sample_products()}
+    stores = reader.load_table((DATABASE, "store")).scan().to_arrow()
+    assert sorted(stores.column("id").to_pylist()) == sorted(s["id"] for s in sample_stores())

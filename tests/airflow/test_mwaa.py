@@ -51,6 +51,24 @@ def test_bundle_has_dags_both_packages_and_constrained_requirements(tmp_path):
     assert not any(line.startswith("pyspark") for line in lines)
 
 
+def test_bundle_requires_pyiceberg_with_glue_in_the_range_the_project_installs(tmp_path):
+    """Iceberg tables on MWAA: pyiceberg with its pyarrow and glue extras, in the version range
+    pyproject.toml installs (not its sql-sqlite extra, which wants SQLAlchemy 2)."""
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    assert main(["mwaa-bundle", "--out", str(tmp_path)]) == 0
+
+    lines = (tmp_path / "requirements.txt").read_text().splitlines()
+    shipped = [Requirement(line) for line in lines[1:] if line.startswith("pyiceberg")]
+    assert len(shipped) == 1 and shipped[0].extras == {"pyarrow", "glue"}
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    installed = next(Requirement(r) for r in pyproject["project"]["dependencies"] if r.startswith("pyiceberg"))
+    assert shipped[0].specifier == installed.specifier
+
+
 def test_bundle_constraints_follow_the_environment_airflow_version(tmp_path):
     assert main(["mwaa-bundle", "--out", str(tmp_path), "--airflow-version", "3.3.2"]) == 0
 

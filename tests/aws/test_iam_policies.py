@@ -225,3 +225,86 @@ def test_emr_steps_and_cancelling_runs_need_nothing_beyond_the_orchestrator_poli
     cancelled = boto3.client("emr-serverless", region_name=REGION).get_job_run(
         applicationId=application_id, jobRunId=parse_job_ref(job_run)["job_run_id"])["jobRun"]
     assert cancelled["state"] == "CANCELLED"
+
+
+def test_iceberg_merge_in_the_worker_commits_to_glue_with_only_the_orchestrator_policy(
+        enforcing_moto, monkeypatch, tmp_path):
+    """``dmscdc run --table-format iceberg --iceberg-catalog glue://...`` with the DuckDB engine,
+    as an MWAA worker runs it: planning, the merge, pyiceberg's table creation and snapshot
+    commits (Glue GetTable / CreateTable / UpdateTable, metadata files on S3) and the controller
+    commit, signed as the orchestrator."""
+    endpoint, application_id, users = enforcing_moto
+    act_as(monkeypatch, users["orchestrator"])
+
+    done = subprocess.run(
+        [sys.executable, "-m", "dmscdc_provider.cli", "run", "--raw", RAW, "--state", f"dynamodb://{TABLE}",
+         "--lake", LAKE, "--engine", "duckdb", "--table-format", "iceberg", "--iceberg-catalog", f"glue://{DATABASE}",
+         "--catalog-mode", "glue_tables", "--catalog-setting", f"database={DATABASE}"],
+        capture_output=True, text=True, env=dict(os.environ), cwd=tmp_path, timeout=300)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "AccessDenied" not in done.stdout + done.stderr
+    glue = boto3.client("glue", region_name=REGION)
+    for name in ("product", "store"):
+        parameters = glue.get_table(DatabaseName=DATABASE, Name=name)["Table"]["Parameters"]
+        assert parameters["table_type"] == "ICEBERG"
+        assert parameters["metadata_location"].startswith(f"{LAKE}/sales/{name}/metadata/")
+    store = DynamoDBControllerStore(TABLE)
+    assert store.get(f"{RAW_BUCKET}/dms/sales/product/").last_incremental_file.endswith("20240302-100000000.parquet")
+
+
+@pytest.mark.skipif(cached_jars() is None, reason="the S3A jars are installed by `make setup`")
+def test_iceberg_spark_job_writes_its_data_files_and_the_orchestrator_commits_them_within_the_policies(
+        enforcing_moto, monkeypatch, tmp_path):
+    """An Iceberg table merged by the Glue job: the job writes its data files where they stay
+    (``<table>/data/<attempt>/``, not ``_dmscdc_staging/``), with the job role; the orchestrator
+    commits the snapshot to the Glue catalog."""
+    endpoint, application_id, users = enforcing_moto
+    act_as(monkeypatch, users["orchestrator"])
+    store, storage = DynamoDBControllerStore(TABLE), S3Storage()
+    plans = {plan.table: plan for plan in Planner(RAW, LAKE, store, storage, table_format="iceberg",
+                                                  iceberg_catalog=f"glue://{DATABASE}").plan().plans}
+    engine = GlueMergeEngine(role_arn=JOB_ROLE, artifacts_uri=ARTIFACTS, aws_conn_id=None, region_name=REGION)
+    submitted = {}
+    for table, plan in plans.items():
+        started = start_attempt(plan, store, storage)
+        job_ref = engine.submit(started.engine_plan)
+        submitted[table] = (started.attempt_id, started.engine_plan, job_ref)
+        assert plan.staging_path(started.attempt_id).startswith(f"{LAKE}/sales/{plan.table_name}/data/")
+
+    job = run_spark_jobs([parse_job_ref(ref)["plan_uri"] for _, _, ref in submitted.values()], users["job"])
+    assert job.returncode == 0, job.stderr[-4000:]
+    assert "AccessDenied" not in job.stderr
+
+    for table, (attempt_id, engine_plan, job_ref) in submitted.items():
+        outcome = complete_attempt(plans[table], attempt_id, engine.fetch_result(job_ref, engine_plan), store, storage)
+        assert outcome.succeeded, outcome
+    glue = boto3.client("glue", region_name=REGION)
+    for name in ("product", "store"):
+        parameters = glue.get_table(DatabaseName=DATABASE, Name=name)["Table"]["Parameters"]
+        assert parameters["table_type"] == "ICEBERG"
+
+    # An incremental merge: the job reads the snapshot's data files (pinned in its plan) through
+    # S3A and rewrites the one holding the changed key; the commit replaces it in a new snapshot.
+    # DMS writes the change with its own role: straight into moto's backend, past enforcement.
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    local = write_dms_file(str(tmp_path / "change.parquet"), [{"Op": "U", "id": 1, "name": "a3"}], SCHEMA)
+    with open(local, "rb") as handle:
+        s3_backends[DEFAULT_ACCOUNT_ID]["global"].put_object(
+            RAW_BUCKET, "dms/sales/product/20240303-100000000.parquet", handle.read())
+    plan, = Planner(RAW, LAKE, store, storage, tables="sales.product", table_format="iceberg",
+                    iceberg_catalog=f"glue://{DATABASE}").plan().plans
+    started = start_attempt(plan, store, storage)
+    assert [f["path"].split("/")[0] for f in started.engine_plan["lake_files"]] == ["data"]
+    job_ref = engine.submit(started.engine_plan)
+    job = run_spark_jobs([parse_job_ref(job_ref)["plan_uri"]], users["job"])
+    assert job.returncode == 0, job.stderr[-4000:]
+    outcome = complete_attempt(plan, started.attempt_id, engine.fetch_result(job_ref, started.engine_plan), store, storage)
+    assert outcome.succeeded, outcome
+    from dmscdc_provider.table_formats.iceberg import IcebergFormat
+
+    product = IcebergFormat(storage, f"glue://{DATABASE}", region_name=REGION).load(LAKE, "sales", "product")
+    assert len(product.snapshots()) == 2
+    assert product.scan().to_arrow().to_pylist() == [{"Op": "U", "id": 1, "name": "a3"}]

@@ -132,6 +132,12 @@ def refresh_glue_tables(
     return updated
 
 
+def is_iceberg_table(glue_table: dict) -> bool:
+    """Whether a Glue ``GetTable`` answer is an Iceberg table (``table_type`` ICEBERG, as Athena,
+    Glue and pyiceberg mark them)."""
+    return str((glue_table.get("Parameters") or {}).get("table_type", "")).upper() == "ICEBERG"
+
+
 def partition_values(relative_path: str, partition_key: list[str]) -> tuple[str, ...] | None:
     """``("2024-03-01",)`` for ``orderdate=2024-03-01/part-0.parquet``; None if the path does not
     have the table's partition folders."""
@@ -231,13 +237,18 @@ class GlueCatalog:
         name = self.catalog_name(schema, table)
         update = CatalogTableUpdate(table=name)
         started = datetime.now(timezone.utc)
+        existing = self._get_table(name)
+        if existing is not None and is_iceberg_table(existing):
+            # Its commits keep it current; as a Parquet table it would show every snapshot's files.
+            update.skipped = "an Iceberg table (its own commits keep the catalog current)"
+            log.warning("catalog %s.%s: left as it is: %s", self.database, name, update.skipped)
+            return update
         files = [f for f in self.storage.list_files(lake_table_path) if f.path.endswith(".parquet")]
         if not files:
             update.skipped = "no data files yet"
             return update
         if partition_key is None:
             partition_key = partition_columns(files[0].path[len(lake_table_path.rstrip("/")) + 1:])
-        existing = self._get_table(name)
         refreshed_at = _parse_time((existing or {}).get("Parameters", {}).get(REFRESHED_AT)) if existing else None
         unread = [f for f in files if refreshed_at is None or f.modified >= refreshed_at - REREAD_MARGIN]
         found = self._columns_of(unread)
