@@ -82,9 +82,11 @@ tables from their LOAD files, then apply their CDC files.
 
 **When a table fails.** Only that table's `merge` instance fails (named `schema.table`); its
 lake files and controller state stay where they were, and the other tables merge. The log names
-the table, the file and the cause. Fix the file (or the configuration) named there, then
-**clear the failed `merge` instance** (with downstream): it repeats exactly that table's plan.
-Clearing the whole run, `plan` included, plans every table again from the current state.
+the table, the file, the cause and what to do. Fix the file (or the configuration) named there
+(replace a bad file with a good copy of the same name), then **clear the failed `merge` instance**
+(with downstream): it repeats exactly that table's plan. If you removed a planned file, clear the
+run's **`plan`** task instead: it plans every table again from raw as it is now. A failed run does
+not hold later runs: the next run plans the failed table again from its watermark.
 """
 
 
@@ -107,7 +109,7 @@ def build_source_dag(config: SourceConfig) -> DAG:
         start_date=config.start_date,
         catchup=config.catchup,
         # Scheduled and manual runs of one source never overlap; backfill runs are ordered by
-        # the plan task's depends_on_past.
+        # the plan task's wait for the runs before it.
         max_active_runs=1,
         default_args={"owner": config.owner},
         params={
@@ -147,13 +149,13 @@ def build_source_dag(config: SourceConfig) -> DAG:
             engine=config.engine,
             spark_engine=config.spark_engine,
             inprocess_max_bytes=config.inprocess_max_bytes,
-            # Runs apply changes in logical-date order: a run plans only after the previous
-            # run's plan and everything downstream of it (merges, catalog, summary) finished
-            # well. Airflow counts a backfill's runs apart from the DAG's max_active_runs, so
-            # this, not max_active_runs, is what orders backfill and catch-up runs
-            # (docs/scheduling.md).
-            depends_on_past=True,
-            wait_for_downstream=True,
+            # Runs of a source plan and merge one at a time, in logical-date order: the plan task
+            # waits (rescheduled, with a log line per check) while another run is planning or
+            # merging, and fails saying what to do after one sensor timeout. Airflow counts a
+            # backfill's runs apart from the DAG's max_active_runs, so this is what orders them
+            # (docs/scheduling.md). A failed run holds nothing: the next run plans its tables again.
+            wait_timeout=sensor.timeout,
+            wait_check_interval=min(sensor.poke_interval, 60),
             **aws,
         )
         merged = DmsCdcMergeOperator.partial(

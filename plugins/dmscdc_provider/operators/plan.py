@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from airflow.providers.common.compat.sdk import AirflowFailException
+
+try:  # the Task SDK's (Airflow 3.1+); 3.0 has it in airflow core
+    from airflow.sdk.exceptions import AirflowRescheduleException
+except ImportError:
+    from airflow.exceptions import AirflowRescheduleException
 
 from dmscdc_provider.engines.choice import AUTO, DEFAULT_INPROCESS_MAX_BYTES, EngineConfig
 from dmscdc_provider.hooks.dmscdc import DmsCdcHook
 from dmscdc_provider.plan import PLAN_INLINE_LIMIT_BYTES, plan_message
+from dmscdc_provider.planner import FullRefreshGlobError
 from dmscdc_provider.runner import finish_pending_commits
 from dmscdc_provider.sensors.raw_files import describe_cutoff, interval_end, split_globs
 from dmscdc_provider.triggers.raw_files import parse_instant
@@ -19,6 +27,33 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 REPORT_KEY = "report"
+# Task instance states of a run that is past its plan task and not finished.
+IN_FLIGHT_STATES = ["running", "queued", "scheduled", "deferred", "up_for_retry", "up_for_reschedule", "restarting"]
+
+
+def run_holding_the_source(ti, downstream_task_ids: list[str]) -> str | None:
+    """The run of this DAG that must finish before this run plans, described for the log; None when
+    this run may plan now (docs/scheduling.md, "One run at a time"):
+
+    - an earlier run (by logical date) that is running: runs plan in logical-date order;
+    - a run whose plan task is planning, or whose merges, catalog refresh or summary are under
+      way: two runs never plan and merge one source at once.
+
+    Runs that are queued (waiting for a slot) hold nothing, so no run can wait on one that waits on it.
+    Uses the Task SDK's run and task-instance queries; without them (older Airflow) nothing holds.
+    """
+    if not all(hasattr(ti, name) for name in ("get_dr_count", "get_previous_dagrun", "get_ti_count")):
+        return None
+    if ti.get_dr_count(dag_id=ti.dag_id, states=["running"]) <= 1:
+        return None  # this run is the only one running: the common case costs one query
+    earlier = ti.get_previous_dagrun(state="running")
+    if earlier is not None:
+        return f"the earlier run {earlier.run_id} (logical date {earlier.logical_date.isoformat()}) is still running"
+    planning = ti.get_ti_count(dag_id=ti.dag_id, task_ids=[ti.task_id], states=["running"])
+    in_flight = ti.get_ti_count(dag_id=ti.dag_id, task_ids=downstream_task_ids, states=IN_FLIGHT_STATES)
+    if in_flight or planning > 1:
+        return "another run of this source is planning or merging"
+    return None
 
 
 class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
@@ -45,6 +80,9 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         footers only); another engine name is recorded in every plan.
     :param spark_engine: the Spark engine ``auto`` uses for large tables (default ``local``).
     :param inprocess_max_bytes: ``auto`` merges a table in-process when it reads less than this.
+    :param wait_timeout: seconds this task waits while another run of the source is planning or
+        merging (``run_holding_the_source``) before it fails saying what to do.
+    :param wait_check_interval: seconds between those checks (the task is rescheduled in between).
     """
 
     aws_hook_class = DmsCdcHook
@@ -67,6 +105,8 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         engine: str = AUTO,
         spark_engine: str | None = None,
         inprocess_max_bytes: int = DEFAULT_INPROCESS_MAX_BYTES,
+        wait_timeout: int = 3600,
+        wait_check_interval: int = 30,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -82,8 +122,31 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         self.engine = engine
         self.spark_engine = spark_engine
         self.inprocess_max_bytes = inprocess_max_bytes
+        self.wait_timeout = wait_timeout
+        self.wait_check_interval = wait_check_interval
+
+    def _wait_for_the_source(self, context: Context) -> None:
+        """Reschedule this task while another run holds the source; fail, saying what to do, once
+        ``wait_timeout`` has passed. Between checks the task holds no worker slot."""
+        ti = context["ti"]
+        holder = run_holding_the_source(ti, sorted(self.get_flat_relative_ids(upstream=False)))
+        if holder is None:
+            return
+        now = datetime.now(timezone.utc)
+        first = ti.get_first_reschedule_date(context) if hasattr(ti, "get_first_reschedule_date") else None
+        waited = (now - first).total_seconds() if first else 0.0
+        if waited >= self.wait_timeout:
+            raise AirflowFailException(
+                f"this run did not plan: {holder} after {waited:.0f} s of waiting (wait_timeout "
+                f"{self.wait_timeout} s); its files are not lost, the next run plans them. To plan this run, "
+                "clear this plan task once that run has finished; if that run is stuck, mark it failed.")
+        self.log.info("Waiting to plan: %s; runs of one source plan and merge one at a time, in logical-date "
+                      "order. Checking again in %d s (waited %.0f s of at most %d s).",
+                      holder, self.wait_check_interval, waited, self.wait_timeout)
+        raise AirflowRescheduleException(now + timedelta(seconds=self.wait_check_interval))
 
     def execute(self, context: Context) -> list[dict]:
+        self._wait_for_the_source(context)
         cdc_before = parse_instant(self.cdc_before) if self.cdc_before else interval_end(context)
         full_refresh = split_globs(self.full_refresh)
         engines = EngineConfig(self.engine, self.spark_engine, self.inprocess_max_bytes)
@@ -94,6 +157,8 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
             selected = [s for s in (store.get(p) for p in planner.selected_paths()) if s is not None]
             finished = finish_pending_commits(store, self.hook.open_storage(self.lake_root), selected)
             report = planner.plan(cdc_before=cdc_before, full_refresh=full_refresh)
+        except FullRefreshGlobError as error:  # before anything is planned or merged
+            raise AirflowFailException(f"{error} (the run's full_refresh param)") from None
         finally:
             store.close()
 
