@@ -22,10 +22,7 @@ from dmscdc_provider.sensors.raw_files import DmsCdcNewFilesSensor, RawFilesChec
 from dmscdc_provider.state.base import open_store
 from fakes import FakeTaskInstance, make_context
 
-try:
-    from airflow.sdk.exceptions import AirflowRescheduleException
-except ImportError:
-    from airflow.exceptions import AirflowRescheduleException
+from airflow.sdk.exceptions import TaskDeferred
 
 BEFORE_CHANGES, AFTER_CHANGES = utc(2024, 3, 2), utc(2024, 3, 3)
 
@@ -157,11 +154,10 @@ class TestFullRefreshGlobs:
 class RunsOfTheSource(FakeTaskInstance):
     """The Task SDK's run queries, answered from a list of other runs of the DAG."""
 
-    def __init__(self, running: int, earlier=None, planning: int = 1, in_flight: int = 0, waited_since=None):
+    def __init__(self, running: int, earlier=None, planning: int = 1, in_flight: int = 0):
         super().__init__()
         self.task_id = "plan"
         self.running, self.earlier, self.planning, self.in_flight = running, earlier, planning, in_flight
-        self.waited_since = waited_since
 
     def get_dr_count(self, dag_id, states=None, **_):
         assert states == ["running"]
@@ -173,9 +169,6 @@ class RunsOfTheSource(FakeTaskInstance):
 
     def get_ti_count(self, dag_id, task_ids=None, states=None, **_):
         return self.planning if task_ids == ["plan"] else self.in_flight
-
-    def get_first_reschedule_date(self, context):
-        return self.waited_since
 
 
 EARLIER = SimpleNamespace(run_id="backfill__2024-03-02T10:00:00+00:00", logical_date=utc(2024, 3, 2, 10))
@@ -189,30 +182,38 @@ class TestOneRunAtATime:
         holder = run_holding_the_source(RunsOfTheSource(running=2, earlier=EARLIER), ["merge"])
         assert holder == "the earlier run backfill__2024-03-02T10:00:00+00:00 (logical date 2024-03-02T10:00:00+00:00) is still running"
 
-    def test_a_later_run_already_merging_holds_an_earlier_one_but_one_only_sensing_does_not(self):
-        assert run_holding_the_source(RunsOfTheSource(running=2, in_flight=1), ["merge"]) is not None
-        assert run_holding_the_source(RunsOfTheSource(running=2, planning=2), ["merge"]) is not None
-        assert run_holding_the_source(RunsOfTheSource(running=2), ["merge"]) is None
+    def test_a_later_run_already_merging_holds_an_earlier_one_but_one_still_sensing_or_planning_does_not(self):
+        assert run_holding_the_source(RunsOfTheSource(running=2, in_flight=1), ["merge"]) == (
+            "a later run of this source is merging")
+        assert run_holding_the_source(RunsOfTheSource(running=2, planning=2), ["merge"]) is None
 
-    def test_the_plan_task_waits_with_a_message_and_fails_after_its_timeout_saying_what_to_do(self, source, capsys):
+    def test_the_plan_task_waits_deferred_with_a_message_and_fails_after_its_timeout_saying_what_to_do(
+            self, source, capsys):
         op = plan_task(source, wait_timeout=600, wait_check_interval=30)
         ti = RunsOfTheSource(running=2, earlier=EARLIER)
 
-        with pytest.raises(AirflowRescheduleException) as rescheduled:
+        with pytest.raises(TaskDeferred) as deferred:
             op.execute(make_context(BEFORE_CHANGES, ti=ti))
-        assert rescheduled.value.reschedule_date > datetime.now(timezone.utc) + timedelta(seconds=20)
+        wakes = deferred.value.trigger.moment - datetime.now(timezone.utc)
+        assert timedelta(seconds=25) < wakes <= timedelta(seconds=30)
+        assert deferred.value.method_name == "execute_after_waiting"
         assert "Waiting to plan: the earlier run backfill__2024-03-02T10:00:00+00:00" in capsys.readouterr().out
+        since = deferred.value.kwargs["waiting_since"]
+        with pytest.raises(TaskDeferred) as again:  # still held: waits on, counting from the first check
+            op.execute_after_waiting(make_context(BEFORE_CHANGES, ti=ti), waiting_since=since)
+        assert again.value.kwargs["waiting_since"] == since
 
-        ti.waited_since = datetime.now(timezone.utc) - timedelta(seconds=601)
+        long_ago = (datetime.now(timezone.utc) - timedelta(seconds=601)).isoformat()
         with pytest.raises(AirflowFailException) as failed:
-            op.execute(make_context(BEFORE_CHANGES, ti=ti))
+            op.execute_after_waiting(make_context(BEFORE_CHANGES, ti=ti), waiting_since=long_ago)
         message = str(failed.value)
         assert "this run did not plan: the earlier run backfill__" in message
         assert "clear this plan task once that run has finished" in message and "mark it failed" in message
         assert state(source, "sales.store").version == 1
 
         ti.running = 1
-        assert {e["plan"]["table"] for e in op.execute(make_context(BEFORE_CHANGES, ti=ti))} >= {"sales.store"}
+        planned = op.execute_after_waiting(make_context(BEFORE_CHANGES, ti=ti), waiting_since=long_ago)
+        assert "sales.store" in {e["plan"]["table"] for e in planned}
 
 
 def test_a_run_that_planned_nothing_ends_its_summary_skipped_saying_so():

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-try:  # the Task SDK's (Airflow 3.1+); 3.0 has it in airflow core
-    from airflow.sdk.exceptions import AirflowRescheduleException
-except ImportError:
-    from airflow.exceptions import AirflowRescheduleException
+from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 
 from dmscdc_provider.engines.choice import AUTO, DEFAULT_INPROCESS_MAX_BYTES, EngineConfig
 from dmscdc_provider.hooks.dmscdc import DmsCdcHook
@@ -36,8 +33,8 @@ def run_holding_the_source(ti, downstream_task_ids: list[str]) -> str | None:
     this run may plan now (docs/scheduling.md, "One run at a time"):
 
     - an earlier run (by logical date) that is running: runs plan in logical-date order;
-    - a run whose plan task is planning, or whose merges, catalog refresh or summary are under
-      way: two runs never plan and merge one source at once.
+    - a run whose merges, catalog refresh or summary are under way: two runs never merge one
+      source at once.
 
     Runs that are queued (waiting for a slot) hold nothing, so no run can wait on one that waits on it.
     Uses the Task SDK's run and task-instance queries; without them (older Airflow) nothing holds.
@@ -49,10 +46,10 @@ def run_holding_the_source(ti, downstream_task_ids: list[str]) -> str | None:
     earlier = ti.get_previous_dagrun(state="running")
     if earlier is not None:
         return f"the earlier run {earlier.run_id} (logical date {earlier.logical_date.isoformat()}) is still running"
-    planning = ti.get_ti_count(dag_id=ti.dag_id, task_ids=[ti.task_id], states=["running"])
-    in_flight = ti.get_ti_count(dag_id=ti.dag_id, task_ids=downstream_task_ids, states=IN_FLIGHT_STATES)
-    if in_flight or planning > 1:
-        return "another run of this source is planning or merging"
+    # A later run already past its plan task (it started before this one: a cleared older run, a
+    # backfill beside scheduled runs). A later run still at its plan task waits for this one.
+    if ti.get_ti_count(dag_id=ti.dag_id, task_ids=downstream_task_ids, states=IN_FLIGHT_STATES):
+        return "a later run of this source is merging"
     return None
 
 
@@ -82,7 +79,7 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
     :param inprocess_max_bytes: ``auto`` merges a table in-process when it reads less than this.
     :param wait_timeout: seconds this task waits while another run of the source is planning or
         merging (``run_holding_the_source``) before it fails saying what to do.
-    :param wait_check_interval: seconds between those checks (the task is rescheduled in between).
+    :param wait_check_interval: seconds between those checks (the task waits deferred in between).
     """
 
     aws_hook_class = DmsCdcHook
@@ -125,16 +122,17 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         self.wait_timeout = wait_timeout
         self.wait_check_interval = wait_check_interval
 
-    def _wait_for_the_source(self, context: Context) -> None:
-        """Reschedule this task while another run holds the source; fail, saying what to do, once
-        ``wait_timeout`` has passed. Between checks the task holds no worker slot."""
+    def _wait_for_the_source(self, context: Context, waiting_since: str | None = None) -> None:
+        """Defer this task while another run holds the source (``run_holding_the_source``), checking
+        again every ``wait_check_interval`` seconds, in the triggerer (no worker slot, and none of the
+        reschedule race of apache/airflow#71172); fail, saying what to do, after ``wait_timeout``."""
         ti = context["ti"]
         holder = run_holding_the_source(ti, sorted(self.get_flat_relative_ids(upstream=False)))
         if holder is None:
             return
         now = datetime.now(timezone.utc)
-        first = ti.get_first_reschedule_date(context) if hasattr(ti, "get_first_reschedule_date") else None
-        waited = (now - first).total_seconds() if first else 0.0
+        since = datetime.fromisoformat(waiting_since) if waiting_since else now
+        waited = (now - since).total_seconds()
         if waited >= self.wait_timeout:
             raise AirflowFailException(
                 f"this run did not plan: {holder} after {waited:.0f} s of waiting (wait_timeout "
@@ -143,10 +141,19 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         self.log.info("Waiting to plan: %s; runs of one source plan and merge one at a time, in logical-date "
                       "order. Checking again in %d s (waited %.0f s of at most %d s).",
                       holder, self.wait_check_interval, waited, self.wait_timeout)
-        raise AirflowRescheduleException(now + timedelta(seconds=self.wait_check_interval))
+        self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=self.wait_check_interval)),
+                   method_name="execute_after_waiting", kwargs={"waiting_since": since.isoformat()})
+
+    def execute_after_waiting(self, context: Context, event: Any = None, waiting_since: str | None = None) -> list[dict]:
+        """Back from a wait for another run: check again, then plan."""
+        self._wait_for_the_source(context, waiting_since)
+        return self._plan(context)
 
     def execute(self, context: Context) -> list[dict]:
         self._wait_for_the_source(context)
+        return self._plan(context)
+
+    def _plan(self, context: Context) -> list[dict]:
         cdc_before = parse_instant(self.cdc_before) if self.cdc_before else interval_end(context)
         full_refresh = split_globs(self.full_refresh)
         engines = EngineConfig(self.engine, self.spark_engine, self.inprocess_max_bytes)
