@@ -11,6 +11,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from contextlib import closing
 from pathlib import Path
 
@@ -28,9 +30,9 @@ def free_port() -> int:
 class AirflowStack:
     """api-server, scheduler, dag-processor and triggerer of one AIRFLOW_HOME, each its own process group."""
 
-    def __init__(self, home: Path, sources: Path):
+    def __init__(self, home: Path, sources: Path, extra_env: dict[str, str] | None = None):
         self.home = home
-        port = free_port()
+        port = self.port = free_port()
         self.env = {
             **os.environ,
             "AIRFLOW_HOME": str(home),
@@ -47,6 +49,7 @@ class AirflowStack:
             # Only the backfill creates runs: the schedule would add a run for the latest hour.
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             "DMSCDC_SOURCES_DIR": str(sources),
+            **(extra_env or {}),
         }
         self.processes: list[subprocess.Popen] = []
 
@@ -129,3 +132,16 @@ class AirflowStack:
         """Every log file of a task of one run (all tries, all map indexes), concatenated."""
         root = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
         return "\n".join(path.read_text() for path in sorted(root.rglob("*.log")))
+
+    def api(self, method: str, path: str, body: dict | None = None) -> dict:
+        """A call to the REST API (``/api/v2``) as the UI makes it; needs a stack started with
+        ``AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True`` (no login)."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/api/v2{path}", method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            raise AssertionError(f"{method} {path}: {error.code} {error.read()[:2000]!r}") from None

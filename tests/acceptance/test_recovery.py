@@ -1,5 +1,5 @@
 """Recovering a failed table under a real Airflow scheduler, the way a person does it from the UI
-(here through the CLI the UI's buttons stand for), ends with the table exact and the DAG moving.
+(through the REST API the UI's buttons call), ends with the table exact and the DAG moving.
 
 One deployment for the module (api-server, scheduler with LocalExecutor, dag-processor; see
 airflow_stack.py). Runs are created as the UI and the scheduler create them: "hourly" runs with
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -67,17 +68,19 @@ class Source:
     def tasks(self, run_id: str) -> dict[str, str]:
         return {name: ti["state"] for name, ti in self.stack.task_instances(DAG_ID, run_id).items()}
 
-    def clear(self, run_id: str, task_regex: str, only_failed: bool = True) -> None:
-        """"Clear" on a task instance of one run, with downstream, as the UI does it."""
-        logical_date = self.logical_date(run_id)
-        cleared = self.stack.airflow("tasks", "clear", DAG_ID, "--task-regex", task_regex, "--downstream",
-                                     *(["--only-failed"] if only_failed else []), "--start-date", logical_date,
-                                     "--end-date", logical_date, "--yes")
-        assert cleared.returncode == 0, cleared.stdout[-2000:] + cleared.stderr[-2000:]
+    def clear(self, run_id: str, task_id: str, map_index: int | None = None) -> None:
+        """"Clear" on one task instance of one run, with downstream, as the UI's button does it."""
+        target = [task_id, map_index] if map_index is not None else task_id
+        cleared = self.stack.api("POST", f"/dags/{DAG_ID}/clearTaskInstances", {
+            "dry_run": False, "dag_run_id": run_id, "task_ids": [target], "include_downstream": True,
+            "only_failed": False})
+        assert cleared["total_entries"] >= 1, cleared
 
-    def logical_date(self, run_id: str) -> str:
-        (run,) = [r for r in self.stack.runs(DAG_ID) if r["run_id"] == run_id]
-        return run["logical_date"]
+    def map_index(self, run_id: str, table: str) -> int:
+        with closing(self.stack.db()) as db:
+            (index,) = db.execute("SELECT map_index FROM task_instance WHERE dag_id = ? AND run_id = ? AND "
+                                  "task_id = 'merge' AND rendered_map_index = ?", (DAG_ID, run_id, table)).fetchone()
+        return index
 
     def lake(self, sql: str) -> list[tuple]:
         return query(str(self.home / "catalog.duckdb"), sql)[1]
@@ -96,7 +99,7 @@ def source(tmp_path_factory):
     airflow_home.mkdir()
     (sources / "recovery.yaml").write_text(SOURCE_YAML.format(home=home, engine=ENGINE))
     prepare_demo_source(str(home / "raw"), f"sqlite://{home / 'state.sqlite'}")
-    stack = AirflowStack(airflow_home, sources)
+    stack = AirflowStack(airflow_home, sources, {"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True"})
     stack.start()
     try:
         stack.wait_for_dag(DAG_ID, seconds=120)
@@ -128,10 +131,10 @@ def test_a_failed_manual_run_holds_no_later_run_and_a_good_copy_plus_clearing_th
     assert source.tasks(next_hour)["plan"] == "success" and source.tasks(next_hour)["merge[sales.store]"] == "failed"
 
     bad.write_bytes(good)  # the remedy the failure names: a good copy, same name
-    source.clear(manual, "^merge$")
+    source.clear(manual, "merge", source.map_index(manual, "sales.store"))
     assert source.finished(manual) == "success", source.tasks(manual)
     assert source.lake("SELECT city FROM sales.store WHERE id = 1009") == [("Irvine",)]
-    source.clear(next_hour, "^merge$")  # its pinned plan is the one the manual run committed
+    source.clear(next_hour, "merge", source.map_index(next_hour, "sales.store"))  # its pinned plan is the one the manual run committed
     assert source.finished(next_hour) == "success", source.tasks(next_hour)
 
     # Later runs are green: the copy replaced after planning is not taken for a late delivery.
@@ -151,13 +154,13 @@ def test_a_removed_file_names_the_plan_task_to_clear_and_clearing_it_lets_later_
     assert source.tasks(failed)["merge[sales.product]"] == "failed"
 
     os.remove(stray)
-    source.clear(failed, "^merge$")
+    source.clear(failed, "merge", source.map_index(failed, "sales.product"))
     assert source.finished(failed) == "failed"
     log = source.stack.task_log(DAG_ID, failed, "merge")
     assert "removed from raw after the plan task listed them" in log and stray in log
     assert f"clear the plan task of run {failed} (with downstream)" in log
 
-    source.clear(failed, "^plan$", only_failed=False)
+    source.clear(failed, "plan")
     assert source.finished(failed) == "success", source.tasks(failed)
     assert "merge[sales.product]" not in source.tasks(failed) or source.tasks(failed)["merge[sales.product]"] in (
         "removed", "skipped")
