@@ -165,3 +165,17 @@ def test_a_plan_whose_files_a_later_run_applied_is_recognised_as_covered(lake):
 
     assert plan_applied_by_state(older, lake.state("s.t"))
     assert run_table(older, lake.engine, lake.store, lake.storage).status == "conflict"
+
+
+def test_the_input_check_names_a_removed_planned_file_and_says_to_plan_again(lake):
+    lake.load("s.t", [{"Op": "I", "id": 1, "name": "one"}], ITEM)
+    stray = lake.cdc("s.t", [{"Op": "I", "id": 2, "name": "stray"}], ITEM)
+    (plan,) = lake.planner().plan().plans
+    os.remove(stray)
+
+    outcome = run_table(plan, lake.engine, lake.store, lake.storage)
+
+    assert outcome.status == "failed" and outcome.error["file"] == stray
+    assert outcome.error["problem"].startswith("the file was removed from raw after planning")
+    assert "clear the run's plan task" in outcome.error["remedy"] and "good copy" not in outcome.error["remedy"]
+    assert lake.state("s.t").version == plan.base_version
