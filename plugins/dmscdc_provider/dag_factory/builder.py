@@ -150,7 +150,7 @@ def build_source_dag(config: SourceConfig) -> DAG:
             spark_engine=config.spark_engine,
             inprocess_max_bytes=config.inprocess_max_bytes,
             # Runs of a source plan and merge one at a time, in logical-date order: the plan task
-            # waits (rescheduled, with a log line per check) while another run is planning or
+            # waits (deferred, with a log line per check) while an earlier run runs or a later one is
             # merging, and fails saying what to do after one sensor timeout. Airflow counts a
             # backfill's runs apart from the DAG's max_active_runs, so this is what orders them
             # (docs/scheduling.md). A failed run holds nothing: the next run plans its tables again.
