@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 
 CONFIG_ERROR_TAG = "config error"
 
+# A plan task deferred for less than this can resume before the scheduler has processed the end of
+# its previous try, and the scheduler then fails it ("finished with state success, but the task
+# instance's state attribute is running"; the race of apache/airflow#71172).
+PLAN_WAIT_CHECK_MIN_SECONDS = 30
+
 # The trigger form sends null for an emptied list.
 FULL_REFRESH_TEMPLATE = "{{ (params.full_refresh or []) | join(',') }}"
 
@@ -155,7 +160,7 @@ def build_source_dag(config: SourceConfig) -> DAG:
             # backfill's runs apart from the DAG's max_active_runs, so this is what orders them
             # (docs/scheduling.md). A failed run holds nothing: the next run plans its tables again.
             wait_timeout=sensor.timeout,
-            wait_check_interval=min(sensor.poke_interval, 60),
+            wait_check_interval=max(PLAN_WAIT_CHECK_MIN_SECONDS, min(sensor.poke_interval, 60)),
             **aws,
         )
         merged = DmsCdcMergeOperator.partial(

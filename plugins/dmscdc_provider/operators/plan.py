@@ -79,7 +79,9 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
     :param inprocess_max_bytes: ``auto`` merges a table in-process when it reads less than this.
     :param wait_timeout: seconds this task waits while another run of the source is planning or
         merging (``run_holding_the_source``) before it fails saying what to do.
-    :param wait_check_interval: seconds between those checks (the task waits deferred in between).
+    :param wait_check_interval: seconds between those checks (the task waits deferred in between);
+        under about 30 s a resumed task can race the scheduler's handling of its previous try
+        (apache/airflow#71172), which then fails it.
     """
 
     aws_hook_class = DmsCdcHook
