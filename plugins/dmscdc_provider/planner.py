@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import os
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable
@@ -165,24 +166,20 @@ class RawChanges:
 
 
 def raw_changes_since_planning(plan: TablePlan, storage: Storage) -> RawChanges:
-    """Compare the plan's files with raw now (one listing per folder the plan reads from).
+    """Compare the plan's files with raw now: one (recursive) listing of the folder that holds them all.
 
     A plan made before plans recorded ``file_versions`` is checked for removed files only.
     """
-    folders: dict[str, list[str]] = {}
-    for entry in plan.files:
-        folders.setdefault(entry["path"].rsplit("/", 1)[0], []).append(entry["path"])
-    removed, replaced = [], {}
-    for folder, paths in folders.items():
-        try:
-            present = {stored.path: stored.modified for stored in storage.list_files(folder)}
-        except FileNotFoundError:
-            present = {}
-        for path in paths:
-            if path not in present:
-                removed.append(path)
-            elif path in plan.file_versions and _version(present[path]) != plan.file_versions[path]:
-                replaced[path] = _version(present[path])
+    paths = [entry["path"] for entry in plan.files]
+    folder = os.path.commonprefix([path.rsplit("/", 1)[0] + "/" for path in paths]).rsplit("/", 1)[0]
+    try:
+        present = {stored.path: stored.modified for stored in storage.list_files(folder)}
+    except FileNotFoundError:
+        present = {}
+    removed = [path for path in paths if path not in present]
+    replaced = {path: _version(present[path]) for path in paths
+                if path in present and path in plan.file_versions
+                and _version(present[path]) != plan.file_versions[path]}
     return RawChanges(removed, replaced)
 
 

@@ -179,3 +179,19 @@ def test_the_input_check_names_a_removed_planned_file_and_says_to_plan_again(lak
     assert outcome.error["problem"].startswith("the file was removed from raw after planning")
     assert "clear the run's plan task" in outcome.error["remedy"] and "good copy" not in outcome.error["remedy"]
     assert lake.state("s.t").version == plan.base_version
+
+
+def test_files_in_date_folders_are_compared_with_one_listing(lake, monkeypatch):
+    lake.load("s.t", [{"Op": "I", "id": 1, "name": "one"}], ITEM)
+    first = lake.cdc("s.t", [{"Op": "I", "id": 2, "name": "two"}], ITEM, folder="2024/03/01")
+    second = lake.cdc("s.t", [{"Op": "I", "id": 3, "name": "three"}], ITEM, folder="2024/03/02")
+    (plan,) = lake.planner().plan().plans
+    listed = []
+    original = lake.storage.list_files
+    monkeypatch.setattr(lake.storage, "list_files", lambda root: listed.append(root) or original(root))
+    os.remove(second)
+
+    changes = raw_changes_since_planning(plan, lake.storage)
+
+    assert changes.removed == [second] and first not in changes.removed
+    assert listed == [lake.table_dir("s.t")]
