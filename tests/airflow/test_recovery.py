@@ -35,7 +35,7 @@ def source(tmp_path) -> dict:
 
 
 def plan_task(source: dict, **kwargs) -> DmsCdcPlanOperator:
-    return DmsCdcPlanOperator(task_id="plan", aws_conn_id=None, engine="duckdb", **source, **kwargs)
+    return DmsCdcPlanOperator(task_id="plan", aws_conn_id=None, **{"engine": "duckdb", **source, **kwargs})
 
 
 def plans(source: dict, interval_end, **kwargs) -> dict[str, dict]:
@@ -223,3 +223,32 @@ def test_a_run_that_planned_nothing_ends_its_summary_skipped_saying_so():
 
     with pytest.raises(AirflowSkipException, match="nothing was planned in this run.*sales.store"):
         DmsCdcRunSummaryOperator(task_id="summary").execute(make_context(ti=ti))
+
+
+def test_a_deferred_merge_records_a_copy_replaced_since_planning_when_it_commits(source, monkeypatch, spark):
+    from dmscdc_provider.engines import ENGINE_CLASSES
+    from fakes import ScriptedRemoteEngine
+    from airflow.sdk.exceptions import TaskDeferred
+
+    monkeypatch.setitem(ENGINE_CLASSES, "scripted", "fakes:ScriptedRemoteEngine")
+    ScriptedRemoteEngine.submitted = []
+    for plan in plans(source, BEFORE_CHANGES).values():
+        merge(source, plan)
+    write_change_batch(source["raw_root"])
+    plan = plans(source, AFTER_CHANGES, engine="scripted")["sales.store"]
+    path = cdc_path(plan)
+    later = datetime.now(timezone.utc).timestamp() + 5
+    os.utime(path, (later, later))  # a good copy put in place after planning
+
+    def operator():  # Airflow resumes a deferred task on a fresh operator
+        return DmsCdcMergeOperator(task_id="merge", aws_conn_id=None, plan=plan, state_uri=source["state_uri"],
+                                   engine="scripted", deferrable=True)
+
+    with pytest.raises(TaskDeferred) as deferred:
+        operator().execute(make_context())
+    trigger = deferred.value.trigger
+    outcome = operator().execute_complete(make_context(), {"status": "succeeded", "job_ref": trigger.job_ref,
+                                                           "attempt_id": trigger.attempt_id})
+
+    assert outcome["status"] == "succeeded"
+    assert list(state(source, "sales.store").last_run["replaced_files"]) == [path]
