@@ -252,3 +252,20 @@ def test_a_deferred_merge_records_a_copy_replaced_since_planning_when_it_commits
 
     assert outcome["status"] == "succeeded"
     assert list(state(source, "sales.store").last_run["replaced_files"]) == [path]
+
+
+def test_a_failed_merge_a_person_marked_success_does_not_fail_the_summary_again(capsys):
+    failed_outcome = {"table": "sales.store", "status": "failed", "plan_id": "p", "summary": {},
+                      "error": {"problem": "bad file"}, "note": None}
+    ti = FakeTaskInstance({
+        ("plan", "report"): {"planned": ["sales.store"], "registered": [], "inactive": [], "up_to_date": [],
+                             "problems": [], "finished_commits": [], "cdc_before": None},
+        ("plan", "return_value"): [{"plan": {"table": "sales.store"}}],
+        ("merge", "outcome"): failed_outcome}, {"plan": "success", "merge_0": "success"})
+
+    DmsCdcRunSummaryOperator(task_id="summary").execute(make_context(ti=ti))
+
+    assert "sales.store: its merge failed and was marked success by a person" in capsys.readouterr().out
+    ti.task_states["merge_0"] = "failed"
+    with pytest.raises(AirflowFailException, match="sales.store: bad file"):
+        DmsCdcRunSummaryOperator(task_id="summary").execute(make_context(ti=ti))
