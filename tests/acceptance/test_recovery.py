@@ -118,7 +118,7 @@ def store_file(source: Source) -> Path:
     return path
 
 
-def test_a_failed_manual_run_holds_no_later_run_and_a_good_copy_plus_clearing_the_merge_ends_green(source):
+def test_a_failed_manual_run_holds_no_later_run_a_good_copy_and_a_clear_or_a_mark_success_end_green(source):
     write_change_batch(str(source.raw))
     bad = store_file(source)
     good = bad.read_bytes()
