@@ -45,6 +45,8 @@ def commit_record(plan: TablePlan, attempt_id: str, result: dict, table_format: 
         files_removed=len(result["files_removed"]),
         raw_listed_at=plan.raw_listed_at,
     )
+    if plan.replaced_files:  # copies read instead of the listed files: not late (planner.late_files)
+        summary["replaced_files"] = plan.replaced_files
     return {
         "plan_id": plan.plan_id,
         "attempt_id": attempt_id,

@@ -269,6 +269,11 @@ class _PlanCheck:
             return self._read_parquet(filesystem, local)
         except InputProblem:
             raise
+        except FileNotFoundError as error:
+            # Listed at planning, gone now: no copy can fix a pinned plan that names it.
+            raise self.fail(path, None, f"the file was removed from raw after planning ({_first_line(error)})",
+                            "Plan again from raw as it is now: run again (in Airflow, clear the run's plan task "
+                            "with downstream); the table's state is unchanged.") from error
         except (pa.ArrowException, OSError) as error:
             cause = _first_line(error)
             if not path.endswith((".csv", ".csv.gz")) and "magic bytes not found" in cause:

@@ -46,6 +46,11 @@ class TablePlan:
     :param raw_listed_at: when the planner listed the table's raw folder (ISO, UTC); the commit
         records it, and the next planning reports CDC files named before the watermark that
         arrived after it (late files).
+    :param file_versions: each planned file's last-modified time (ISO) when it was listed; the
+        merge task compares raw with it to tell a file removed or replaced since planning.
+    :param replaced_files: planned files replaced (same name, newer last-modified time, ISO)
+        between planning and the merge: the merge reads the copy, and the commit records it so the
+        next planning does not take that copy for a late delivery. Set by the merge task.
     """
 
     table: str
@@ -67,6 +72,8 @@ class TablePlan:
     raw_listed_at: str | None = None
     table_format: str = "parquet"
     iceberg_catalog: str | None = None
+    file_versions: dict[str, str] = field(default_factory=dict)
+    replaced_files: dict[str, str] = field(default_factory=dict)
 
     @property
     def schema_name(self) -> str:

@@ -9,12 +9,19 @@ Rules (docs/merge-semantics.md):
 - otherwise the CDC files after LastIncrementalFile, ordered by the time in their names;
 - with ``cdc_before``, only CDC files named before that instant (a scheduled run's data
   interval end), so catch-up runs never race ahead.
+
+The one rule for a reload and a cutoff (docs/scheduling.md): a reload is applied by the first
+run that sees it, whatever the run's cutoff, and it supersedes every CDC file named before it
+started (the earliest of its LOAD files' modification times), also those named at or after the
+cutoff; of the CDC files named from its start on, those before the cutoff are applied on top.
+The watermark moves past every superseded file, so no later run applies one over the reload.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import logging
+import os
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable
@@ -123,6 +130,59 @@ def _entry(dms_file: DmsFile) -> dict:
     return {"path": dms_file.path, "kind": dms_file.kind, "size": dms_file.size}
 
 
+def _version(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat()
+
+
+class FullRefreshGlobError(ValueError):
+    """A requested full refresh names tables that are not there: nothing is planned or merged."""
+
+
+def unmatched_full_refresh_globs(globs: tuple[str, ...], states: list[TableState]) -> str | None:
+    """One line naming each ``full_refresh`` glob that matches no active selected table, with the
+    tables it could have meant; None when every glob matches one."""
+    active = sorted(s.name for s in states if s.active)
+    inactive = sorted(s.name for s in states if not s.active)
+    problems = []
+    for glob in globs:
+        if any(fnmatch.fnmatchcase(name, glob) for name in active):
+            continue
+        asleep = [name for name in inactive if fnmatch.fnmatchcase(name, glob)]
+        problems.append(f"{glob!r} matches only inactive tables ({', '.join(asleep)}): activate them first "
+                        "with `dmscdc configure SCHEMA.TABLE --active`" if asleep else f"{glob!r} matches no table")
+    if not problems:
+        return None
+    return (f"full refresh: {'; '.join(problems)}. The active tables are: {', '.join(active) or 'none'}. "
+            "Nothing was planned or merged; give schema.table globs of active tables and run again.")
+
+
+@dataclass(frozen=True)
+class RawChanges:
+    """How a plan's raw files differ from raw now: files removed, and files replaced (path -> new
+    last-modified time, ISO) since the plan listed them."""
+
+    removed: list[str]
+    replaced: dict[str, str]
+
+
+def raw_changes_since_planning(plan: TablePlan, storage: Storage) -> RawChanges:
+    """Compare the plan's files with raw now: one (recursive) listing of the folder that holds them all.
+
+    A plan made before plans recorded ``file_versions`` is checked for removed files only.
+    """
+    paths = [entry["path"] for entry in plan.files]
+    folder = os.path.commonprefix([path.rsplit("/", 1)[0] + "/" for path in paths]).rsplit("/", 1)[0]
+    try:
+        present = {stored.path: stored.modified for stored in storage.list_files(folder)}
+    except FileNotFoundError:
+        present = {}
+    removed = [path for path in paths if path not in present]
+    replaced = {path: _version(present[path]) for path in paths
+                if path in present and path in plan.file_versions
+                and _version(present[path]) != plan.file_versions[path]}
+    return RawChanges(removed, replaced)
+
+
 def plan_table(
     state: TableState,
     files: list[DmsFile],
@@ -141,9 +201,8 @@ def plan_table(
     :param full_refresh: rebuild from the LOAD files even if they are not new.
     """
     loads = [f for f in files if f.kind == "load"]
-    cdcs = [f for f in files if f.kind == "cdc"]
-    if cdc_before is not None:
-        cdcs = [f for f in cdcs if f.cdc_time < cdc_before]
+    all_cdcs = [f for f in files if f.kind == "cdc"]
+    cdcs = all_cdcs if cdc_before is None else [f for f in all_cdcs if f.cdc_time < cdc_before]
     newest_load = max((f.modified.replace(microsecond=0) for f in loads), default=None)
     reload_due = newest_load is not None and newest_load > _parse_date(state.last_full_load_date)
 
@@ -153,9 +212,11 @@ def plan_table(
             # load had more) are leftovers of the previous load, no newer than its date.
             previous_load = _parse_date(state.last_full_load_date)
             loads = [f for f in loads if f.modified.replace(microsecond=0) > previous_load]
-        cutoff = min(f.modified for f in loads)
-        superseded = [f for f in cdcs if f.cdc_time < cutoff.replace(microsecond=0)]
-        applied = [f for f in cdcs if f not in superseded]
+        reload_start = min(f.modified for f in loads).replace(microsecond=0)
+        # Superseded whatever the cutoff: a CDC file named before the reload started holds a change
+        # the LOAD files already hold, so no run may apply it over them (module docstring).
+        superseded = [f for f in all_cdcs if f.cdc_time < reload_start]
+        applied = [f for f in cdcs if f.cdc_time >= reload_start]
         watermark_files = applied or superseded
         return _plan(
             state, "full", loads + applied, lake_root, _seconds(newest_load),
@@ -194,7 +255,12 @@ def late_files(state: TableState, files: list[DmsFile]) -> list[DmsFile]:
         if mark is None:
             return []
         listed_at = mark.modified
-    return [f for f in files if f.kind == "cdc" and f.sort_key <= last and f.modified > listed_at]
+    # A planned file replaced by a good copy (same name) before its merge ran: the merge read that
+    # copy and its commit recorded it, so the copy is applied, not late.
+    replaced = {path: _instant(modified) for path, modified in
+                ((state.last_run or {}).get("replaced_files") or {}).items()}
+    return [f for f in files if f.kind == "cdc" and f.sort_key <= last and f.modified > listed_at
+            and not (f.path in replaced and replaced[f.path] is not None and f.modified <= replaced[f.path])]
 
 
 def _instant(text: str | None) -> datetime | None:
@@ -221,6 +287,7 @@ def late_files_problem(state: TableState, late: list[DmsFile], has_load_files: b
 
 def _plan(state, mode, files, lake_root, full_date, incremental_file, delimiter, null_value, superseded):
     return TablePlan(
+        file_versions={f.path: _version(f.modified) for f in files},
         table=state.name,
         state_path=state.path,
         base_version=state.version,
@@ -236,6 +303,19 @@ def _plan(state, mode, files, lake_root, full_date, incremental_file, delimiter,
         csv_null_value=null_value,
         superseded_files=superseded,
     )
+
+
+def plan_applied_by_state(plan: TablePlan, state: TableState) -> bool:
+    """Whether the table's committed state already covers every file of ``plan``: a later run
+    planned and committed them (so this plan conflicts, and has nothing left to do)."""
+    if _parse_date(state.last_full_load_date) < _parse_date(plan.new_last_full_load_date):
+        return False
+    if plan.new_last_incremental_file is None:
+        return True
+    current = state.last_incremental_file
+    if current is None or classify(file_name(current)) != "cdc":
+        return False
+    return dms_sort_key(file_name(current)) >= dms_sort_key(file_name(plan.new_last_incremental_file))
 
 
 def state_after_pending(state: TableState) -> TableState:
@@ -354,9 +434,13 @@ class Planner:
 
         :param cdc_before: apply only CDC files named before this instant.
         :param full_refresh: globs of tables to rebuild from their LOAD files.
+        :raises FullRefreshGlobError: a ``full_refresh`` glob matches no active selected table.
         """
         report = PlanningReport()
         states = self.register_new(report)
+        unmatched = unmatched_full_refresh_globs(full_refresh, states) if full_refresh else None
+        if unmatched:
+            raise FullRefreshGlobError(unmatched)
         report.problems.extend(self.ambiguous_folder_problems())
         for state in states:
             if not state.active:

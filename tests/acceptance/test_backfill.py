@@ -1,7 +1,7 @@
 """A backfill under a real Airflow scheduler finishes green and applies its intervals in order.
 
-The deployment shape of docs/scheduling.md: api-server, scheduler (LocalExecutor) and
-dag-processor as separate processes on a throwaway AIRFLOW_HOME with SQLite, a source YAML
+The deployment shape of docs/scheduling.md: api-server, scheduler (LocalExecutor), dag-processor
+and triggerer as separate processes on a throwaway AIRFLOW_HOME with SQLite, a source YAML
 on local files, and the command the docs give: ``airflow backfill create --dag-id ...
 --from-date ... --to-date ... --reprocess-behavior failed``, here with ``--max-active-runs 3``
 so Airflow starts all three runs at once. The DMS output holds the demo's full load and one
@@ -10,15 +10,7 @@ CDC batch in each of three hourly intervals, plus one after the last interval en
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import sqlite3
-import subprocess
-import sys
 import time
-from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,8 +21,8 @@ from dmscdc_provider.demo import PRODUCT, STORE, prepare_demo_source, sample_pro
 from dmscdc_provider.dms_writer import cdc_file_name, write_dms_file
 from dmscdc_provider.engines import ENGINE_CLASSES
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
+from tests.acceptance.airflow_stack import FINISHED, AirflowStack
+
 DAG_ID = "dmscdc_backfill"
 FIRST_INTERVAL = datetime(2024, 3, 2, 10, tzinfo=timezone.utc)
 LAST_INTERVAL = datetime(2024, 3, 2, 12, tzinfo=timezone.utc)
@@ -46,7 +38,6 @@ WAIT_FOR_RUNS_SECONDS = 360
 ENGINE = "duckdb" if "duckdb" in ENGINE_CLASSES else (
     '{name: local, settings: {master: "local[1]", spark_conf: {spark.sql.shuffle.partitions: "1", '
     'spark.ui.enabled: "false", spark.ui.showConsoleProgress: "false"}}}')
-FINISHED = ("success", "failed")
 
 SOURCE_YAML = """\
 source: backfill
@@ -86,100 +77,6 @@ def write_cdc_batches(raw: str) -> None:
         write_dms_file(f"{raw}/sales/product/{name}", product_rows, PRODUCT)
         if store_rows:
             write_dms_file(f"{raw}/sales/store/{name}", store_rows, STORE)
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class AirflowStack:
-    """api-server, scheduler and dag-processor of one AIRFLOW_HOME, each its own process group."""
-
-    def __init__(self, home: Path, sources: Path):
-        self.home = home
-        port = free_port()
-        self.env = {
-            **os.environ,
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API_AUTH__JWT_SECRET": "dmscdc-backfill-test",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            # Only the backfill creates runs: the schedule would add a run for the latest hour.
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-            "DMSCDC_SOURCES_DIR": str(sources),
-        }
-        self.processes: list[subprocess.Popen] = []
-
-    def airflow(self, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "airflow"), *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout, cwd=REPO)
-
-    def start(self) -> None:
-        migrated = self.airflow("db", "migrate", timeout=300)
-        assert migrated.returncode == 0, migrated.stderr[-3000:]
-        for component in (["api-server", "--workers", "1"], ["scheduler"], ["dag-processor"]):
-            log = open(self.home / f"{component[0]}.log", "w")
-            self.processes.append(subprocess.Popen(
-                [str(BIN / "airflow"), *component], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                cwd=REPO, start_new_session=True))
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {path.name}\n{path.read_text()[-4000:]}" for path in sorted(self.home.glob("*.log")))
-
-    def db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.home / "airflow.db", timeout=30)
-
-    def wait_for_dag(self, dag_id: str, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            with closing(self.db()) as db:
-                if db.execute("SELECT 1 FROM serialized_dag WHERE dag_id = ?", (dag_id,)).fetchone():
-                    return
-            time.sleep(2)
-        raise AssertionError(f"{dag_id} was not parsed within {seconds}s\n{self.logs()}")
-
-    def runs(self, dag_id: str) -> list[dict]:
-        with closing(self.db()) as db:
-            rows = db.execute("SELECT run_id, logical_date, state FROM dag_run WHERE dag_id = ? ORDER BY logical_date",
-                              (dag_id,)).fetchall()
-        return [{"run_id": run_id, "logical_date": logical_date, "state": state} for run_id, logical_date, state in rows]
-
-    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict]:
-        with closing(self.db()) as db:
-            rows = db.execute(
-                "SELECT task_id, map_index, rendered_map_index, state, try_number, start_date, end_date "
-                "FROM task_instance WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)).fetchall()
-        return {
-            task_id if map_index < 0 else f"{task_id}[{rendered or map_index}]":
-                {"state": state, "try_number": tries, "start_date": start, "end_date": end}
-            for task_id, map_index, rendered, state, tries, start, end in rows
-        }
-
-    def plans(self, dag_id: str, run_id: str) -> list[dict]:
-        with closing(self.db()) as db:
-            (value,) = db.execute("SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = 'plan' "
-                                  "AND key = 'return_value'", (dag_id, run_id)).fetchone()
-        document = json.loads(value)
-        return [item["plan"] for item in (json.loads(document) if isinstance(document, str) else document)]
 
 
 @pytest.fixture
@@ -224,9 +121,12 @@ def test_backfill_of_three_intervals_with_three_active_runs_applies_them_in_orde
         assert tasks["plan"]["state"] == "success"
         assert all(ti["state"] in ("success", "skipped") for ti in tasks.values()), tasks
         assert all(ti["try_number"] == 1 for name, ti in tasks.items() if name.startswith("merge[")), tasks
-    # In interval order: a run planned only after the previous run had finished (summary last).
+    # In interval order: a run planned only after the previous run had finished (summary last). Its
+    # plan task started with the others and waited deferred (start_date is that first start).
     for earlier, later in zip(instances, instances[1:]):
-        assert later["plan"]["start_date"] >= earlier["summary"]["end_date"]
+        assert later["plan"]["end_date"] >= earlier["summary"]["end_date"]
+        assert all(ti["start_date"] >= earlier["summary"]["end_date"]
+                   for name, ti in later.items() if name.startswith("merge["))
 
     # Each run applied exactly the CDC files named in its own interval (the first also the full load).
     applied = [sorted(Path(f["path"]).name for plan in stack.plans(DAG_ID, run["run_id"]) for f in plan["files"])

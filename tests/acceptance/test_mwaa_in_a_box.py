@@ -213,7 +213,7 @@ def test_glue_deployment_merges_the_lake_and_a_rerun_while_jobs_run_reattaches(
         first.wait()
 
         second_log = tmp_path / "second.log"
-        # The run again, as a retry runs it (a later run would wait at `plan` for this one to be green).
+        # The run again, as a retry runs it.
         second = environment.start_airflow("dags", "test", "dmscdc_sales", LOGICAL_DATE, log=second_log)
         # The rerun plans the same plan, finds its job still running and waits on it.
         wait_for(lambda: "reattaching to the running job" in second_log.read_text(), "the rerun to reattach")

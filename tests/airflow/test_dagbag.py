@@ -85,17 +85,17 @@ def test_full_refresh_is_optional_in_the_trigger_form_and_has_a_title_and_descri
     assert render(params={"full_refresh": ["sales.store", "sales.product"]}) == "sales.store,sales.product"
 
 
-def test_a_run_plans_only_after_the_previous_run_finished_green(dagbag):
-    """Orders backfill runs, which Airflow exempts from the DAG's max_active_runs (docs/scheduling.md)."""
+def test_runs_are_ordered_by_the_plan_task_waiting_not_by_depends_on_past(dagbag):
+    """depends_on_past + wait_for_downstream left runs waiting forever after a cleared plan
+    (removed merge instances) or a failed run; the plan task waits for the runs before it instead,
+    for at most one sensor timeout (docs/scheduling.md)."""
     tasks = dagbag.dags["dmscdc_demo"].task_dict
 
-    assert tasks["plan"].depends_on_past and tasks["plan"].wait_for_downstream
-    # wait_for_downstream looks at the plan's direct downstream tasks; summary is one of them and
-    # runs last, so a run waits for the whole previous run.
-    assert tasks["plan"].downstream_task_ids == {"merge", "summary"}
+    assert not any(task.depends_on_past or task.wait_for_downstream for task in tasks.values())
+    assert tasks["plan"].wait_timeout == tasks["wait_for_changes"].timeout
+    assert 30 <= tasks["plan"].wait_check_interval <= 60  # shorter resumes race the scheduler
+    assert tasks["plan"].get_flat_relative_ids(upstream=False) == {"merge", "refresh_catalog", "summary"}
     assert tasks["summary"].upstream_task_ids == {"wait_for_changes", "plan", "merge", "refresh_catalog"}
-    # Only planning waits: the sensor of a later run may check for files meanwhile.
-    assert not tasks["wait_for_changes"].depends_on_past
 
 
 def test_parsing_the_dags_imports_no_spark():

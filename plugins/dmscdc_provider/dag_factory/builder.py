@@ -46,6 +46,11 @@ log = logging.getLogger(__name__)
 
 CONFIG_ERROR_TAG = "config error"
 
+# A plan task deferred for less than this can resume before the scheduler has processed the end of
+# its previous try, and the scheduler then fails it ("finished with state success, but the task
+# instance's state attribute is running"; the race of apache/airflow#71172).
+PLAN_WAIT_CHECK_MIN_SECONDS = 30
+
 # The trigger form sends null for an emptied list.
 FULL_REFRESH_TEMPLATE = "{{ (params.full_refresh or []) | join(',') }}"
 
@@ -84,9 +89,11 @@ tables from their LOAD files, then apply their CDC files.
 
 **When a table fails.** Only that table's `merge` instance fails (named `schema.table`); its
 lake files and controller state stay where they were, and the other tables merge. The log names
-the table, the file and the cause. Fix the file (or the configuration) named there, then
-**clear the failed `merge` instance** (with downstream): it repeats exactly that table's plan.
-Clearing the whole run, `plan` included, plans every table again from the current state.
+the table, the file, the cause and what to do. Fix the file (or the configuration) named there
+(replace a bad file with a good copy of the same name), then **clear the failed `merge` instance**
+(with downstream): it repeats exactly that table's plan. If you removed a planned file, clear the
+run's **`plan`** task instead: it plans every table again from raw as it is now. A failed run does
+not hold later runs: the next run plans the failed table again from its watermark.
 """
 
 
@@ -109,7 +116,7 @@ def build_source_dag(config: SourceConfig) -> DAG:
         start_date=config.start_date,
         catchup=config.catchup,
         # Scheduled and manual runs of one source never overlap; backfill runs are ordered by
-        # the plan task's depends_on_past.
+        # the plan task's wait for the runs before it.
         max_active_runs=1,
         default_args={"owner": config.owner},
         params={
@@ -151,13 +158,13 @@ def build_source_dag(config: SourceConfig) -> DAG:
             inprocess_max_bytes=config.inprocess_max_bytes,
             table_format=config.table_format,
             iceberg_catalog=config.iceberg_catalog,
-            # Runs apply changes in logical-date order: a run plans only after the previous
-            # run's plan and everything downstream of it (merges, catalog, summary) finished
-            # well. Airflow counts a backfill's runs apart from the DAG's max_active_runs, so
-            # this, not max_active_runs, is what orders backfill and catch-up runs
-            # (docs/scheduling.md).
-            depends_on_past=True,
-            wait_for_downstream=True,
+            # Runs of a source plan and merge one at a time, in logical-date order: the plan task
+            # waits (deferred, with a log line per check) while an earlier run runs or a later one is
+            # merging, and fails saying what to do after one sensor timeout. Airflow counts a
+            # backfill's runs apart from the DAG's max_active_runs, so this is what orders them
+            # (docs/scheduling.md). A failed run holds nothing: the next run plans its tables again.
+            wait_timeout=sensor.timeout,
+            wait_check_interval=max(PLAN_WAIT_CHECK_MIN_SECONDS, min(sensor.poke_interval, 60)),
             **aws,
         )
         merged = DmsCdcMergeOperator.partial(

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, conf
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, AirflowSkipException, conf
 
 from dmscdc_provider.engines import RemoteMergeEngine
 from dmscdc_provider.engines.choice import AUTO, EngineConfig
 from dmscdc_provider.hooks.dmscdc import DmsCdcHook
 from dmscdc_provider.links import DmsCdcEmrServerlessJobRunLink, DmsCdcEmrStepLink, DmsCdcGlueJobRunLink, persist_job_link
 from dmscdc_provider.plan import TablePlan, plan_from_message
+from dmscdc_provider.planner import plan_applied_by_state, raw_changes_since_planning
 from dmscdc_provider.report import describe_failure
 from dmscdc_provider.runner import (
     CONFLICT,
+    FAILED,
     PROGRESS_INTERVAL_SECONDS,
     SUCCEEDED,
     FailureKind,
@@ -34,6 +37,13 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 OUTCOME_KEY = "outcome"
+# A cleared merge whose files a later run already applied: nothing to do (not a failure).
+SUPERSEDED = "superseded"
+
+
+def _run_name(context: Context) -> str:
+    run_id = getattr(context.get("ti"), "run_id", None)
+    return f"run {run_id}" if run_id else "this run"
 
 
 def describe_success(outcome: TableOutcome, plan: TablePlan) -> str:
@@ -136,6 +146,32 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         name = config.engine_for(plan)
         return name, config.settings_for(name)
 
+    def _check_raw_since_planning(self, context: Context, store) -> TablePlan:
+        """The plan to merge, once raw still holds its files: a file removed since planning fails the
+        task (naming it and what to clear); a file replaced by a copy of the same name is merged as it
+        is now and recorded with the commit (so the next planning does not take it for late)."""
+        plan = self.table_plan
+        state = store.get(plan.state_path)
+        if state is None or state.pending_commit is not None or state.version != plan.base_version:
+            return plan  # committed already, or moved on: start_attempt says which
+        changes = raw_changes_since_planning(plan, self.hook.open_storage(plan.files[0]["path"]))
+        if changes.removed:
+            names = ", ".join(changes.removed[:3]) + (f" and {len(changes.removed) - 3} more"
+                                                      if len(changes.removed) > 3 else "")
+            self._report(context, TableOutcome(plan.table, FAILED, plan.plan_id, error={
+                "table": plan.table, "file": changes.removed[0], "kind": FailureKind.INPUT.value,
+                "problem": f"{len(changes.removed)} planned file(s) were removed from raw after the plan task "
+                           f"listed them at {plan.raw_listed_at}, so this pinned plan cannot be applied: {names}",
+                "remedy": f"clear the plan task of {_run_name(context)} (with downstream): it plans the table "
+                          "again from raw as it is now; the table's state is unchanged"}))
+        for path, modified in changes.replaced.items():
+            self.log.warning("%s: %s was replaced after planning (listed as modified %s, now %s); merging the "
+                             "copy now in raw", plan.table, path, plan.file_versions.get(path), modified)
+        if changes.replaced:
+            plan = replace(plan, replaced_files=changes.replaced)
+            self._table_plan = plan
+        return plan
+
     def execute(self, context: Context) -> dict:
         plan = self.table_plan
         engine_name, engine_settings = self._table_engine(plan)
@@ -146,6 +182,7 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
             engine.on_submitted = lambda job_ref: self._job_submitted(context, engine, job_ref)
         store = self.hook.open_store(self.state_uri)
         try:
+            plan = self._check_raw_since_planning(context, store)
             lake_storage = self.hook.open_storage(plan.lake_root)
             if self.deferrable and isinstance(engine, RemoteMergeEngine):
                 start = start_attempt(plan, store, lake_storage, self._progress().step,
@@ -198,6 +235,11 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         else:
             engine = self.hook.make_engine(*self._table_engine(plan))
             result = engine.fetch_result(event["job_ref"], engine_plan)
+        if result.get("status") == SUCCEEDED:
+            # The job read raw as it was at submission; a copy replaced since planning is recorded as read.
+            replaced = raw_changes_since_planning(plan, self.hook.open_storage(plan.files[0]["path"])).replaced
+            if replaced:
+                plan = self._table_plan = replace(plan, replaced_files=replaced)
         store = self.hook.open_store(self.state_uri)
         try:
             with self._progress() as progress:
@@ -217,6 +259,22 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         if outcome.status == SUCCEEDED:
             self.log.info("%s", describe_success(outcome, plan))
             return document
+        if outcome.status == CONFLICT:
+            store = self.hook.open_store(self.state_uri)
+            try:
+                current = store.get(plan.state_path)
+            finally:
+                store.close()
+            if current is not None and plan_applied_by_state(plan, current):
+                # A cleared merge of an older run: a later run planned and committed these files.
+                message = (f"{plan.table}: nothing to do; a later run already applied this plan's files "
+                           f"(LastIncrementalFile is {current.last_incremental_file}), so the lake is current")
+                context["ti"].xcom_push(key=OUTCOME_KEY, value={**document, "status": SUPERSEDED, "note": message})
+                raise AirflowSkipException(message)
+            outcome.error = {"table": plan.table, "file": None, "problem": outcome.note,
+                             "remedy": f"clear the plan task of {_run_name(context)} (with downstream) to plan the "
+                                       "table again, or leave it: the next run plans it"}
+            outcome.note = None
         message = describe_failure(outcome)
         if outcome.status == CONFLICT or outcome.failure_kind == FailureKind.INPUT:
             # Repeating this plan cannot succeed: the input must be fixed first (then clear the

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from airflow.providers.common.compat.sdk import AirflowFailException
+
+from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 
 from dmscdc_provider.engines.choice import AUTO, DEFAULT_INPROCESS_MAX_BYTES, EngineConfig
 from dmscdc_provider.hooks.dmscdc import DmsCdcHook
 from dmscdc_provider.plan import PLAN_INLINE_LIMIT_BYTES, plan_message
+from dmscdc_provider.planner import FullRefreshGlobError
 from dmscdc_provider.runner import finish_pending_commits
 from dmscdc_provider.sensors.raw_files import describe_cutoff, interval_end, split_globs
 from dmscdc_provider.triggers.raw_files import parse_instant
@@ -19,6 +24,33 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 REPORT_KEY = "report"
+# Task instance states of a run that is past its plan task and not finished.
+IN_FLIGHT_STATES = ["running", "queued", "scheduled", "deferred", "up_for_retry", "up_for_reschedule", "restarting"]
+
+
+def run_holding_the_source(ti, downstream_task_ids: list[str]) -> str | None:
+    """The run of this DAG that must finish before this run plans, described for the log; None when
+    this run may plan now (docs/scheduling.md, "One run at a time"):
+
+    - an earlier run (by logical date) that is running: runs plan in logical-date order;
+    - a run whose merges, catalog refresh or summary are under way: two runs never merge one
+      source at once.
+
+    Runs that are queued (waiting for a slot) hold nothing, so no run can wait on one that waits on it.
+    Uses the Task SDK's run and task-instance queries; without them (older Airflow) nothing holds.
+    """
+    if not all(hasattr(ti, name) for name in ("get_dr_count", "get_previous_dagrun", "get_ti_count")):
+        return None
+    if ti.get_dr_count(dag_id=ti.dag_id, states=["running"]) <= 1:
+        return None  # this run is the only one running: the common case costs one query
+    earlier = ti.get_previous_dagrun(state="running")
+    if earlier is not None:
+        return f"the earlier run {earlier.run_id} (logical date {earlier.logical_date.isoformat()}) is still running"
+    # A later run already past its plan task (it started before this one: a cleared older run, a
+    # backfill beside scheduled runs). A later run still at its plan task waits for this one.
+    if ti.get_ti_count(dag_id=ti.dag_id, task_ids=downstream_task_ids, states=IN_FLIGHT_STATES):
+        return "a later run of this source is merging"
+    return None
 
 
 class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
@@ -47,6 +79,11 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
     :param inprocess_max_bytes: ``auto`` merges a table in-process when it reads less than this.
     :param table_format: format of tables whose controller item names none (``parquet``, ``iceberg``).
     :param iceberg_catalog: catalog of Iceberg tables (``sqlite:///PATH``, ``glue://DATABASE``).
+    :param wait_timeout: seconds this task waits while another run of the source is planning or
+        merging (``run_holding_the_source``) before it fails saying what to do.
+    :param wait_check_interval: seconds between those checks (the task waits deferred in between);
+        under about 30 s a resumed task can race the scheduler's handling of its previous try
+        (apache/airflow#71172), which then fails it.
     """
 
     aws_hook_class = DmsCdcHook
@@ -71,6 +108,8 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         inprocess_max_bytes: int = DEFAULT_INPROCESS_MAX_BYTES,
         table_format: str = "parquet",
         iceberg_catalog: str | None = None,
+        wait_timeout: int = 3600,
+        wait_check_interval: int = 30,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -88,8 +127,41 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         self.inprocess_max_bytes = inprocess_max_bytes
         self.table_format = table_format
         self.iceberg_catalog = iceberg_catalog
+        self.wait_timeout = wait_timeout
+        self.wait_check_interval = wait_check_interval
+
+    def _wait_for_the_source(self, context: Context, waiting_since: str | None = None) -> None:
+        """Defer this task while another run holds the source (``run_holding_the_source``), checking
+        again every ``wait_check_interval`` seconds, in the triggerer (no worker slot, and none of the
+        reschedule race of apache/airflow#71172); fail, saying what to do, after ``wait_timeout``."""
+        ti = context["ti"]
+        holder = run_holding_the_source(ti, sorted(self.get_flat_relative_ids(upstream=False)))
+        if holder is None:
+            return
+        now = datetime.now(timezone.utc)
+        since = datetime.fromisoformat(waiting_since) if waiting_since else now
+        waited = (now - since).total_seconds()
+        if waited >= self.wait_timeout:
+            raise AirflowFailException(
+                f"this run did not plan: {holder} after {waited:.0f} s of waiting (wait_timeout "
+                f"{self.wait_timeout} s); its files are not lost, the next run plans them. To plan this run, "
+                "clear this plan task once that run has finished; if that run is stuck, mark it failed.")
+        self.log.info("Waiting to plan: %s; runs of one source plan and merge one at a time, in logical-date "
+                      "order. Checking again in %d s (waited %.0f s of at most %d s).",
+                      holder, self.wait_check_interval, waited, self.wait_timeout)
+        self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=self.wait_check_interval)),
+                   method_name="execute_after_waiting", kwargs={"waiting_since": since.isoformat()})
+
+    def execute_after_waiting(self, context: Context, event: Any = None, waiting_since: str | None = None) -> list[dict]:
+        """Back from a wait for another run: check again, then plan."""
+        self._wait_for_the_source(context, waiting_since)
+        return self._plan(context)
 
     def execute(self, context: Context) -> list[dict]:
+        self._wait_for_the_source(context)
+        return self._plan(context)
+
+    def _plan(self, context: Context) -> list[dict]:
         cdc_before = parse_instant(self.cdc_before) if self.cdc_before else interval_end(context)
         full_refresh = split_globs(self.full_refresh)
         engines = EngineConfig(self.engine, self.spark_engine, self.inprocess_max_bytes)
@@ -102,6 +174,8 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
             finished = finish_pending_commits(store, self.hook.open_storage(self.lake_root), selected,
                                               aws_conn_id=self.aws_conn_id, region_name=self.region_name)
             report = planner.plan(cdc_before=cdc_before, full_refresh=full_refresh)
+        except FullRefreshGlobError as error:  # before anything is planned or merged
+            raise AirflowFailException(f"{error} (the run's full_refresh param)") from None
         finally:
             store.close()
 

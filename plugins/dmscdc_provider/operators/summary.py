@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING
 from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException, BaseOperator
 
 from dmscdc_provider.operators.catalog import pull_outcomes
+from dmscdc_provider.operators.merge import SUPERSEDED
 from dmscdc_provider.operators.plan import REPORT_KEY
 from dmscdc_provider.runner import SUCCEEDED
 from dmscdc_provider.sensors.raw_files import describe_cutoff
 from dmscdc_provider.triggers.raw_files import parse_instant
 
-FAILED, UPSTREAM_FAILED, SKIPPED = "failed", "upstream_failed", "skipped"
+FAILED, UPSTREAM_FAILED, SKIPPED, SUCCESS = "failed", "upstream_failed", "skipped", "success"
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -29,6 +30,9 @@ class UpstreamStates:
     failed: list[str]
     not_run: list[str]
     skipped: list[str]
+    # Merge instances that ended success or skipped, named as the UI names them: one whose
+    # outcome says failed was marked so by a person.
+    succeeded: frozenset[str] = frozenset()
 
     def describe(self) -> str:
         parts = [f"failed: {', '.join(self.failed)}"] if self.failed else []
@@ -78,6 +82,7 @@ class DmsCdcRunSummaryOperator(BaseOperator):
             failed=sorted(name(key) for key, state in others.items() if state == FAILED),
             not_run=sorted(name(key) for key, state in others.items() if state == UPSTREAM_FAILED),
             skipped=sorted(name(key) for key, state in others.items() if state == SKIPPED),
+            succeeded=frozenset(name(key) for key, state in others.items() if state in (SUCCESS, SKIPPED)),
         )
 
     def execute(self, context: Context) -> dict:
@@ -99,7 +104,11 @@ class DmsCdcRunSummaryOperator(BaseOperator):
             read = summary.get("rows_read", {})
             lines.append(f"{table:<32} {status:<10} {summary.get('files_read', ''):>5} {read.get('I', ''):>7} "
                          f"{read.get('U', ''):>7} {read.get('D', ''):>7} {summary.get('rows_written', ''):>8}")
-            if status != SUCCEEDED:
+            if status not in (SUCCEEDED, SUPERSEDED) and f"{self.merge_task_id}[{table}]" in upstream.succeeded:
+                self.log.warning("%s: its merge failed and was marked success by a person; the table's state is "
+                                 "unchanged, so the next run plans it again (deactivate it with `dmscdc configure "
+                                 "%s --inactive` to stop that)", table, table)
+            elif status not in (SUCCEEDED, SUPERSEDED):
                 problem = ((outcome or {}).get("error") or {}).get("problem") or (outcome or {}).get("note")
                 failed.append(f"{table}: {problem or 'the merge task failed; see its log'}")
         for problem in report["problems"]:
@@ -109,10 +118,15 @@ class DmsCdcRunSummaryOperator(BaseOperator):
             self.log.warning("%s: %s", warning["table"], warning["warning"])
         if failed:
             raise AirflowFailException(
-                "these tables failed; their state is unchanged. Fix the cause, then clear the failed "
-                "merge instances (or the next run plans them again):\n" + "\n".join(failed)
+                "these tables failed; their state is unchanged. Fix the cause named for each, then clear "
+                "its failed merge instance (it repeats its plan), or clear this run's plan task when a planned "
+                "file was removed; the next run also plans them again from their watermark:\n" + "\n".join(failed)
                 + (f"\ntasks: {upstream.describe()}" if upstream.failed or upstream.not_run else ""))
         if upstream.failed or upstream.not_run:
             raise AirflowFailException(f"tasks of this run failed ({upstream.describe()}); see their logs")
+        if not report["planned"]:
+            raise AirflowSkipException(
+                "nothing was planned in this run: every active table was up to date at its cutoff "
+                f"({', '.join(report['up_to_date']) or 'no active table'})")
         return {"merged": sorted(t for t, o in outcomes.items() if o["status"] == SUCCEEDED),
                 "up_to_date": report["up_to_date"]}

@@ -12,6 +12,7 @@ from airflow.providers.common.compat.sdk import AirflowSensorTimeout, AirflowSki
 from airflow.sdk.bases.sensor import PokeReturnValue
 
 from dmscdc_provider.hooks.dmscdc import DmsCdcHook
+from dmscdc_provider.planner import FullRefreshGlobError
 from dmscdc_provider.triggers.raw_files import DmsCdcNewFilesTrigger, parse_instant
 
 if TYPE_CHECKING:
@@ -97,6 +98,8 @@ class DmsCdcNewFilesSensor(AwsBaseSensor[DmsCdcHook]):
         try:
             tables = self.hook.tables_with_changes(
                 self.raw_root, self.state_uri, self.tables, cdc_before, split_globs(self.full_refresh))
+        except FullRefreshGlobError as error:  # fails the run before anything is planned or merged
+            raise RawFilesCheckError(f"{error} (the run's full_refresh param)") from None
         except Exception as error:
             raise RawFilesCheckError(f"cannot check {self.raw_root} against {self.state_uri}: {error}") from error
         if tables:
