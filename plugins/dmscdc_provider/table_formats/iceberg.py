@@ -113,15 +113,20 @@ def absolute_location(uri: str) -> str:
     return uri.rstrip("/") if "://" in uri and not uri.startswith("file:") else local_path(uri).rstrip("/")
 
 
-@functools.lru_cache(maxsize=16)
 def open_catalog(uri: str, warehouse: str, aws_conn_id: str | None = None, region_name: str | None = None):
-    """The pyiceberg catalog ``uri`` names, with ``warehouse`` (the lake root) as its warehouse;
-    one per process (a SQL catalog opens a database engine, a Glue catalog a client)."""
+    """The pyiceberg catalog ``uri`` names, with ``warehouse`` (the lake root) as its warehouse.
+
+    A SQLite catalog of a local lake is opened once per process (its engine checks the catalog's
+    tables); with AWS in play each call gets new clients, so they have the connection's current
+    credentials and endpoint.
+    """
     kind, where = parse_catalog_uri(uri)
+    if kind == "sqlite" and not warehouse.startswith("s3://"):
+        return _sqlite_catalog(where, warehouse)
     properties = {"warehouse": warehouse}
     if warehouse.startswith("s3://"):
         properties.update(_s3_properties(aws_conn_id, region_name))
-    if kind == "sqlite":
+    if kind == "sqlite":  # a local catalog of a lake on S3
         from pyiceberg.catalog.sql import SqlCatalog
 
         os.makedirs(os.path.dirname(where) or ".", exist_ok=True)
@@ -132,6 +137,14 @@ def open_catalog(uri: str, warehouse: str, aws_conn_id: str | None = None, regio
 
     # The glue client comes from the task's connection, like every other AWS call.
     return GlueCatalog(CATALOG_NAME, client=aws_client("glue", aws_conn_id, region_name), **properties)
+
+
+@functools.lru_cache(maxsize=16)
+def _sqlite_catalog(path: str, warehouse: str):
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    return SqlCatalog(CATALOG_NAME, uri=f"sqlite:///{path}", warehouse=warehouse)
 
 
 def table_identifier(uri: str, schema: str, table: str) -> tuple[str, str]:
