@@ -113,17 +113,23 @@ def test_run_on_s3_commits_glue_iceberg_tables_that_pyiceberg_reads_one_snapshot
     assert [row["snapshot_id"] for row in json.loads(listed.stdout)] == [s.snapshot_id for s in snapshots]
 
 
-def test_glue_table_refresh_leaves_an_iceberg_table_as_it_is(s3):
-    """A Parquet-format refresh named an Iceberg table (a table switched formats, a hand-written
-    list): the Glue table keeps its Iceberg parameters, nothing is rewritten."""
-    from dmscdc_provider.aws.glue_catalog import refresh_glue_tables
-
+def glue_iceberg_product_table():
+    """A Glue database holding ``product`` as an Iceberg table; returns the client and its parameters."""
     glue = boto3.client("glue", region_name=REGION)
     glue.create_database(DatabaseInput={"Name": DATABASE})
     iceberg_parameters = {"table_type": "ICEBERG", "metadata_location": f"{LAKE}/sales/product/metadata/1.json"}
     glue.create_table(DatabaseName=DATABASE, TableInput={
         "Name": "product", "TableType": "EXTERNAL_TABLE", "Parameters": iceberg_parameters,
         "StorageDescriptor": {"Location": f"{LAKE}/sales/product", "Columns": [{"Name": "id", "Type": "int"}]}})
+    return glue, iceberg_parameters
+
+
+def test_glue_table_refresh_leaves_an_iceberg_table_as_it_is(s3):
+    """A Parquet-format refresh named an Iceberg table (a table switched formats, a hand-written
+    list): the Glue table keeps its Iceberg parameters, nothing is rewritten."""
+    from dmscdc_provider.aws.glue_catalog import refresh_glue_tables
+
+    glue, iceberg_parameters = glue_iceberg_product_table()
     import pyarrow.parquet as pq
 
     sink = pa.BufferOutputStream()
@@ -227,12 +233,7 @@ def test_task_catalog_refresh_updates_parquet_tables_and_leaves_iceberg_tables_t
 
     from dmscdc_provider.hooks.dmscdc import DmsCdcHook
 
-    glue = boto3.client("glue", region_name=REGION)
-    glue.create_database(DatabaseInput={"Name": DATABASE})
-    iceberg_parameters = {"table_type": "ICEBERG", "metadata_location": f"{LAKE}/sales/product/metadata/1.json"}
-    glue.create_table(DatabaseName=DATABASE, TableInput={
-        "Name": "product", "TableType": "EXTERNAL_TABLE", "Parameters": iceberg_parameters,
-        "StorageDescriptor": {"Location": f"{LAKE}/sales/product", "Columns": [{"Name": "id", "Type": "int"}]}})
+    glue, iceberg_parameters = glue_iceberg_product_table()
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table({"Op": ["I"], "id": [1], "city": ["Seattle"]}), sink)
     for key in ("lake/sales/store/part-0.parquet", "lake/sales/product/data/a/part-0.parquet"):
