@@ -30,8 +30,10 @@ demo: setup
 mwaa-envs: setup
 	$(BIN)/python tests/acceptance/mwaa_env.py
 
+# Two workers (pytest-xdist), each with its own SparkSession and AIRFLOW_HOME: much of the suite
+# waits on child processes (Airflow, moto, the CLI), so two workers finish it far sooner on two cores.
 test: setup mwaa-envs
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist worksteal
 
 bench: setup
 	$(BIN)/python bench/run_bench.py --out bench/results/latest.json
