@@ -32,14 +32,24 @@ from dmscdc_spark.io import (
 from dmscdc_spark.plan import MergePlan
 from dmscdc_spark.schema import TypeConflict, unify_schemas, union_conformed
 
-# Session settings the merge relies on. Partition values are read as strings and cast to the
-# type the change data has (inference would turn "007" into 7); timestamps are written as
-# INT64 micros, which Athena, Spectrum and DuckDB all read.
 log = logging.getLogger(__name__)
 
+# Session settings the merge relies on, set on whatever session runs it (local, Glue, EMR), so
+# every run has them whatever the cluster's defaults. Partition values are read as strings and
+# cast to the type the change data has (inference would turn "007" into 7); timestamps are
+# written as INT64 micros, which Athena, Spectrum and DuckDB all read. Casts between timestamps
+# with and without time zone happen in UTC, as in the in-process engine, never in the cluster's
+# zone. Dates and timestamps before 1582-10-15 (sentinels such as 0001-01-01) are read and written
+# as the proleptic Gregorian values Parquet specifies and every other reader uses, never rebased
+# through the Julian calendar, and never refused.
 SESSION_SETTINGS = {
     "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.parquet.datetimeRebaseModeInRead": "CORRECTED",
+    "spark.sql.parquet.datetimeRebaseModeInWrite": "CORRECTED",
+    "spark.sql.parquet.int96RebaseModeInRead": "CORRECTED",
+    "spark.sql.parquet.int96RebaseModeInWrite": "CORRECTED",
 }
 
 
