@@ -5,7 +5,7 @@ and each reads what the other wrote."""
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pyarrow as pa
@@ -104,3 +104,47 @@ def test_both_engines_write_the_same_parquet_columns_and_partition_folders(
         assert parquet_shape(duckdb_path) == parquet_shape(spark_path)
         column = pq.ParquetFile(duckdb_path).metadata.row_group(0).column(0)
         assert column.compression == "SNAPPY"
+
+
+ANCIENT = pa.schema([("id", pa.int64()), ("name", pa.string()), ("day", pa.date32()),
+                     ("at", pa.timestamp("us")), ("at_utc", pa.timestamp("us", tz="UTC"))])
+
+
+def ancient(op, id_, name, day: date, at: datetime):
+    return {"Op": op, "id": id_, "name": name, "day": day, "at": at, "at_utc": at.replace(tzinfo=timezone.utc)}
+
+
+def ancient_view(rows) -> list[tuple]:
+    return [(r["id"], r["name"], r["day"], r["at"], r["at_utc"].astimezone(timezone.utc).replace(tzinfo=None))
+            for r in rows]
+
+
+@pytest.mark.parametrize("first", ["local", "duckdb"])
+def test_dates_before_the_gregorian_reform_stay_exact_when_engines_take_turns(
+        tmp_path, table_format, local_engine, duckdb_engine, foreign_host, first):
+    """Legacy sentinels (0001-01-01), dates before 1582-10-15 and timestamps before 1900, on a
+    Spark session left at Spark's defaults (which refuse them, or with LEGACY rebase shift them)
+    in a zone far from UTC: each engine reads what the other wrote and writes them back unchanged."""
+    engines = {"local": local_engine, "duckdb": duckdb_engine}
+    writer, other = engines[first], engines["duckdb" if first == "local" else "local"]
+    lake = LakeHarness(tmp_path, writer, table_format)
+    lake.configure("s.t", primary_key=["id"])
+    model = {1: ancient("I", 1, "sentinel", date(1, 1, 1), datetime(1, 1, 1)),
+             2: ancient("I", 2, "medieval", date(1000, 6, 15), datetime(1000, 6, 15, 12, 30, 0, 123456)),
+             3: ancient("I", 3, "eve of the reform", date(1582, 10, 4), datetime(1582, 10, 4, 23, 59, 59))}
+    lake.load("s.t", list(model.values()), ANCIENT)
+    batches = [
+        (other, [ancient("U", 2, "medieval, renamed", date(1000, 6, 15), datetime(1000, 6, 15, 12, 30, 0, 123456)),
+                 ancient("I", 4, "victorian", date(1850, 3, 1), datetime(1850, 3, 1, 8, 0, 0, 1)),
+                 ancient("I", 5, "reform day", date(1582, 10, 15), datetime(1582, 10, 15))]),
+        (writer, [ancient("U", 4, "victorian, later", date(1899, 12, 31), datetime(1899, 12, 31, 23, 59, 59))]),
+    ]
+    expected = lambda: [(c["id"], c["name"], c["day"], c["at"], c["at"]) for _, c in sorted(model.items())]  # noqa: E731
+    lake.run_ok()
+    assert ancient_view(lake.rows("s.t")) == expected()
+    for number, (engine, changes) in enumerate(batches, start=1):
+        lake.engine = engine
+        lake.cdc("s.t", changes, ANCIENT)
+        model.update({c["id"]: c for c in changes})
+        lake.run_ok()
+        assert ancient_view(lake.rows("s.t")) == expected(), f"after CDC batch {number}"
