@@ -4,6 +4,7 @@ and each reads what the other wrote."""
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -148,3 +149,41 @@ def test_dates_before_the_gregorian_reform_stay_exact_when_engines_take_turns(
         model.update({c["id"]: c for c in changes})
         lake.run_ok()
         assert ancient_view(lake.rows("s.t")) == expected(), f"after CDC batch {number}"
+
+
+class SubmittedJob:
+    """An engine that runs each merge as Glue and EMR do: the plan document in a file, read by
+    ``dmscdc_spark.submit.run_job`` (what ``glue_entry.py`` and ``submit.py`` call) on a session
+    the cluster made, the result document read back from beside the plan."""
+
+    def __init__(self, spark, folder):
+        self.spark, self.folder = spark, folder
+
+    def run(self, engine_plan: dict) -> dict:
+        from dmscdc_spark.submit import result_uri_for, run_job
+
+        plan_path = os.path.join(self.folder, engine_plan["attempt_id"], "plan.json")
+        os.makedirs(os.path.dirname(plan_path))
+        with open(plan_path, "w") as handle:
+            json.dump(engine_plan, handle)
+        run_job(self.spark, plan_path)
+        with open(result_uri_for(plan_path)) as handle:
+            return json.load(handle)
+
+
+def test_a_glue_or_emr_job_reads_and_writes_ancient_dates_and_casts_in_utc_on_a_session_left_at_defaults(
+        tmp_path, spark, foreign_host):
+    """Glue and EMR hand the job a session with the cluster's settings: the job sets the zone
+    and rebase modes the merge needs itself, so a remote merge equals a local one."""
+    lake = LakeHarness(tmp_path / "lake", SubmittedJob(spark, str(tmp_path / "jobs")))
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [ancient("I", 1, "sentinel", date(1, 1, 1), datetime(1, 1, 1))], ANCIENT)
+    lake.run_ok()
+    utc_changes = pa.schema([("id", pa.int64()), ("name", pa.string()), ("day", pa.date32()),
+                             ("at", pa.timestamp("us", tz="UTC")), ("at_utc", pa.timestamp("us"))])
+    lake.cdc("s.t", [ancient("U", 1, "sentinel, updated", date(1, 1, 1), datetime(1, 1, 1)),
+                     ancient("I", 2, "noon", date(1000, 6, 15), datetime(2024, 3, 1, 12, 0))], utc_changes)
+    lake.run_ok()  # rewrites the lake file: the lake's types win
+    assert ancient_view(lake.rows("s.t")) == [
+        (1, "sentinel, updated", date(1, 1, 1), datetime(1, 1, 1), datetime(1, 1, 1)),
+        (2, "noon", date(1000, 6, 15), datetime(2024, 3, 1, 12, 0), datetime(2024, 3, 1, 12, 0))]
