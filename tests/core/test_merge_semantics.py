@@ -251,6 +251,21 @@ def test_timestamp_changing_time_zone_keeps_its_value_on_a_host_far_from_utc(lak
     assert {r["updated"].tzinfo is None for r in rows} == {lake_zone is None}  # the lake's type
 
 
+def test_timestamp_key_in_the_hour_a_host_zone_repeats_is_found_and_replaced(lake, foreign_host):
+    """On 2018-02-18 America/Sao_Paulo left summer time: local 23:00-23:59 came twice (01:xxZ, then
+    02:xxZ). The changed keys' range must not pass through the host's zone (02:30Z read back as
+    01:30Z left the row in place beside its update)."""
+    schema = pa.schema([("changed_at", pa.timestamp("us", tz="UTC")), ("name", pa.string())])
+    first, second = (datetime(2018, 2, 18, hour, 30, tzinfo=timezone.utc) for hour in (1, 2))
+    lake.configure("s.t", primary_key=["changed_at"])
+    lake.load("s.t", [{"Op": "I", "changed_at": first, "name": "first"}, {"Op": "I", "changed_at": second, "name": "second"}], schema)
+    lake.run_ok()
+    lake.cdc("s.t", [{"Op": "U", "changed_at": second, "name": "second, updated"}], schema)
+    lake.run_ok()
+    assert [(r["changed_at"], r["name"]) for r in lake.rows("s.t", order_by="changed_at")] == [
+        (first, "first"), (second, "second, updated")]
+
+
 def test_reload_rebuilds_the_table_and_superseded_cdc_never_overwrites_it(lake):
     lake.configure("s.t", primary_key=["id"])
     t0 = lake.clock
