@@ -38,7 +38,7 @@ from dmscdc_provider.arrow_fs import ArrowFiles
 from dmscdc_provider.engines import arrow_schema
 from dmscdc_provider.engines.arrow_schema import type_name as spark_name
 from dmscdc_provider.plan import TablePlan
-from dmscdc_provider.table_formats import LakeFile, TableFormat
+from dmscdc_provider.table_formats import LakeFile, TableFormat, TableFormatName
 from dmscdc_provider.report import one_line
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ class _PlanCheck:
         known, source = spelled.setdefault(column.lower(), (column, path))
         if known == column:
             return
-        iceberg = self.table_format.name.value == "iceberg"
+        iceberg = self.table_format.name == TableFormatName.ICEBERG
         raise self.fail(
             path, column,
             f"column {column!r} here and column {known!r} in {source} differ only in case; {_CASE_INSENSITIVE}",

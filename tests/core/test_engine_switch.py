@@ -140,7 +140,9 @@ def test_dates_before_the_gregorian_reform_stay_exact_when_engines_take_turns(
                  ancient("I", 5, "reform day", date(1582, 10, 15), datetime(1582, 10, 15))]),
         (writer, [ancient("U", 4, "victorian, later", date(1899, 12, 31), datetime(1899, 12, 31, 23, 59, 59))]),
     ]
-    expected = lambda: [(c["id"], c["name"], c["day"], c["at"], c["at"]) for _, c in sorted(model.items())]  # noqa: E731
+    def expected():
+        return [(c["id"], c["name"], c["day"], c["at"], c["at"]) for _, c in sorted(model.items())]
+
     lake.run_ok()
     assert ancient_view(lake.rows("s.t")) == expected()
     for number, (engine, changes) in enumerate(batches, start=1):

@@ -114,7 +114,8 @@ def test_hostile_file_fails_its_table_alone_before_staging(lake, case):
 
 
 def test_a_column_spelled_otherwise_than_the_lake_names_the_lake_file(lake):
-    path = lake.cdc("s.bad", [{"Op": "U", "id": 1, "NAME": "x"}], pa.schema([("id", pa.int64()), ("NAME", pa.string())]))
+    path = lake.cdc("s.bad", [{"Op": "U", "id": 1, "NAME": "x"}],
+                    pa.schema([("id", pa.int64()), ("NAME", pa.string())]))
     (lake_file,) = lake.data_files("s.bad")
 
     error = {o.table: o for o in lake.run().outcomes}["s.bad"].error

@@ -258,7 +258,8 @@ def test_timestamp_key_in_the_hour_a_host_zone_repeats_is_found_and_replaced(lak
     schema = pa.schema([("changed_at", pa.timestamp("us", tz="UTC")), ("name", pa.string())])
     first, second = (datetime(2018, 2, 18, hour, 30, tzinfo=timezone.utc) for hour in (1, 2))
     lake.configure("s.t", primary_key=["changed_at"])
-    lake.load("s.t", [{"Op": "I", "changed_at": first, "name": "first"}, {"Op": "I", "changed_at": second, "name": "second"}], schema)
+    lake.load("s.t", [{"Op": "I", "changed_at": first, "name": "first"},
+                      {"Op": "I", "changed_at": second, "name": "second"}], schema)
     lake.run_ok()
     lake.cdc("s.t", [{"Op": "U", "changed_at": second, "name": "second, updated"}], schema)
     lake.run_ok()
