@@ -58,3 +58,50 @@ TABLE_FORMATS = ["parquet", "iceberg"]
 @pytest.fixture(params=TABLE_FORMATS)
 def table_format(request):
     return request.param
+
+
+# What a Spark session is given on a cluster that does not set them (Spark's own defaults), next
+# to the zone of a host far from UTC: the merge must set what it relies on itself.
+FOREIGN_ZONE = "America/Sao_Paulo"
+CLUSTER_DEFAULTS = {
+    "spark.sql.session.timeZone": FOREIGN_ZONE,
+    "spark.sql.parquet.datetimeRebaseModeInRead": "EXCEPTION",
+    "spark.sql.parquet.datetimeRebaseModeInWrite": "EXCEPTION",
+    "spark.sql.parquet.int96RebaseModeInRead": "EXCEPTION",
+    "spark.sql.parquet.int96RebaseModeInWrite": "EXCEPTION",
+}
+
+
+@pytest.fixture
+def foreign_host(request):
+    """The test runs on a host in America/Sao_Paulo (UTC-3): ``TZ`` and Python's zone for the
+    in-process engine (DuckDB takes a new connection's zone from them) and, when the test uses
+    Spark, the shared session set as a cluster leaves it (its zone, Spark's default rebase modes):
+    the JVM's own zone is fixed when it starts, and the session's settings are what Spark's casts
+    and Parquet reads follow. Everything is restored afterwards."""
+    import os
+    import time
+
+    previous_tz = os.environ.get("TZ")
+    os.environ["TZ"] = FOREIGN_ZONE
+    time.tzset()
+    spark = request.getfixturevalue("spark") if "spark" in request.fixturenames or (
+        "engine_name" in request.fixturenames and request.getfixturevalue("engine_name") == "local") else None
+    previous_conf = {}
+    if spark is not None:
+        previous_conf = {key: spark.conf.get(key, None) for key in CLUSTER_DEFAULTS}
+        for key, value in CLUSTER_DEFAULTS.items():
+            spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous_conf.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+        if previous_tz is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = previous_tz
+        time.tzset()

@@ -9,6 +9,9 @@ and its key and ``Op`` columns (CSV has no footer; a CDC file is the size of the
 A file fails its table when (docs/bad-input.md):
 
 - it cannot be read: zero bytes, truncated, not Parquet, malformed CSV;
+- two of its columns, or one of its columns and one of the table's (in the files before it, the
+  lake's files or the table's Iceberg schema), have names that differ only in case (``Id`` and
+  ``id``): Athena and Glue match column names case-insensitively, so one table cannot hold both;
 - a primary or partition key column is missing from it;
 - a column's type cannot be reconciled with the type the same column has in the files
   before it or in the lake (``wider_type``): a key that turns from int to string, text vs
@@ -35,7 +38,7 @@ from dmscdc_provider.arrow_fs import ArrowFiles
 from dmscdc_provider.engines import arrow_schema
 from dmscdc_provider.engines.arrow_schema import type_name as spark_name
 from dmscdc_provider.plan import TablePlan
-from dmscdc_provider.table_formats import LakeFile, TableFormat
+from dmscdc_provider.table_formats import LakeFile, TableFormat, TableFormatName
 from dmscdc_provider.report import one_line
 
 log = logging.getLogger(__name__)
@@ -130,6 +133,8 @@ class _FileFacts:
     null_counts: dict[str, int]
 
 
+_CASE_INSENSITIVE = "Athena and Glue match column names case-insensitively, so one table cannot hold both"
+
 _REPLACE = ("Replace it with a good copy of the file DMS wrote (same name), or reload the table in "
             "DMS (reload-target), then run again; the table's state is unchanged.")
 
@@ -149,14 +154,20 @@ class _PlanCheck:
         for entry in self.plan.files:  # each file on its own first: the likeliest culprit
             path = entry["path"]
             facts = self._read(path)
+            self._refuse_case_twins(path, facts.schema)
             self._require_columns(path, facts.schema)
             self._refuse_nulls(path, facts)
             schemas.append((path, facts.schema))
         # Then together, in plan order, after the lake (an incremental merge keeps its files).
         seen = self._lake_columns() if self.plan.mode == "incremental" else {}
         fixed = self.table_format.column_types(self.plan)
+        # The table's column names so far by their lowercase spelling: the table format's schema,
+        # the lake files', then each planned file's in plan order.
+        spelled = {name.lower(): (name, f"the table's {self.table_format.name.value} schema") for name in fixed}
+        spelled.update({name.lower(): (name, source) for name, (_, source) in seen.items()})
         for path, schema in schemas:
             for field in schema:
+                self._refuse_other_spelling(spelled, path, field.name)
                 conflict = _widen(seen, field.name, field.type, path)
                 if conflict is not None:
                     raise self._type_conflict(path, field.name, *conflict, field.type)
@@ -190,9 +201,46 @@ class _PlanCheck:
             "(same name). The table's state is unchanged.",
         )
 
+    def _refuse_case_twins(self, path: str, schema: pa.Schema) -> None:
+        """Two columns of one file whose names differ only in case."""
+        first_spelling: dict[str, str] = {}
+        for name in schema.names:
+            other = first_spelling.setdefault(name.lower(), name)
+            if other != name:
+                raise self.fail(
+                    path, name, f"columns {other!r} and {name!r} differ only in case; {_CASE_INSENSITIVE}",
+                    "Drop or rename one of them at the source or with a DMS transformation rule (remove-column, "
+                    "rename), then replace this file with a corrected copy (same name) or reload the table in DMS "
+                    "(reload-target); the table's state is unchanged.")
+
+    def _refuse_other_spelling(self, spelled: dict[str, tuple[str, str]], path: str, column: str) -> None:
+        """A file's column spelled otherwise than the same column before it (lake or earlier file)."""
+        known, source = spelled.setdefault(column.lower(), (column, path))
+        if known == column:
+            return
+        iceberg = self.table_format.name == TableFormatName.ICEBERG
+        raise self.fail(
+            path, column,
+            f"column {column!r} here and column {known!r} in {source} differ only in case; {_CASE_INSENSITIVE}",
+            f"Spell the column as before with a DMS transformation rule (rename, or convert-lowercase), and "
+            f"replace this file with a corrected copy (same name); or, if the source renamed the column, reload "
+            f"the table in DMS (reload-target) so the next run rebuilds it from LOAD files with the new name"
+            + (" (drop the table from the Iceberg catalog first: its schema keeps old columns)" if iceberg else "")
+            + ". The table's state is unchanged.")
+
     def _require_columns(self, path: str, schema: pa.Schema) -> None:
         for column, role in self.required.items():
             if column not in schema.names:
+                other = next((name for name in schema.names if name.lower() == column.lower()), None)
+                if other is not None:
+                    raise self.fail(
+                        path, column,
+                        f"{role} column {column!r} does not exist; the file has {other!r}, which differs only in "
+                        f"case ({_CASE_INSENSITIVE})",
+                        f"Spell the column as before with a DMS transformation rule (rename, or convert-lowercase) "
+                        f"and replace this file with a corrected copy (same name); or configure the new spelling "
+                        f"(`dmscdc configure {self.plan.table} --{role.replace(' ', '-')} ...`) and reload the table "
+                        f"in DMS (reload-target). The table's state is unchanged.")
                 raise self.fail(
                     path, column,
                     f"{role} column {column!r} does not exist (the file has {', '.join(schema.names)})",

@@ -6,10 +6,10 @@ import hashlib
 import os
 from datetime import datetime, timedelta, timezone
 
-import duckdb
 import pyarrow as pa
 
 from dmscdc_provider.dms_writer import cdc_file_name, load_file_name, write_dms_file
+from dmscdc_provider.engines.duckdb import utc_connection
 from dmscdc_provider.planner import Planner, controller_path
 from dmscdc_provider.runner import run_source
 from dmscdc_provider.state.base import TableState
@@ -106,12 +106,13 @@ class LakeHarness:
 
     def rows(self, table: str, order_by: str = "id") -> list[dict]:
         """The lake table as a reader sees it: DuckDB over the visible Parquet files, or pyiceberg's
-        scan of the current Iceberg snapshot."""
+        scan of the current Iceberg snapshot; zone-aware timestamps in UTC, as Athena shows them,
+        whatever this host's zone."""
         if self.table_format == "iceberg":
             iceberg = self.iceberg_table(table)
             if iceberg is None or iceberg.current_snapshot() is None:
                 return []
-            with duckdb.connect() as connection:
+            with utc_connection() as connection:
                 connection.register("snapshot", iceberg.scan().to_arrow())
                 cursor = connection.execute(f"SELECT * FROM snapshot ORDER BY {order_by}")
                 columns = [d[0] for d in cursor.description]
@@ -119,7 +120,7 @@ class LakeHarness:
         if not self.data_files(table):
             return []
         glob = f"{self.table_path(table)}/**/*.parquet"
-        with duckdb.connect() as connection:
+        with utc_connection() as connection:
             cursor = connection.execute(
                 f"SELECT * FROM read_parquet('{glob}', hive_partitioning = true, union_by_name = true) "
                 f"ORDER BY {order_by}"

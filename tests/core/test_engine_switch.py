@@ -4,8 +4,9 @@ and each reads what the other wrote."""
 
 from __future__ import annotations
 
+import json
 import os
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pyarrow as pa
@@ -104,3 +105,87 @@ def test_both_engines_write_the_same_parquet_columns_and_partition_folders(
         assert parquet_shape(duckdb_path) == parquet_shape(spark_path)
         column = pq.ParquetFile(duckdb_path).metadata.row_group(0).column(0)
         assert column.compression == "SNAPPY"
+
+
+ANCIENT = pa.schema([("id", pa.int64()), ("name", pa.string()), ("day", pa.date32()),
+                     ("at", pa.timestamp("us")), ("at_utc", pa.timestamp("us", tz="UTC"))])
+
+
+def ancient(op, id_, name, day: date, at: datetime):
+    return {"Op": op, "id": id_, "name": name, "day": day, "at": at, "at_utc": at.replace(tzinfo=timezone.utc)}
+
+
+def ancient_view(rows) -> list[tuple]:
+    return [(r["id"], r["name"], r["day"], r["at"], r["at_utc"].astimezone(timezone.utc).replace(tzinfo=None))
+            for r in rows]
+
+
+@pytest.mark.parametrize("first", ["local", "duckdb"])
+def test_dates_before_the_gregorian_reform_stay_exact_when_engines_take_turns(
+        tmp_path, table_format, local_engine, duckdb_engine, foreign_host, first):
+    """Legacy sentinels (0001-01-01), dates before 1582-10-15 and timestamps before 1900, on a
+    Spark session left at Spark's defaults (which refuse them, or with LEGACY rebase shift them)
+    in a zone far from UTC: each engine reads what the other wrote and writes them back unchanged."""
+    engines = {"local": local_engine, "duckdb": duckdb_engine}
+    writer, other = engines[first], engines["duckdb" if first == "local" else "local"]
+    lake = LakeHarness(tmp_path, writer, table_format)
+    lake.configure("s.t", primary_key=["id"])
+    model = {1: ancient("I", 1, "sentinel", date(1, 1, 1), datetime(1, 1, 1)),
+             2: ancient("I", 2, "medieval", date(1000, 6, 15), datetime(1000, 6, 15, 12, 30, 0, 123456)),
+             3: ancient("I", 3, "eve of the reform", date(1582, 10, 4), datetime(1582, 10, 4, 23, 59, 59))}
+    lake.load("s.t", list(model.values()), ANCIENT)
+    batches = [
+        (other, [ancient("U", 2, "medieval, renamed", date(1000, 6, 15), datetime(1000, 6, 15, 12, 30, 0, 123456)),
+                 ancient("I", 4, "victorian", date(1850, 3, 1), datetime(1850, 3, 1, 8, 0, 0, 1)),
+                 ancient("I", 5, "reform day", date(1582, 10, 15), datetime(1582, 10, 15))]),
+        (writer, [ancient("U", 4, "victorian, later", date(1899, 12, 31), datetime(1899, 12, 31, 23, 59, 59))]),
+    ]
+    def expected():
+        return [(c["id"], c["name"], c["day"], c["at"], c["at"]) for _, c in sorted(model.items())]
+
+    lake.run_ok()
+    assert ancient_view(lake.rows("s.t")) == expected()
+    for number, (engine, changes) in enumerate(batches, start=1):
+        lake.engine = engine
+        lake.cdc("s.t", changes, ANCIENT)
+        model.update({c["id"]: c for c in changes})
+        lake.run_ok()
+        assert ancient_view(lake.rows("s.t")) == expected(), f"after CDC batch {number}"
+
+
+class SubmittedJob:
+    """An engine that runs each merge as Glue and EMR do: the plan document in a file, read by
+    ``dmscdc_spark.submit.run_job`` (what ``glue_entry.py`` and ``submit.py`` call) on a session
+    the cluster made, the result document read back from beside the plan."""
+
+    def __init__(self, spark, folder):
+        self.spark, self.folder = spark, folder
+
+    def run(self, engine_plan: dict) -> dict:
+        from dmscdc_spark.submit import result_uri_for, run_job
+
+        plan_path = os.path.join(self.folder, engine_plan["attempt_id"], "plan.json")
+        os.makedirs(os.path.dirname(plan_path))
+        with open(plan_path, "w") as handle:
+            json.dump(engine_plan, handle)
+        run_job(self.spark, plan_path)
+        with open(result_uri_for(plan_path)) as handle:
+            return json.load(handle)
+
+
+def test_a_glue_or_emr_job_reads_and_writes_ancient_dates_and_casts_in_utc_on_a_session_left_at_defaults(
+        tmp_path, spark, foreign_host):
+    """Glue and EMR hand the job a session with the cluster's settings: the job sets the zone
+    and rebase modes the merge needs itself, so a remote merge equals a local one."""
+    lake = LakeHarness(tmp_path / "lake", SubmittedJob(spark, str(tmp_path / "jobs")))
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [ancient("I", 1, "sentinel", date(1, 1, 1), datetime(1, 1, 1))], ANCIENT)
+    lake.run_ok()
+    utc_changes = pa.schema([("id", pa.int64()), ("name", pa.string()), ("day", pa.date32()),
+                             ("at", pa.timestamp("us", tz="UTC")), ("at_utc", pa.timestamp("us"))])
+    lake.cdc("s.t", [ancient("U", 1, "sentinel, updated", date(1, 1, 1), datetime(1, 1, 1)),
+                     ancient("I", 2, "noon", date(1000, 6, 15), datetime(2024, 3, 1, 12, 0))], utc_changes)
+    lake.run_ok()  # rewrites the lake file: the lake's types win
+    assert ancient_view(lake.rows("s.t")) == [
+        (1, "sentinel, updated", date(1, 1, 1), datetime(1, 1, 1), datetime(1, 1, 1)),
+        (2, "noon", date(1000, 6, 15), datetime(2024, 3, 1, 12, 0), datetime(2024, 3, 1, 12, 0))]

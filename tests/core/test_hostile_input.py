@@ -67,6 +67,29 @@ HOSTILE = {
         lambda lake: lake.cdc("s.bad", [{"Op": "I", "id": 2, "name": "y"}, {"Op": None, "id": 3, "name": "x"}], ITEM,
                               extension="csv"),
         "Op is null in 1 row(s)", "Op"),
+    # Athena and Glue match column names case-insensitively: a table cannot hold both spellings.
+    "columns_differ_only_in_case_parquet": (
+        lambda lake: lake.cdc("s.bad", [{"Op": "U", "id": 1, "name": "x", "Name": "y"}],
+                              ITEM.append(pa.field("Name", pa.string()))),
+        "columns 'name' and 'Name' differ only in case", "Name"),
+    "columns_differ_only_in_case_csv": (
+        lambda lake: lake.cdc("s.bad", [{"Op": "U", "id": 1, "name": "x", "NAME": "y"}],
+                              ITEM.append(pa.field("NAME", pa.string())), extension="csv"),
+        "columns 'name' and 'NAME' differ only in case", "NAME"),
+    "column_spelled_otherwise_than_the_lake": (
+        lambda lake: lake.cdc("s.bad", [{"Op": "U", "id": 1, "Name": "x"}],
+                              pa.schema([("id", pa.int64()), ("Name", pa.string())])),
+        "column 'Name' here and column 'name' in", "Name"),
+    "column_spelled_otherwise_than_an_earlier_file": (
+        lambda lake: (lake.cdc("s.bad", [{"Op": "I", "id": 2, "note": "x"}],
+                               pa.schema([("id", pa.int64()), ("note", pa.string())])),
+                      lake.cdc("s.bad", [{"Op": "I", "id": 3, "NOTE": "y"}],
+                               pa.schema([("id", pa.int64()), ("NOTE", pa.string())])))[1],
+        "column 'NOTE' here and column 'note' in", "NOTE"),
+    "key_column_spelled_otherwise": (
+        lambda lake: lake.cdc("s.bad", [{"Op": "U", "ID": 1, "name": "x"}],
+                              pa.schema([("ID", pa.int64()), ("name", pa.string())])),
+        "primary key column 'id' does not exist; the file has 'ID', which differs only in case", "id"),
 }
 
 
@@ -88,6 +111,41 @@ def test_hostile_file_fails_its_table_alone_before_staging(lake, case):
     assert lake.state("s.bad") == state and lake.data_files("s.bad") == files_before
     assert not lake.unpublished_files("s.bad")
     assert outcomes["s.good"].succeeded and [r["name"] for r in lake.rows("s.good")] == ["good change"]
+
+
+def test_a_column_spelled_otherwise_than_the_lake_names_the_lake_file(lake):
+    path = lake.cdc("s.bad", [{"Op": "U", "id": 1, "NAME": "x"}],
+                    pa.schema([("id", pa.int64()), ("NAME", pa.string())]))
+    (lake_file,) = lake.data_files("s.bad")
+
+    error = {o.table: o for o in lake.run().outcomes}["s.bad"].error
+
+    assert error["file"] == path and error["column"] == "NAME"
+    assert os.path.join(lake.table_path("s.bad"), lake_file) in error["problem"]
+    assert "Athena and Glue match column names case-insensitively" in error["problem"]
+    assert "reload-target" in error["remedy"]
+
+
+def test_a_reload_that_renames_a_column_by_case_rebuilds_a_parquet_table_but_not_an_iceberg_one(
+        tmp_path, engine, table_format):
+    """After a DMS reload whose LOAD files spell a column ``Name`` instead of ``name``, a full
+    refresh replaces a Parquet table's files (only the new spelling remains); an Iceberg table's
+    schema keeps the old column, so its rebuild is refused before anything is staged."""
+    lake = bad_and_good_tables(tmp_path, engine, ITEM, table_format)
+    load = lake.load("s.bad", [{"Op": "I", "id": 1, "Name": "one"}],
+                     pa.schema([("id", pa.int64()), ("Name", pa.string())]), modified=lake.tick())
+    files_before = lake.data_files("s.bad")
+
+    outcome = {o.table: o for o in lake.run(full_refresh=("s.bad",)).outcomes}["s.bad"]
+
+    if table_format == "parquet":
+        assert outcome.succeeded and [(r["id"], r["Name"]) for r in lake.rows("s.bad")] == [(1, "one")]
+        assert "name" not in lake.rows("s.bad")[0]
+        return
+    assert outcome.error["file"] == load and outcome.error["column"] == "Name"
+    assert "column 'Name' here and column 'name' in the table's iceberg schema" in outcome.error["problem"]
+    assert "drop the table from the Iceberg catalog" in outcome.error["remedy"]
+    assert lake.data_files("s.bad") == files_before and not lake.unpublished_files("s.bad")
 
 
 def test_a_hostile_load_file_fails_the_first_full_load_and_loads_nothing(tmp_path, engine):

@@ -219,6 +219,54 @@ def test_dms_millisecond_timestamps_and_lake_timestamps_read_together(lake):
     assert [(r["id"], r["updated"].replace(tzinfo=None)) for r in lake.rows("s.t")] == [(1, later), (2, first)]
 
 
+def wall_clock_utc(value: datetime) -> datetime:
+    """A timestamp read back as the UTC wall clock: a zone-aware one converted, a naive one as is."""
+    return value if value.tzinfo is None else value.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+@pytest.mark.parametrize("lake_zone,change_zone", [(None, "UTC"), ("UTC", None)],
+                         ids=["lake_naive_changes_utc", "lake_utc_changes_naive"])
+def test_timestamp_changing_time_zone_keeps_its_value_on_a_host_far_from_utc(lake, foreign_host, lake_zone,
+                                                                              change_zone):
+    """A column that is a timestamp without time zone in the lake and with one (UTC) in a CDC file,
+    or the other way round, takes the lake's type and keeps 12:00 as 12:00 on a host in
+    America/Sao_Paulo (UTC-3): no cast follows the host's zone (it used to store 09:00, or 15:00)."""
+    def schema(zone):
+        return pa.schema([("id", pa.int64()), ("updated", pa.timestamp("us", tz=zone))])
+
+    def at(hour, zone):
+        moment = datetime(2024, 3, 1, hour, 0)
+        return moment.replace(tzinfo=timezone.utc) if zone else moment
+
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [{"Op": "I", "id": 1, "updated": at(12, lake_zone)},
+                      {"Op": "I", "id": 3, "updated": at(12, lake_zone)}], schema(lake_zone))
+    lake.run_ok()
+    lake.cdc("s.t", [{"Op": "U", "id": 1, "updated": at(13, change_zone)},
+                     {"Op": "I", "id": 2, "updated": at(12, change_zone)}], schema(change_zone))
+    lake.run_ok()
+    rows = lake.rows("s.t")
+    assert [(r["id"], wall_clock_utc(r["updated"])) for r in rows] == [
+        (1, datetime(2024, 3, 1, 13, 0)), (2, datetime(2024, 3, 1, 12, 0)), (3, datetime(2024, 3, 1, 12, 0))]
+    assert {r["updated"].tzinfo is None for r in rows} == {lake_zone is None}  # the lake's type
+
+
+def test_timestamp_key_in_the_hour_a_host_zone_repeats_is_found_and_replaced(lake, foreign_host):
+    """On 2018-02-18 America/Sao_Paulo left summer time: local 23:00-23:59 came twice (01:xxZ, then
+    02:xxZ). The changed keys' range must not pass through the host's zone (02:30Z read back as
+    01:30Z left the row in place beside its update)."""
+    schema = pa.schema([("changed_at", pa.timestamp("us", tz="UTC")), ("name", pa.string())])
+    first, second = (datetime(2018, 2, 18, hour, 30, tzinfo=timezone.utc) for hour in (1, 2))
+    lake.configure("s.t", primary_key=["changed_at"])
+    lake.load("s.t", [{"Op": "I", "changed_at": first, "name": "first"},
+                      {"Op": "I", "changed_at": second, "name": "second"}], schema)
+    lake.run_ok()
+    lake.cdc("s.t", [{"Op": "U", "changed_at": second, "name": "second, updated"}], schema)
+    lake.run_ok()
+    assert [(r["changed_at"], r["name"]) for r in lake.rows("s.t", order_by="changed_at")] == [
+        (first, "first"), (second, "second, updated")]
+
+
 def test_reload_rebuilds_the_table_and_superseded_cdc_never_overwrites_it(lake):
     lake.configure("s.t", primary_key=["id"])
     t0 = lake.clock

@@ -123,14 +123,15 @@ def read_dms_csv(spark: SparkSession, path: str, csv_format: CsvFormat) -> DataF
     if marker == "":  # Spark's null is exactly the unquoted empty field: already right
         return frame
     return frame.select(*[
-        F.when(F.col(_quoted(name)) == F.lit(marker), F.lit(None).cast("string"))
-        .otherwise(F.coalesce(F.col(_quoted(name)), F.lit("")))
+        F.when(F.col(quoted_name(name)) == F.lit(marker), F.lit(None).cast("string"))
+        .otherwise(F.coalesce(F.col(quoted_name(name)), F.lit("")))
         .alias(name)
         for name in frame.columns
     ])
 
 
-def _quoted(name: str) -> str:
+def quoted_name(name: str) -> str:
+    """A column name as Spark SQL text (backticks, inner backticks doubled)."""
     return "`" + name.replace("`", "``") + "`"
 
 

@@ -22,6 +22,7 @@ from dmscdc_spark.io import (
     file_name,
     is_csv,
     is_hidden,
+    quoted_name,
     read_change_file,
     read_lake_file,
     read_lake_files,
@@ -32,14 +33,24 @@ from dmscdc_spark.io import (
 from dmscdc_spark.plan import MergePlan
 from dmscdc_spark.schema import TypeConflict, unify_schemas, union_conformed
 
-# Session settings the merge relies on. Partition values are read as strings and cast to the
-# type the change data has (inference would turn "007" into 7); timestamps are written as
-# INT64 micros, which Athena, Spectrum and DuckDB all read.
 log = logging.getLogger(__name__)
 
+# Session settings the merge relies on, set on whatever session runs it (local, Glue, EMR), so
+# every run has them whatever the cluster's defaults. Partition values are read as strings and
+# cast to the type the change data has (inference would turn "007" into 7); timestamps are
+# written as INT64 micros, which Athena, Spectrum and DuckDB all read. Casts between timestamps
+# with and without time zone happen in UTC, as in the in-process engine, never in the cluster's
+# zone. Dates and timestamps before 1582-10-15 (sentinels such as 0001-01-01) are read and written
+# as the proleptic Gregorian values Parquet specifies and every other reader uses, never rebased
+# through the Julian calendar, and never refused.
 SESSION_SETTINGS = {
     "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.parquet.datetimeRebaseModeInRead": "CORRECTED",
+    "spark.sql.parquet.datetimeRebaseModeInWrite": "CORRECTED",
+    "spark.sql.parquet.int96RebaseModeInRead": "CORRECTED",
+    "spark.sql.parquet.int96RebaseModeInWrite": "CORRECTED",
 }
 
 
@@ -218,10 +229,20 @@ class _TableMerge:
         """One pass over the CDC rows: rows per (file, Op), and the min/max of each key column
         (the range ``_files_holding_keys`` pushes down)."""
         key_columns = self.plan.primary_key
+        types = {field.name: field.dataType for field in cdc.schema.fields}
+
+        def bound(extreme: str, key: str):
+            # An instant comes to Python as microseconds: as a datetime it would pass through the
+            # driver's local zone, and in the hour a summer-time change repeats it comes back an
+            # hour off (``_files_holding_keys`` turns it back into a timestamp).
+            if isinstance(types[key], T.TimestampType):
+                return F.expr(f"unix_micros({extreme}({quoted_name(key)}))")
+            return getattr(F, extreme)(key)
+
         groups = cdc.groupBy(rules.FILE_SEQ, rules.OP).agg(
             F.count(F.lit(1)).alias("count"),
-            *[F.min(k).alias(f"min_{i}") for i, k in enumerate(key_columns)],
-            *[F.max(k).alias(f"max_{i}") for i, k in enumerate(key_columns)],
+            *[bound("min", k).alias(f"min_{i}") for i, k in enumerate(key_columns)],
+            *[bound("max", k).alias(f"max_{i}") for i, k in enumerate(key_columns)],
         ).collect()
         counts = [(r[rules.FILE_SEQ], r[rules.OP], r["count"]) for r in groups]
         bounds = {}
@@ -298,6 +319,8 @@ class _TableMerge:
             for column, (low, high) in bounds.items():
                 # Partition values come from folder names (strings): compare them as the key's type.
                 value = F.col(column).cast(key_types[column]) if column in self.plan.partition_key else F.col(column)
+                if isinstance(key_types[column], T.TimestampType):  # microseconds (``_count_and_bound``)
+                    low, high = F.expr(f"timestamp_micros({int(low)})"), F.expr(f"timestamp_micros({int(high)})")
                 stored = stored.where(value.between(low, high))
             stored = stored.select(*[F.col(k).cast(key_types[k]).alias(k) for k in key_columns],
                                    "_dmscdc_file", "_dmscdc_size")

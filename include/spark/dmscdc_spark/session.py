@@ -6,14 +6,16 @@ import os
 
 from pyspark.sql import SparkSession
 
+from dmscdc_spark.job import SESSION_SETTINGS
 from dmscdc_spark.s3a import cached_jars, s3a_settings
 
 LOG_SETTINGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "log4j2.properties")
 
-# Small shuffles: a merge's shuffled data is the size of the change, not of the table.
+# Small shuffles: a merge's shuffled data is the size of the change, not of the table. The
+# merge's own settings (UTC, exact ancient dates) from the start, for anything read before it.
 LOCAL_DEFAULTS = {
+    **SESSION_SETTINGS,
     "spark.sql.shuffle.partitions": "8",
-    "spark.sql.session.timeZone": "UTC",
     "spark.ui.enabled": "false",
     "spark.sql.adaptive.enabled": "true",
     "spark.ui.showConsoleProgress": "false",

@@ -57,8 +57,6 @@ def run_job(spark, plan_uri: str, result_uri: str | None = None) -> dict:
 
     result_uri = result_uri or result_uri_for(plan_uri)
     plan = json.loads(read_text(spark, plan_uri))
-    # The local engine's session runs in UTC; the same instants must come out on every engine.
-    spark.conf.set("spark.sql.session.timeZone", "UTC")
     try:
         result = run_merge(spark, plan)
     except Exception as error:

@@ -147,7 +147,24 @@ class DuckDBMergeEngine:
         }
         if self.threads:
             config["threads"] = self.threads
-        return duckdb.connect(":memory:", config=config)
+        return utc_connection(":memory:", config=config)
+
+
+def utc_connection(database: str = ":memory:", **options) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection whose casts between TIMESTAMP and TIMESTAMPTZ (and the zone it shows
+    TIMESTAMPTZ values in) are UTC, as in the Spark engine, whatever the host's zone: DuckDB
+    otherwise takes the zone from the host (``TZ``) and shifts a naive 12:00 to 15:00Z in Sao Paulo.
+
+    :param options: ``duckdb.connect``'s (``config``, ``read_only``); ``TimeZone`` is not a
+        connect option, so it is set on the open connection.
+    """
+    connection = duckdb.connect(database, **options)
+    try:
+        connection.execute("SET TimeZone = 'UTC'")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
 
 
 def _first_line(error: BaseException) -> str:
