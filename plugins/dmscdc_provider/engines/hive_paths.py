@@ -1,8 +1,11 @@
 """Hive partition folder names exactly as Spark writes and reads them.
 
 Both engines write the same table, so a partition value must map to the same folder whichever
-engine wrote it (``dept=a%2Fb``, ``day=2024-03-01``, ``__HIVE_DEFAULT_PARTITION__`` for null
-and the empty string), and a folder written by either must read back as the same value.
+engine wrote it (``dept=a%2Fb``, ``day=2024-03-01``, ``x=-0.0`` apart from ``x=0.0``,
+``__HIVE_DEFAULT_PARTITION__`` for null and the empty string), and a folder written by either
+must read back as the same value. A primary key is never null (the input check refuses one), so
+the default folder of a primary-key column holds the empty string; elsewhere it reads as null,
+as every reader of a Hive folder reads it (docs/merge-semantics.md, "Partition values").
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from decimal import Decimal
 import pyarrow as pa
 
 DEFAULT_PARTITION_NAME = "__HIVE_DEFAULT_PARTITION__"
+# The longest name a file system gives one folder (ext4, xfs, APFS, NTFS: 255 bytes). S3 keys
+# allow longer ones, but a table must work wherever its lake is (a local lake, Hadoop's tools).
+MAX_FOLDER_NAME_BYTES = 255
 
 # Spark's ExternalCatalogUtils.charToEscape (the POSIX set; Windows adds a few more).
 _ESCAPED = set(chr(code) for code in range(0x01, 0x20)) | set('"#%\'*/:=?\\\x7f{[]^')
@@ -84,19 +90,44 @@ def folder(column: str, value) -> str:
     return f"{escape(column)}={DEFAULT_PARTITION_NAME if not text else escape(text)}"
 
 
+def partition_folders(relative_path: str) -> str:
+    """The ``column=value`` folders of a file's relative path, as they are named (escaped)."""
+    return "/".join(part for part in relative_path.split("/")[:-1] if "=" in part)
+
+
 def parse_folders(relative_path: str) -> dict[str, str | None]:
-    """The ``column=value`` folders of a file's relative path, values as text (None for null)."""
+    """The ``column=value`` folders of a file's relative path, values as text (None for the
+    default folder: see ``typed_value``)."""
     values = {}
     for part in relative_path.split("/")[:-1]:
         name, sep, text = part.partition("=")
         if sep:
-            text = unescape(text)
-            values[unescape(name)] = None if text == DEFAULT_PARTITION_NAME else text
+            values[unescape(name)] = None if text == DEFAULT_PARTITION_NAME else unescape(text)
     return values
 
 
-def typed_value(text: str | None, data_type: pa.DataType):
-    """A partition value read from its folder, cast to the column's type as Spark casts it."""
+def typed_value(text: str | None, data_type: pa.DataType, *, in_primary_key: bool = False):
+    """A partition value read from its folder, cast to the column's type as Spark casts it.
+
+    :param in_primary_key: the column is part of the primary key: its default folder holds the
+        empty string (a key is never null), which a merge must match and write back.
+    """
     if text is None:
-        return None
+        text_type = pa.types.is_string(data_type) or pa.types.is_large_string(data_type)
+        return "" if in_primary_key and text_type else None
     return pa.scalar(text, pa.string()).cast(data_type).as_py()
+
+
+def folder_problem(column: str, text: str) -> str | None:
+    """Why the string ``text`` cannot be ``column``'s partition value, or None when it can: a
+    folder name holds no NUL, is at most ``MAX_FOLDER_NAME_BYTES`` long, and the default
+    folder's name stands for null."""
+    if "\x00" in text:
+        return "holds a NUL character, which no file system allows in a folder name"
+    if text == DEFAULT_PARTITION_NAME:
+        return "is the name of Hive's null partition folder, which every reader reads as null"
+    size = len(folder(column, text).encode("utf-8"))
+    if size > MAX_FOLDER_NAME_BYTES:
+        return (f"would make a folder name of {size} bytes (escaped as Spark escapes it); a file system "
+                f"allows {MAX_FOLDER_NAME_BYTES}")
+    return None
