@@ -140,3 +140,21 @@ def test_a_partition_value_no_folder_name_can_hold_fails_the_table_before_stagin
     assert len(error["problem"].splitlines()) == 1 and "transformation rule" in error["remedy"]
     assert lake.state("s.t") == state and lake.data_files("s.t") == files
     assert not lake.unpublished_files("s.t")
+
+
+def test_iceberg_compaction_keeps_null_empty_and_escaped_partition_values(tmp_path, engine):
+    from dmscdc_provider.table_formats.maintenance import maintain_table
+
+    lake = LakeHarness(tmp_path, engine, "iceberg")
+    lake.configure("s.t", primary_key=["region", "id"], partition_key=["region"])
+    for batch, region in enumerate(["", "", "a/b", "a/b", "50%", "50%"]):
+        lake.cdc("s.t", [{"Op": "I", "region": region, "id": batch, "v": f"v{batch}"}], REGIONAL)
+        lake.run_ok()  # a file per run: small files to compact
+    before = lake.rows("s.t", order_by="id")
+
+    report = maintain_table(lake.state("s.t"), lake.lake, lake.iceberg_catalog, lake.store, lake.storage)
+
+    assert (report.files_compacted, report.files_written) == (6, 3)
+    assert lake.rows("s.t", order_by="id") == before
+    assert [r["region"] for r in before] == ["", "", "a/b", "a/b", "50%", "50%"]
+    assert partition_folders(lake, "s.t") == ["region=50%25", "region=__HIVE_DEFAULT_PARTITION__", "region=a%2Fb"]
