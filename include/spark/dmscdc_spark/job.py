@@ -29,7 +29,7 @@ from dmscdc_spark.io import (
     relative_to,
     write_staged,
 )
-from dmscdc_spark.plan import MergePlan
+from dmscdc_spark.plan import MergePlan, empty_partition_value_warning
 from dmscdc_spark.schema import TypeConflict, unify_schemas, union_conformed
 
 # Session settings the merge relies on. Partition values are read as strings and cast to the
@@ -426,14 +426,22 @@ class _TableMerge:
         schema = self._unify(lake_sources + [("the changes", change_schema)])
         schema = T.StructType([f for f in schema.fields if f.name not in rules.INTERNAL_COLUMNS])
         written = Observation("written")
+        # Rows written to the default folder from an empty string, per text partition column outside
+        # the primary key (where the folder reads back as null).
+        empty_text = [c for c in plan.partition_key
+                      if c not in plan.primary_key and isinstance(schema[c].dataType, T.StringType)]
         output = rules.lake_rows(union_conformed(base + incoming, schema)).observe(
-            written, F.count(F.lit(1)).alias("rows"))
+            written, F.count(F.lit(1)).alias("rows"),
+            *[F.count(F.when(F.col(c) == "", 1)).alias(f"empty_{i}") for i, c in enumerate(empty_text)])
 
         input_bytes = sum(f.size for f in replaced if plan.mode != "full") + sum(
             int(f.get("size") or 0) for f in plan.files)
         file_count = output_file_count(input_bytes, plan.target_file_bytes, self.spark.sparkContext.defaultParallelism)
         write_staged(output, plan.staging_path, plan.partition_key, file_count, plan.max_records_per_file)
-        rows_written = written.get["rows"]
+        observed_written = written.get
+        rows_written = observed_written["rows"]
+        self.warnings += [empty_partition_value_warning(c, observed_written[f"empty_{i}"])
+                          for i, c in enumerate(empty_text) if observed_written[f"empty_{i}"]]
         load_counts = []
         if loads is not None:
             observed = load_ops.get

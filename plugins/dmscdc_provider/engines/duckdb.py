@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from dmscdc_provider.arrow_fs import ArrowFiles
 from dmscdc_provider.engines import arrow_schema, hive_paths
-from dmscdc_spark.plan import MergePlan
+from dmscdc_spark.plan import MergePlan, empty_partition_value_warning
 from dmscdc_provider.engines.arrow_schema import TypeConflict, unify_schemas
 from dmscdc_provider.table_formats import LakeFile
 from dmscdc_provider.report import one_line
@@ -551,7 +551,9 @@ class _TableMerge:
         schema = pa.schema([schema.field(OP)] + [f for f in schema if f.name != OP])
         queries = self._output_queries(schema, loads, change_schema, list(zip(replaced, replaced_row_groups)),
                                        keyed, bool(cdc))
-        written = StagedWriter(self.files, plan, schema).write_all(queries)
+        writer = StagedWriter(self.files, plan, schema)
+        written = writer.write_all(queries)
+        self.warnings += [empty_partition_value_warning(c, rows) for c, rows in writer.empty_text_rows.items() if rows]
         return {
             "status": "succeeded",
             "rows_read": rows_read,
@@ -730,6 +732,10 @@ class StagedWriter:
         self.file_schema = pa.schema([f for f in schema if f.name not in self.partition_key])
         self.run_id = uuid.uuid4()
         self.written: list[dict] = []
+        # Rows written to the default folder from an empty string, per text partition column
+        # outside the primary key (where the folder reads back as null).
+        self.empty_text_rows = {c: 0 for c in self.partition_key
+                                if c not in plan.primary_key and pa.types.is_string(schema.field(c).type)}
         self._writer = None
         self._sink = None
         self._current: dict | None = None
@@ -754,7 +760,11 @@ class StagedWriter:
             return
         for start, end in _runs(batch, self.partition_key):
             run = batch.slice(start, end - start)
-            folder = "/".join(hive_paths.folder(c, run.column(c)[0].as_py()) for c in self.partition_key)
+            values = {c: run.column(c)[0].as_py() for c in self.partition_key}
+            for column in self.empty_text_rows:
+                if values[column] == "":
+                    self.empty_text_rows[column] += run.num_rows
+            folder = "/".join(hive_paths.folder(c, values[c]) for c in self.partition_key)
             self._write_in_folder(folder, run)
 
     def _write_in_folder(self, folder: str, batch: pa.RecordBatch) -> None:
