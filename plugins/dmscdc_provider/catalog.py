@@ -149,31 +149,24 @@ def iceberg_views(lake_root: str, tables: list[str], iceberg_catalog: str | None
 
 
 def _iceberg_select(table, paths: list[str]) -> str:
-    """A SELECT over an Iceberg table's data files that reads its identity partition columns as
-    the snapshot records them: in the table's types, and the default folder of a text primary-key
-    column as the empty string (``hive_paths.typed_value``)."""
+    """A SELECT over an Iceberg table's data files that reads its text identity partition columns
+    as the snapshot records them: as text (not DuckDB's guess from the folder names, which reads
+    ``123`` as a number), and the default folder of a text primary-key column as the empty string
+    (``hive_paths.typed_value``)."""
     import pyarrow as pa
     from pyiceberg.io.pyarrow import schema_to_pyarrow
     from pyiceberg.transforms import IdentityTransform
 
-    from dmscdc_provider.engines.arrow_schema import duckdb_type, spark_view
+    from dmscdc_provider.engines.arrow_schema import spark_view
     from dmscdc_provider.table_formats.iceberg import PRIMARY_KEY_PROPERTY
 
     schema = table.schema()
     primary_key = table.properties.get(PRIMARY_KEY_PROPERTY, "").split(",")
-    types, empty_keys = {}, []
-    for field in table.spec().fields:
-        if not isinstance(field.transform, IdentityTransform):
-            continue
-        source = schema.find_field(field.source_id)
-        arrow_type = spark_view(schema_to_pyarrow(source.field_type))
-        try:
-            types[source.name] = duckdb_type(arrow_type)
-        except TypeError:  # a type DuckDB names otherwise: its guess from the folder names
-            continue
-        if source.name in primary_key and pa.types.is_string(arrow_type):
-            empty_keys.append(source.name)
-    select = parquet_select(paths, types)
+    text_columns = [schema.find_field(field.source_id).name for field in table.spec().fields
+                    if isinstance(field.transform, IdentityTransform)
+                    and pa.types.is_string(spark_view(schema_to_pyarrow(schema.find_field(field.source_id).field_type)))]
+    select = parquet_select(paths, {column: "VARCHAR" for column in text_columns})
+    empty_keys = [column for column in text_columns if column in primary_key]
     if not empty_keys:
         return select
     replaced = ", ".join(f"coalesce({_quote_identifier(c)}, '') AS {_quote_identifier(c)}" for c in empty_keys)

@@ -355,14 +355,15 @@ class _PlanCheck:
 def _first_unfit_partition_value(columns) -> _UnfitPartitionValue | None:
     """The first value no folder name can hold among ``(column, text array)`` pairs. Arrow picks
     the few values that might not fit (a NUL, the null folder's name, or long enough that escaping,
-    which at most triples a byte, could pass the limit); ``hive_paths.folder_problem`` judges those."""
+    which at most triples a byte, could pass the limit), in one pass with no hashing;
+    ``hive_paths.folder_problem`` judges those."""
     for column, values in columns:
-        distinct = pc.unique(values.cast(pa.string())).drop_null()
+        values = values.cast(pa.string())
         room = hive_paths.MAX_FOLDER_NAME_BYTES - len(f"{hive_paths.escape(column)}=".encode("utf-8"))
-        suspect = pc.or_(pc.or_(pc.match_substring(distinct, "\x00"),
-                                pc.equal(distinct, hive_paths.DEFAULT_PARTITION_NAME)),
-                         pc.greater(pc.binary_length(distinct), room // 3))
-        for value in distinct.filter(suspect).to_pylist():
+        suspect = pc.or_(pc.or_(pc.match_substring(values, "\x00"),
+                                pc.equal(values, hive_paths.DEFAULT_PARTITION_NAME)),
+                         pc.greater(pc.binary_length(values), room // 3))
+        for value in pc.unique(values.filter(suspect)).to_pylist():
             problem = hive_paths.folder_problem(column, value)
             if problem is not None:
                 return _UnfitPartitionValue(column, value, problem)

@@ -147,6 +147,16 @@ def test_a_partition_value_no_folder_name_can_hold_fails_the_table_before_stagin
     assert not lake.unpublished_files("s.t")
 
 
+def test_iceberg_catalog_views_read_text_partition_values_as_text(tmp_path, engine):
+    lake = LakeHarness(tmp_path, engine, "iceberg")
+    lake.configure("s.t", primary_key=["region", "id"], partition_key=["region"])
+    lake.load("s.t", [{"Op": "I", "region": "123", "id": 1, "v": "a"}, {"Op": "I", "region": "", "id": 2, "v": "b"}],
+              REGIONAL)
+    lake.run_ok()
+
+    assert catalog_rows(lake, "s.t", "SELECT region, id FROM s.t ORDER BY id") == [("123", 1), ("", 2)]
+
+
 def test_iceberg_compaction_keeps_null_empty_and_escaped_partition_values(tmp_path, engine):
     from dmscdc_provider.table_formats.maintenance import maintain_table
 
