@@ -764,7 +764,7 @@ class StagedWriter:
             for column in self.empty_text_rows:
                 if values[column] == "":
                     self.empty_text_rows[column] += run.num_rows
-            folder = "/".join(hive_paths.folder(c, values[c]) for c in self.partition_key)
+            folder = "/".join(hive_paths.folder(c, values[c], run.schema.field(c).type) for c in self.partition_key)
             self._write_in_folder(folder, run)
 
     def _write_in_folder(self, folder: str, batch: pa.RecordBatch) -> None:

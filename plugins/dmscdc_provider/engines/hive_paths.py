@@ -46,8 +46,12 @@ def _is_hex(text: str) -> bool:
     return len(text) == 2 and all(c in "0123456789abcdefABCDEF" for c in text)
 
 
-def value_text(value) -> str | None:
-    """A partition value as Spark casts it to a string (None for null)."""
+def value_text(value, data_type: pa.DataType | None = None) -> str | None:
+    """A partition value as Spark casts it to a string (None for null).
+
+    :param data_type: the column's type, where the value alone does not tell it (a ``float``
+        column's values arrive as Python floats but print as Java prints a float).
+    """
     if value is None:
         return None
     if isinstance(value, bool):
@@ -61,7 +65,8 @@ def value_text(value) -> str | None:
             text += f".{value.microsecond:06d}".rstrip("0")
         return text
     if isinstance(value, float):
-        return _java_double_text(value)
+        single = data_type is not None and pa.types.is_float32(data_type)
+        return _java_floating_text(value, _shortest_float32(value) if single else repr(value))
     if isinstance(value, Decimal):
         return format(value, "f")
     if isinstance(value, bytes):
@@ -69,24 +74,37 @@ def value_text(value) -> str | None:
     return str(value)
 
 
-def _java_double_text(value: float) -> str:
-    """Java's ``Double.toString``: plain between 1e-3 and 1e7, else ``1.0E10`` style."""
+def _shortest_float32(value: float) -> str:
+    """The fewest decimal digits that read back as the same 32-bit float."""
+    candidates = [f"{value:.{digits}g}" for digits in range(1, 10)]
+    # Arrow rounds to the nearest 32-bit float as a reader does (up to the largest float too).
+    singles = pa.array([float(text) for text in candidates], pa.float64()).cast(pa.float32(), safe=False)
+    single = pa.array([value], pa.float64()).cast(pa.float32(), safe=False)[0]
+    return next(text for text, parsed in zip(candidates, singles) if parsed == single)
+
+
+def _java_floating_text(value: float, shortest: str) -> str:
+    """Java's ``Double.toString`` / ``Float.toString`` of ``value`` from its shortest exact
+    digits (``repr`` for a double): plain between 1e-3 and 1e7, else ``1.0E10`` style."""
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
         return "Infinity" if value > 0 else "-Infinity"
+    if len(Decimal(shortest).as_tuple().digits) == 1:
+        # Java prints two digits at least, the pair closest to the value (``4.9E-324``, not 5).
+        shortest = f"{value:.2g}"
     if value == 0 or 1e-3 <= abs(value) < 1e7:
-        text = repr(value)
+        text = format(Decimal(shortest), "f")
         return text if "." in text else text + ".0"
-    sign, digits, exponent = Decimal(repr(value)).as_tuple()  # repr: the shortest exact digits
+    sign, digits, exponent = Decimal(shortest).as_tuple()
     text = "".join(map(str, digits)).rstrip("0") or "0"
     scientific_exponent = len(digits) + exponent - 1
     return f"{'-' if sign else ''}{text[0]}.{text[1:] or '0'}E{scientific_exponent}"
 
 
-def folder(column: str, value) -> str:
-    """``column=value`` for one partition level."""
-    text = value_text(value)
+def folder(column: str, value, data_type: pa.DataType | None = None) -> str:
+    """``column=value`` for one partition level (``data_type``: see ``value_text``)."""
+    text = value_text(value, data_type)
     return f"{escape(column)}={DEFAULT_PARTITION_NAME if not text else escape(text)}"
 
 
