@@ -99,10 +99,18 @@ def _create_views(connection, lake_root: str, tables: list[str], iceberg_sql: di
     return covered
 
 
-def parquet_select(paths: list[str]) -> str:
-    """A SELECT over Parquet files (or globs) with hive partition columns and schema drift."""
+def parquet_select(paths: list[str], partition_types: dict[str, str] | None = None) -> str:
+    """A SELECT over Parquet files (or globs) with hive partition columns and schema drift.
+
+    :param partition_types: partition column -> DuckDB type (default: DuckDB guesses from the
+        folder names).
+    """
     listed = ", ".join(_quote_literal(p) for p in paths)
-    return f"SELECT * FROM read_parquet([{listed}], hive_partitioning = true, union_by_name = true)"
+    typed = ""
+    if partition_types:
+        typed = ", hive_types = {" + ", ".join(
+            f"{_quote_literal(c)}: {_quote_literal(t)}" for c, t in partition_types.items()) + "}"
+    return f"SELECT * FROM read_parquet([{listed}], hive_partitioning = true, union_by_name = true{typed})"
 
 
 def iceberg_views(lake_root: str, tables: list[str], iceberg_catalog: str | None,
@@ -134,10 +142,35 @@ def iceberg_views(lake_root: str, tables: list[str], iceberg_catalog: str | None
             raise
         if files is not None:
             # An empty snapshot still has the table's columns.
-            views[name] = parquet_select([local_path(f) for f in files]) if files else _empty_select(loaded)
+            views[name] = _iceberg_select(loaded, [local_path(f) for f in files]) if files else _empty_select(loaded)
     if as_of and as_of.isdigit() and not views:
         raise TableFormatError(f"no Iceberg table has snapshot {as_of} (see `dmscdc snapshots SCHEMA.TABLE`)")
     return views
+
+
+def _iceberg_select(table, paths: list[str]) -> str:
+    """A SELECT over an Iceberg table's data files that reads its text identity partition columns
+    as the snapshot records them: as text (not DuckDB's guess from the folder names, which reads
+    ``123`` as a number), and the default folder of a text primary-key column as the empty string
+    (``hive_paths.typed_value``)."""
+    import pyarrow as pa
+    from pyiceberg.io.pyarrow import schema_to_pyarrow
+    from pyiceberg.transforms import IdentityTransform
+
+    from dmscdc_provider.engines.arrow_schema import spark_view
+    from dmscdc_provider.table_formats.iceberg import PRIMARY_KEY_PROPERTY
+
+    schema = table.schema()
+    primary_key = table.properties.get(PRIMARY_KEY_PROPERTY, "").split(",")
+    text_columns = [schema.find_field(field.source_id).name for field in table.spec().fields
+                    if isinstance(field.transform, IdentityTransform)
+                    and pa.types.is_string(spark_view(schema_to_pyarrow(schema.find_field(field.source_id).field_type)))]
+    select = parquet_select(paths, {column: "VARCHAR" for column in text_columns})
+    empty_keys = [column for column in text_columns if column in primary_key]
+    if not empty_keys:
+        return select
+    replaced = ", ".join(f"coalesce({_quote_identifier(c)}, '') AS {_quote_identifier(c)}" for c in empty_keys)
+    return f"SELECT * REPLACE ({replaced}) FROM ({select})"
 
 
 def _empty_select(table) -> str:

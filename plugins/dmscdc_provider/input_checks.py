@@ -16,7 +16,9 @@ A file fails its table when (docs/bad-input.md):
 - a column's type cannot be reconciled with the type the same column has in the files
   before it or in the lake (``wider_type``): a key that turns from int to string, text vs
   number, a decimal that cannot hold both scales within 38 digits;
-- a primary key value or an ``Op`` is null (files without an ``Op`` column hold inserts).
+- a primary key value or an ``Op`` is null (files without an ``Op`` column hold inserts);
+- a partition value cannot be a folder name (``hive_paths.folder_problem``: a NUL character,
+  a name longer than a file system allows, the name of Hive's null partition).
 
 The engines keep their own cheap checks (unknown ``Op`` values, which need the rows); the
 type rule they apply when they combine files is this module's ``wider_type``
@@ -30,12 +32,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from dmscdc_provider.arrow_fs import ArrowFiles
-from dmscdc_provider.engines import arrow_schema
+from dmscdc_provider.engines import arrow_schema, hive_paths
 from dmscdc_provider.engines.arrow_schema import type_name as spark_name
 from dmscdc_provider.plan import TablePlan
 from dmscdc_provider.table_formats import LakeFile, TableFormat, TableFormatName
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 OP = "Op"
 # Lake footers are read in parallel: on S3 each is one or two ranged GETs.
 FOOTER_READERS = 16
+# Rows of a text partition column read at a time to check its values.
+PARTITION_BATCH_ROWS = 64 * 1024
 
 @dataclass(frozen=True)
 class InputProblem(Exception):
@@ -126,11 +131,22 @@ def check_plan_inputs(
 
 
 @dataclass(frozen=True)
+class _UnfitPartitionValue:
+    """A partition value no folder name can hold, and why."""
+
+    column: str
+    value: str
+    problem: str
+
+
+@dataclass(frozen=True)
 class _FileFacts:
-    """What the check learns of one file: its columns (as read) and null counts of key and Op columns."""
+    """What the check learns of one file: its columns (as read), null counts of key and Op
+    columns, and the first partition value no folder name can hold."""
 
     schema: pa.Schema
     null_counts: dict[str, int]
+    unfit_partition_value: _UnfitPartitionValue | None = None
 
 
 _CASE_INSENSITIVE = "Athena and Glue match column names case-insensitively, so one table cannot hold both"
@@ -157,6 +173,7 @@ class _PlanCheck:
             self._refuse_case_twins(path, facts.schema)
             self._require_columns(path, facts.schema)
             self._refuse_nulls(path, facts)
+            self._refuse_unfit_partition_value(path, facts.unfit_partition_value)
             schemas.append((path, facts.schema))
         # Then together, in plan order, after the lake (an incremental merge keeps its files).
         seen = self._lake_columns() if self.plan.mode == "incremental" else {}
@@ -266,6 +283,18 @@ class _PlanCheck:
                 f"The file is damaged or was not written by DMS. {_REPLACE}",
             )
 
+    def _refuse_unfit_partition_value(self, path: str, unfit: _UnfitPartitionValue | None) -> None:
+        if unfit is None:
+            return
+        shown = repr(unfit.value[:40]) + (f" ({len(unfit.value)} characters)" if len(unfit.value) > 40 else "")
+        raise self.fail(
+            path, unfit.column, f"partition column {unfit.column!r} has the value {shown}, which {unfit.problem}",
+            "Map such values to ones a folder can hold with a DMS transformation rule on the column and reload the "
+            f"table in DMS (reload-target), or partition the table by another column (`dmscdc configure "
+            f"{self.plan.table} --partition-key ...`, then `dmscdc run --full-refresh {self.plan.table}`); the "
+            "table's state is unchanged.",
+        )
+
     # -- the lake -------------------------------------------------------------------------------
     def _lake_columns(self) -> dict[str, tuple[pa.DataType, str]]:
         """Column types over the lake table's visible files (footers), partition columns aside:
@@ -332,6 +361,11 @@ class _PlanCheck:
     def _checked_columns(self, names: list[str]) -> list[str]:
         return [c for c in [*self.key_columns, OP] if c in names]
 
+    def _text_partition_columns(self, schema: pa.Schema) -> list[str]:
+        """Partition columns whose values are text (a number, date or time always fits a folder)."""
+        return [c for c in self.plan.partition_key
+                if c in schema.names and pa.types.is_string(as_read(schema.field(c).type))]
+
     def _read_parquet(self, filesystem: pafs.FileSystem, path: str) -> _FileFacts:
         with filesystem.open_input_file(path) as handle:
             parquet = pq.ParquetFile(handle)
@@ -341,22 +375,47 @@ class _PlanCheck:
             if unknown:  # a writer that left the statistics out: read just those columns
                 table = parquet.read(columns=unknown)
                 counts.update({c: table.column(c).null_count for c in unknown})
-        return _FileFacts(schema, counts)
+            # One column at a time, a batch at a time: a LOAD file can be large.
+            unfit = _first_unfit_partition_value(
+                (column, batch.column(0)) for column in self._text_partition_columns(schema)
+                for batch in parquet.iter_batches(columns=[column], batch_size=PARTITION_BATCH_ROWS))
+        return _FileFacts(schema, counts, unfit)
 
     def _read_csv(self, filesystem: pafs.FileSystem, path: str) -> _FileFacts:
         parse = pa_csv.ParseOptions(delimiter=self.plan.csv_delimiter, newlines_in_values=True)
         with filesystem.open_input_stream(path) as stream:
             names = pa_csv.open_csv(stream, parse_options=parse).schema.names
         checked = self._checked_columns(names)
+        # CSV carries no types: every column is text, as every engine reads it.
+        schema = pa.schema([(name, pa.string()) for name in names])
+        text_columns = self._text_partition_columns(schema)
         convert = pa_csv.ConvertOptions(
-            include_columns=checked or names[:1], column_types={c: pa.string() for c in names},
+            include_columns=list(dict.fromkeys(checked + text_columns)) or names[:1],
+            column_types={c: pa.string() for c in names},
             null_values=[self.plan.csv_null_value], strings_can_be_null=True,
             quoted_strings_can_be_null=False)
         with filesystem.open_input_stream(path) as stream:
             table = pa_csv.read_csv(stream, parse_options=parse, convert_options=convert)
-        # CSV carries no types: every column is text, as every engine reads it.
-        schema = pa.schema([(name, pa.string()) for name in names])
-        return _FileFacts(schema, {c: table.column(c).null_count for c in checked})
+        unfit = _first_unfit_partition_value((c, chunk) for c in text_columns for chunk in table.column(c).chunks)
+        return _FileFacts(schema, {c: table.column(c).null_count for c in checked}, unfit)
+
+
+def _first_unfit_partition_value(columns) -> _UnfitPartitionValue | None:
+    """The first value no folder name can hold among ``(column, text array)`` pairs. Arrow picks
+    the few values that might not fit (a NUL, the null folder's name, or long enough that escaping,
+    which at most triples a byte, could pass the limit), in one pass with no hashing;
+    ``hive_paths.folder_problem`` judges those."""
+    for column, values in columns:
+        values = values.cast(pa.string())
+        room = hive_paths.MAX_FOLDER_NAME_BYTES - len(f"{hive_paths.escape(column)}=".encode("utf-8"))
+        suspect = pc.or_(pc.or_(pc.match_substring(values, "\x00"),
+                                pc.equal(values, hive_paths.DEFAULT_PARTITION_NAME)),
+                         pc.greater(pc.binary_length(values), room // 3))
+        for value in pc.unique(values.filter(suspect)).to_pylist():
+            problem = hive_paths.folder_problem(column, value)
+            if problem is not None:
+                return _UnfitPartitionValue(column, value, problem)
+    return None
 
 
 def _widen(seen: dict[str, tuple[pa.DataType, str]], column: str, incoming: pa.DataType,

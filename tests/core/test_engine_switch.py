@@ -189,3 +189,31 @@ def test_a_glue_or_emr_job_reads_and_writes_ancient_dates_and_casts_in_utc_on_a_
     assert ancient_view(lake.rows("s.t")) == [
         (1, "sentinel, updated", date(1, 1, 1), datetime(1, 1, 1), datetime(1, 1, 1)),
         (2, "noon", date(1000, 6, 15), datetime(2024, 3, 1, 12, 0), datetime(2024, 3, 1, 12, 0))]
+
+
+@pytest.mark.parametrize("first, second", [("spark", "duckdb"), ("duckdb", "spark")])
+def test_partition_values_one_engine_wrote_are_found_and_rewritten_exactly_by_the_other(
+        tmp_path, local_engine, duckdb_engine, first, second):
+    """An empty-string key, -0.0 beside 0.0, a 32-bit float and escaped characters in the folders."""
+    engines = {"spark": local_engine, "duckdb": duckdb_engine}
+    schema = pa.schema([("region", pa.string()), ("id", pa.int64()), ("x", pa.float32()), ("v", pa.string())])
+    keys = [("", 1, -0.0), ("", 2, 0.0), ("", 3, -0.0), ("a/b", 1, 0.1), ("50%", 1, 1e10)]
+    lake = LakeHarness(tmp_path, engines[first])
+    lake.configure("s.t", primary_key=["region", "id"], partition_key=["region", "x"])
+    lake.load("s.t", [{"Op": "I", "region": r, "id": i, "x": x, "v": "load"} for r, i, x in keys], schema)
+    lake.run_ok()
+    folders = sorted(os.path.dirname(p) for p in lake.data_files("s.t"))
+    assert folders == ["region=50%25/x=1.0E10", "region=__HIVE_DEFAULT_PARTITION__/x=-0.0",
+                       "region=__HIVE_DEFAULT_PARTITION__/x=0.0", "region=a%2Fb/x=0.1"]
+    lake.engine = engines[second]
+    lake.cdc("s.t", [{"Op": "U", "region": r, "id": i, "x": x, "v": "changed"} for r, i, x in keys if i != 2]
+             + [{"Op": "D", "region": "", "id": 2, "x": 0.0, "v": "load"}], schema)
+
+    lake.run_ok()
+
+    rows = lake.rows("s.t", order_by="region NULLS FIRST, id")
+    assert [(r["region"], r["id"], str(r["x"]), r["v"]) for r in rows] == [
+        (None, 1, "-0.0", "changed"), (None, 3, "-0.0", "changed"), ("50%", 1, "1.0E10", "changed"),
+        ("a/b", 1, "0.1", "changed")]
+    assert sorted(os.path.dirname(p) for p in lake.data_files("s.t")) == [
+        f for f in folders if f != "region=__HIVE_DEFAULT_PARTITION__/x=0.0"]

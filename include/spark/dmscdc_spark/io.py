@@ -11,6 +11,7 @@ from urllib.parse import unquote
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from dmscdc_spark.rules import FILE_SEQ, OP, ROW_POS
 
@@ -242,6 +243,16 @@ def write_staged(
     """
     if partition_columns:
         frame = frame.repartition(file_count, *partition_columns)
+        floating = [c for c in partition_columns
+                    if isinstance(frame.schema[c].dataType, (T.FloatType, T.DoubleType))]
+        if floating:
+            # Spark hashes and sorts -0.0 as 0.0 but writes each to its own folder (``x=-0.0``,
+            # ``x=0.0``): a task whose rows interleave them would open a folder's file twice.
+            # Ordered by the sign as well, each folder's rows come together.
+            frame = frame.sortWithinPartitions(*[
+                order for c in partition_columns
+                for order in ([F.col(c), F.when(F.col(c) == 0, F.col(c).cast("string"))] if c in floating
+                              else [F.col(c)])])
     else:
         frame = frame.coalesce(file_count)
     (

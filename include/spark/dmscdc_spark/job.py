@@ -30,7 +30,7 @@ from dmscdc_spark.io import (
     relative_to,
     write_staged,
 )
-from dmscdc_spark.plan import MergePlan
+from dmscdc_spark.plan import MergePlan, empty_partition_value_warning
 from dmscdc_spark.schema import TypeConflict, unify_schemas, union_conformed
 
 log = logging.getLogger(__name__)
@@ -316,12 +316,12 @@ class _TableMerge:
                 # The table folder, not a list of its files: Spark lists one folder on the driver,
                 # where a long list of paths would cost a distributed listing job.
                 stored = with_file(reader.parquet(root))
+            # Partition values come from folder names (strings): read them as the key's type.
+            stored = conform_partition_columns(stored, key_types, self.plan.partition_key, key_columns)
             for column, (low, high) in bounds.items():
-                # Partition values come from folder names (strings): compare them as the key's type.
-                value = F.col(column).cast(key_types[column]) if column in self.plan.partition_key else F.col(column)
                 if isinstance(key_types[column], T.TimestampType):  # microseconds (``_count_and_bound``)
                     low, high = F.expr(f"timestamp_micros({int(low)})"), F.expr(f"timestamp_micros({int(high)})")
-                stored = stored.where(value.between(low, high))
+                stored = stored.where(F.col(column).between(low, high))
             stored = stored.select(*[F.col(k).cast(key_types[k]).alias(k) for k in key_columns],
                                    "_dmscdc_file", "_dmscdc_size")
             hits = stored.join(keys, on=key_columns, how="left_semi").select("_dmscdc_file", "_dmscdc_size")
@@ -350,7 +350,8 @@ class _TableMerge:
             frames = [read_lake_file(self.spark, root, f.relative_path) for f in stored]
             schema = self._unify([(f"{root}/{f.relative_path}", frame.schema) for f, frame in zip(stored, frames)])
             frame = union_conformed(frames, schema)
-        return conform_partition_columns(frame, change_schema, self.plan.partition_key), label
+        types = {field.name: field.dataType for field in change_schema.fields}
+        return conform_partition_columns(frame, types, self.plan.partition_key, self.plan.primary_key), label
 
     # -- the merge ----------------------------------------------------------------------------
     def run(self) -> dict:
@@ -448,14 +449,22 @@ class _TableMerge:
         schema = self._unify(lake_sources + [("the changes", change_schema)])
         schema = T.StructType([f for f in schema.fields if f.name not in rules.INTERNAL_COLUMNS])
         written = Observation("written")
+        # Rows written to the default folder from an empty string, per text partition column outside
+        # the primary key (where the folder reads back as null).
+        empty_text = [c for c in plan.partition_key
+                      if c not in plan.primary_key and isinstance(schema[c].dataType, T.StringType)]
         output = rules.lake_rows(union_conformed(base + incoming, schema)).observe(
-            written, F.count(F.lit(1)).alias("rows"))
+            written, F.count(F.lit(1)).alias("rows"),
+            *[F.count(F.when(F.col(c) == "", 1)).alias(f"empty_{i}") for i, c in enumerate(empty_text)])
 
         input_bytes = sum(f.size for f in replaced if plan.mode != "full") + sum(
             int(f.get("size") or 0) for f in plan.files)
         file_count = output_file_count(input_bytes, plan.target_file_bytes, self.spark.sparkContext.defaultParallelism)
         write_staged(output, plan.staging_path, plan.partition_key, file_count, plan.max_records_per_file)
-        rows_written = written.get["rows"]
+        observed_written = written.get
+        rows_written = observed_written["rows"]
+        self.warnings += [empty_partition_value_warning(c, observed_written[f"empty_{i}"])
+                          for i, c in enumerate(empty_text) if observed_written[f"empty_{i}"]]
         load_counts = []
         if loads is not None:
             observed = load_ops.get
@@ -517,10 +526,16 @@ def _op_counters() -> list:
 
 
 def conform_partition_columns(
-    frame: DataFrame, change_schema: T.StructType, partition_key: list[str]
+    frame: DataFrame, types: dict[str, T.DataType], partition_key: list[str], primary_key: list[str]
 ) -> DataFrame:
-    """Cast partition columns read from folder names (strings) to the type the data has."""
+    """Cast partition columns read from folder names (strings) to the type the data has
+    (``types``: column -> type). The default folder of a text primary-key column holds the
+    empty string (a key is never null; Spark reads the folder as null): it is matched and
+    written back as such (dmscdc_provider's ``hive_paths.typed_value``)."""
     for column in partition_key:
-        if column in frame.columns and column in change_schema.fieldNames():
-            frame = frame.withColumn(column, F.col(column).cast(change_schema[column].dataType))
+        if column in frame.columns and column in types:
+            value = F.col(column).cast(types[column])
+            if column in primary_key and isinstance(types[column], T.StringType):
+                value = F.coalesce(value, F.lit(""))
+            frame = frame.withColumn(column, value)
     return frame

@@ -38,3 +38,11 @@ class MergePlan:
         """The plan from its document; keys it does not know and null values (defaults) are skipped."""
         known = set(cls.__dataclass_fields__)
         return cls(**{key: value for key, value in plan.items() if key in known and value is not None})
+
+
+def empty_partition_value_warning(column: str, rows: int) -> str:
+    """The result's warning, from either engine, for rows whose text partition column outside the
+    primary key holds the empty string: their folder is null's, so the table holds null there."""
+    return (f"partition column {column!r}: {rows} row(s) hold the empty string, which a partition folder "
+            "cannot tell from null (both are __HIVE_DEFAULT_PARTITION__), so the table holds null there "
+            "(docs/merge-semantics.md, \"Partition values\")")

@@ -21,9 +21,9 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from urllib.parse import unquote
 
 from dmscdc_provider.aws.clients import aws_client, error_code, parse_s3_uri
+from dmscdc_provider.engines import hive_paths
 from dmscdc_provider.engines.arrow_schema import hive_type
 from dmscdc_provider.aws.s3_storage import S3Storage
 
@@ -149,7 +149,9 @@ def partition_values(relative_path: str, partition_key: list[str]) -> tuple[str,
         name, sep, value = folder.partition("=")
         if not sep or name.lower() != column.lower():
             return None
-        values.append(unquote(value))  # Spark escapes / : % and others in partition folders
+        # Spark escapes / : % and others in partition folders; the null folder's name is kept:
+        # Athena reads a partition of that value as null, as Spark and Hive read the folder.
+        values.append(hive_paths.unescape(value))
     return tuple(values)
 
 

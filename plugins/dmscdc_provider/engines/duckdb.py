@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from dmscdc_provider.arrow_fs import ArrowFiles
 from dmscdc_provider.engines import arrow_schema, hive_paths
-from dmscdc_spark.plan import MergePlan
+from dmscdc_spark.plan import MergePlan, empty_partition_value_warning
 from dmscdc_provider.engines.arrow_schema import TypeConflict, unify_schemas
 from dmscdc_provider.table_formats import LakeFile
 from dmscdc_provider.report import one_line
@@ -411,7 +411,7 @@ class _TableMerge:
                 if column not in keys:
                     continue
                 try:
-                    value = hive_paths.typed_value(text, key_types[column])
+                    value = hive_paths.typed_value(text, key_types[column], in_primary_key=True)
                 except pa.ArrowException:
                     continue  # a folder value the key's type cannot hold: let the file decide
                 if value is None or outside(value, value, column):  # a null key matches nothing
@@ -461,7 +461,8 @@ class _TableMerge:
                         for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=groups, columns=in_file):
                             for column in keys:
                                 if column in folder_values:
-                                    value = hive_paths.typed_value(folder_values[column], key_types[column])
+                                    value = hive_paths.typed_value(folder_values[column], key_types[column],
+                                                                   in_primary_key=True)
                                     batch = batch.append_column(column, pa.repeat(pa.scalar(value, key_types[column]), batch.num_rows))
                             batch = batch.append_column("_dmscdc_file", pa.repeat(pa.scalar(number, pa.int32()), batch.num_rows))
                             yield arrow_schema.conform_batch(batch, key_schema)
@@ -495,7 +496,8 @@ class _TableMerge:
                 if column in table.schema.names or column not in schema.names:
                     continue
                 data_type = schema.field(column).type
-                value = pa.scalar(hive_paths.typed_value(text, data_type), data_type)
+                in_key = column in self.plan.primary_key
+                value = pa.scalar(hive_paths.typed_value(text, data_type, in_primary_key=in_key), data_type)
                 table = table.append_column(column, pa.repeat(value, table.num_rows))
         except (OSError, pa.ArrowException) as error:
             raise self._unreadable(path, error) from error
@@ -566,7 +568,9 @@ class _TableMerge:
         schema = pa.schema([schema.field(OP)] + [f for f in schema if f.name != OP])
         queries = self._output_queries(schema, loads, change_schema, list(zip(replaced, replaced_row_groups)),
                                        keyed, bool(cdc))
-        written = StagedWriter(self.files, plan, schema).write_all(queries)
+        writer = StagedWriter(self.files, plan, schema)
+        written = writer.write_all(queries)
+        self.warnings += [empty_partition_value_warning(c, rows) for c, rows in writer.empty_text_rows.items() if rows]
         return {
             "status": "succeeded",
             "rows_read": rows_read,
@@ -602,7 +606,7 @@ class _TableMerge:
         plan = self.plan
         using = ", ".join(_q(k) for k in plan.primary_key)
         without_changed = f" ANTI JOIN changed_keys USING ({using})" if keyed and has_cdc else ""
-        order = f" ORDER BY {', '.join(_q(c) for c in plan.partition_key)}" if plan.partition_key else ""
+        order = f" ORDER BY {', '.join(_partition_order(schema, plan.partition_key))}" if plan.partition_key else ""
         incoming = f"SELECT {_cast_list(schema, change_schema)} FROM incoming" if has_cdc else None
         if plan.mode == "full":
             only_inserts = "" if keyed else f" WHERE {_q(OP)} = 'I'"
@@ -708,6 +712,18 @@ def _cast_list(schema: pa.Schema, source: pa.Schema) -> str:
     return ", ".join(columns)
 
 
+def _partition_order(schema: pa.Schema, partition_key: list[str]) -> list[str]:
+    """The ORDER BY that brings each partition folder's rows together. SQL holds -0.0 equal to
+    0.0, but their folders differ (``x=-0.0``, ``x=0.0``, as Spark writes them): a floating
+    column's sign orders them apart."""
+    order = []
+    for column in partition_key:
+        order.append(_q(column))
+        if pa.types.is_floating(schema.field(column).type):
+            order.append(f"signbit({_q(column)})")
+    return order
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -733,6 +749,10 @@ class StagedWriter:
         self.file_schema = pa.schema([f for f in schema if f.name not in self.partition_key])
         self.run_id = uuid.uuid4()
         self.written: list[dict] = []
+        # Rows written to the default folder from an empty string, per text partition column
+        # outside the primary key (where the folder reads back as null).
+        self.empty_text_rows = {c: 0 for c in self.partition_key
+                                if c not in plan.primary_key and pa.types.is_string(schema.field(c).type)}
         self._writer = None
         self._sink = None
         self._current: dict | None = None
@@ -757,7 +777,11 @@ class StagedWriter:
             return
         for start, end in _runs(batch, self.partition_key):
             run = batch.slice(start, end - start)
-            folder = "/".join(hive_paths.folder(c, run.column(c)[0].as_py()) for c in self.partition_key)
+            values = {c: run.column(c)[0].as_py() for c in self.partition_key}
+            for column in self.empty_text_rows:
+                if values[column] == "":
+                    self.empty_text_rows[column] += run.num_rows
+            folder = "/".join(hive_paths.folder(c, values[c], run.schema.field(c).type) for c in self.partition_key)
             self._write_in_folder(folder, run)
 
     def _write_in_folder(self, folder: str, batch: pa.RecordBatch) -> None:
@@ -822,6 +846,9 @@ def _runs(batch: pa.RecordBatch, columns: list[str]) -> list[tuple[int, int]]:
     changes = None
     for column in columns:
         values = batch.column(column)
+        if pa.types.is_floating(values.type):
+            # By their bits: -0.0 and 0.0 have folders of their own, and a NaN equals itself.
+            values = values.view(pa.int64() if values.type.bit_width == 64 else pa.int32())
         before, after = values.slice(0, rows - 1), values.slice(1)
         differs = pc.fill_null(pc.not_equal(before, after), False)
         null_edge = pc.xor(pc.is_null(before), pc.is_null(after))

@@ -146,13 +146,13 @@ def changed_key_ranges(plan: TablePlan, files: "ArrowFiles") -> tuple[dict[str, 
 
 
 def _outside_by_folder(lake_file: "LakeFile", changed: dict[str, KeyRange], key_types: dict[str, pa.DataType]) -> bool:
-    """A key column that is a partition column: its folder value, outside the changed range
-    (or null, which matches no key), rules the file out without opening it."""
+    """A key column that is a partition column: its folder value, outside the changed range,
+    rules the file out without opening it."""
     for column, text in lake_file.partition_text.items():
         if column not in changed or column not in key_types:
             continue
         try:
-            value = hive_paths.typed_value(text, key_types[column])
+            value = hive_paths.typed_value(text, key_types[column], in_primary_key=True)
         except pa.ArrowException:
             continue
         if value is None or _disjoint((value, value), changed[column]):

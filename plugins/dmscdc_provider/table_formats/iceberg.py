@@ -44,6 +44,7 @@ ATTEMPT_PROPERTY = "dmscdc.attempt-id"
 PLAN_PROPERTY = "dmscdc.plan-id"
 FULL_LOAD_PROPERTY = "dmscdc.last-full-load-date"
 INCREMENTAL_PROPERTY = "dmscdc.last-incremental-file"
+PRIMARY_KEY_PROPERTY = "dmscdc.primary-key"
 
 
 class IcebergCatalogError(TableFormatError):
@@ -286,7 +287,7 @@ class IcebergFormat:
             metadata = transaction.table_metadata
             with transaction.update_snapshot(snapshot_properties=properties).fast_append() as append:
                 for path, footer in footers.items():
-                    append.append_data_file(self._data_file(metadata, location, path, paths[path], footer))
+                    append.append_data_file(self._data_file(metadata, pending, path, paths[path], footer))
         log.info("%s: converted %d Parquet file(s) in place into Iceberg table %s", plan.table, len(paths),
                  ".".join(table_identifier(self.catalog_uri, plan.schema_name, plan.table_name)))
 
@@ -358,10 +359,13 @@ class IcebergFormat:
                 f"{len(missing) - 1} more), which this commit replaces: something else committed the table. "
                 "Roll it back (`dmscdc rollback`) or rebuild it (`dmscdc run --full-refresh`).")
         with table.transaction() as transaction:
+            primary_key = ",".join(pending["primary_key"])
+            if transaction.table_metadata.properties.get(PRIMARY_KEY_PROPERTY, "") != primary_key:
+                transaction.set_properties(**{PRIMARY_KEY_PROPERTY: primary_key})  # readers take it from here
             for footer in footers.values():
                 self._evolve_schema(transaction, footer.schema.to_arrow_schema(), pending)
             metadata = transaction.table_metadata
-            added = [self._data_file(metadata, pending["table_location"], path, sizes[path], footer)
+            added = [self._data_file(metadata, pending, path, sizes[path], footer)
                      for path, footer in footers.items()]
             with transaction.update_snapshot(snapshot_properties=pending["snapshot_properties"]).overwrite() as overwrite:
                 for path in pending["removes"]:
@@ -400,7 +404,7 @@ class IcebergFormat:
         with table.transaction() as transaction:
             transaction.set_properties(**{
                 TableProperties.DEFAULT_NAME_MAPPING: transaction.table_metadata.schema().name_mapping.model_dump_json(),
-                "dmscdc.primary-key": ",".join(pending["primary_key"]),
+                PRIMARY_KEY_PROPERTY: ",".join(pending["primary_key"]),
             })
             if pending["partition_key"]:
                 with transaction.update_spec() as spec:
@@ -432,7 +436,10 @@ class IcebergFormat:
             for column, column_type in promotions:
                 update.update_column(column, field_type=column_type)
 
-    def _data_file(self, metadata, table_location: str, path: str, size: int, footer: pq.FileMetaData):
+    def _data_file(self, metadata, pending: dict, path: str, size: int, footer: pq.FileMetaData):
+        """The data file at ``path`` as the snapshot records it: statistics from its footer, identity
+        partition values from its folders (the default folder of a primary-key column is the empty
+        string, a key being never null: ``hive_paths.typed_value``)."""
         from pyiceberg.io.pyarrow import (
             compute_statistics_plan,
             data_file_statistics_from_parquet_metadata,
@@ -447,13 +454,14 @@ class IcebergFormat:
         statistics = data_file_statistics_from_parquet_metadata(
             footer, compute_statistics_plan(schema, metadata.properties), parquet_path_to_id_mapping(schema))
         spec = metadata.spec()
-        folders = hive_paths.parse_folders(relative_to(table_location, path))
+        folders = hive_paths.parse_folders(relative_to(pending["table_location"], path))
         values = []
         for partition_field in spec.fields:
             source = schema.find_field(partition_field.source_id)
             if source.name in folders:
                 arrow_type = schema_to_pyarrow(source.field_type)
-                value = hive_paths.typed_value(folders[source.name], arrow_type)
+                value = hive_paths.typed_value(folders[source.name], arrow_type,
+                                               in_primary_key=source.name in pending["primary_key"])
             else:
                 value = None
             values.append(_to_partition_representation(source.field_type, value))

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dmscdc_provider.arrow_fs import ArrowFiles
-from dmscdc_provider.engines import arrow_schema
+from dmscdc_provider.engines import arrow_schema, hive_paths
 from dmscdc_provider.plan import TablePlan
 from dmscdc_provider.state.base import ControllerStore, TableState
 from dmscdc_provider.storage import Storage, join
@@ -115,8 +115,8 @@ def _compact(state, lake_root, iceberg_catalog, store, storage, iceberg, report,
     groups: dict[str, list[LakeFile]] = {}
     for lake_file in iceberg.data_files(plan):
         if lake_file.size < compact_below_bytes:
-            folder = "/".join(f"{column}={text}" for column, text in lake_file.partition_text.items())
-            groups.setdefault(folder, []).append(lake_file)
+            # The folders as named: a value's escapes and the null folder are kept as they are.
+            groups.setdefault(hive_paths.partition_folders(lake_file.relative_path), []).append(lake_file)
     groups = {folder: files for folder, files in groups.items() if len(files) > 1}
     if not groups:
         return
