@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 
 from pyspark.sql import DataFrame, Observation, SparkSession
@@ -14,7 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from dmscdc_spark import rules
-from dmscdc_spark.errors import failure_text, root_cause
+from dmscdc_spark.errors import MergeInputError, failure_text, root_cause, unreadable_lake_file
 from dmscdc_spark.io import (
     CsvFormat,
     HadoopFiles,
@@ -58,18 +59,6 @@ TYPE_CHANGE_REMEDY = ("The column's type changed at the source: reload the table
                       "its LOAD files carry the new type, and the next run rebuilds the table from them "
                       "(changes older than the reload are not applied over it); or cast the column back in "
                       "the source. The table's state was left unchanged.")
-
-
-class MergeInputError(Exception):
-    """Input the merge cannot use; names the table, the file and what to do about it."""
-
-    def __init__(self, table: str, file: str | None, problem: str, remedy: str):
-        self.table, self.file, self.problem, self.remedy = table, file, problem, remedy
-        where = f" in {file}" if file else ""
-        super().__init__(f"{table}: {problem}{where}. {remedy}")
-
-    def to_dict(self) -> dict:
-        return {"table": self.table, "file": self.file, "problem": self.problem, "remedy": self.remedy}
 
 
 def run_merge(spark: SparkSession, plan: dict) -> dict:
@@ -123,6 +112,19 @@ class _TableMerge:
                     f"cannot read the file: {root_cause(error)}",
                     UNREADABLE_REMEDY,
                 )
+        return None
+
+    def _lake_file_failed(self, error: Exception) -> MergeInputError | None:
+        """A lake data file the failure names (its own staged files aside): one the merge listed
+        or the plan pinned and that could not be read, most often because a run that committed
+        the table meanwhile removed it."""
+        root = self.plan.lake_table_path.rstrip("/")
+        # Spark spells the table's folder with its own scheme (``file:/``, ``s3a://``).
+        bare_root = root.split("://", 1)[-1]
+        staging = self.plan.staging_path.rstrip("/").split("://", 1)[-1] + "/"
+        for match in re.finditer(re.escape(bare_root) + r"/([^\n]+?\.parquet)", failure_text(error)):
+            if not f"{bare_root}/{match.group(1)}".startswith(staging):
+                return unreadable_lake_file(self.plan.table, f"{root}/{match.group(1)}", root_cause(error))
         return None
 
     # -- reading ------------------------------------------------------------------------------
@@ -351,7 +353,8 @@ class _TableMerge:
         except Exception as error:
             if isinstance(error, MergeInputError):
                 raise
-            mapped = self._fail_unreadable(error, [f["path"] for f in plan.files]) or self._find_unreadable()
+            mapped = (self._fail_unreadable(error, [f["path"] for f in plan.files])
+                      or self._lake_file_failed(error) or self._find_unreadable())
             if mapped is not None:
                 raise mapped from error
             raise

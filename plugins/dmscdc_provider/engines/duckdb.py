@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from dmscdc_provider.arrow_fs import ArrowFiles
 from dmscdc_provider.engines import arrow_schema, hive_paths
+from dmscdc_spark.errors import MergeInputError, unreadable_lake_file
 from dmscdc_spark.plan import MergePlan
 from dmscdc_provider.engines.arrow_schema import TypeConflict, unify_schemas
 from dmscdc_provider.table_formats import LakeFile
@@ -55,18 +56,6 @@ FOOTER_THREADS = 16
 
 DEFAULT_MEMORY_LIMIT = "1GB"
 DEFAULT_TARGET_FILE_BYTES = 32 * 1024 * 1024
-
-
-class MergeInputError(Exception):
-    """Input the merge cannot use; names the table, the file and what to do about it."""
-
-    def __init__(self, table: str, file: str | None, problem: str, remedy: str):
-        self.table, self.file, self.problem, self.remedy = table, file, problem, remedy
-        where = f" in {file}" if file else ""
-        super().__init__(f"{table}: {problem}{where}. {remedy}")
-
-    def to_dict(self) -> dict:
-        return {"table": self.table, "file": self.file, "problem": self.problem, "remedy": self.remedy}
 
 
 class DuckDBMergeEngine:
@@ -193,6 +182,9 @@ class _TableMerge:
             "Replace it with a good copy (or re-run the DMS task for the table) and run again; the "
             "table's state was left unchanged.",
         )
+
+    def _unreadable_lake_file(self, path: str, error: Exception) -> MergeInputError:
+        return unreadable_lake_file(self.plan.table, path, _first_line(error))
 
     def _unify(self, sources: list[tuple[str, pa.Schema]], remedy: str | None = None) -> pa.Schema:
         try:
@@ -353,7 +345,7 @@ class _TableMerge:
                 with self.files.open_input(path) as handle:
                     return pq.ParquetFile(handle).metadata
             except (OSError, pa.ArrowException) as error:
-                raise self._unreadable(path, error) from error
+                raise self._unreadable_lake_file(path, error) from error
 
         with ThreadPoolExecutor(max_workers=FOOTER_THREADS) as pool:
             return list(pool.map(footer, lake_files))
@@ -449,7 +441,7 @@ class _TableMerge:
                             batch = batch.append_column("_dmscdc_file", pa.repeat(pa.scalar(number, pa.int32()), batch.num_rows))
                             yield arrow_schema.conform_batch(batch, key_schema)
                 except (OSError, pa.ArrowException) as error:
-                    self._stream_error = self._unreadable(path, error)
+                    self._stream_error = self._unreadable_lake_file(path, error)
                     raise
 
         # Key columns only, so a stream: DuckDB reads it once, as the semi-join consumes it.
@@ -481,7 +473,7 @@ class _TableMerge:
                 value = pa.scalar(hive_paths.typed_value(text, data_type), data_type)
                 table = table.append_column(column, pa.repeat(value, table.num_rows))
         except (OSError, pa.ArrowException) as error:
-            raise self._unreadable(path, error) from error
+            raise self._unreadable_lake_file(path, error) from error
         return self._conform(table, schema, path)
 
     def _load_changes(self, changes: list[ChangeFile], schema: pa.Schema) -> None:
