@@ -12,7 +12,7 @@ from urllib.parse import unquote
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from dmscdc_spark.rules import FILE_SEQ, OP, ROW_POS
+from dmscdc_spark.rules import FILE_SEQ, OP, ROW_POS, column
 
 
 @dataclass(frozen=True)
@@ -123,15 +123,11 @@ def read_dms_csv(spark: SparkSession, path: str, csv_format: CsvFormat) -> DataF
     if marker == "":  # Spark's null is exactly the unquoted empty field: already right
         return frame
     return frame.select(*[
-        F.when(F.col(_quoted(name)) == F.lit(marker), F.lit(None).cast("string"))
-        .otherwise(F.coalesce(F.col(_quoted(name)), F.lit("")))
+        F.when(column(name) == F.lit(marker), F.lit(None).cast("string"))
+        .otherwise(F.coalesce(column(name), F.lit("")))
         .alias(name)
         for name in frame.columns
     ])
-
-
-def _quoted(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
 
 
 def read_change_file(
@@ -240,7 +236,7 @@ def write_staged(
     what copying its files costs.
     """
     if partition_columns:
-        frame = frame.repartition(file_count, *partition_columns)
+        frame = frame.repartition(file_count, *[column(c) for c in partition_columns])
     else:
         frame = frame.coalesce(file_count)
     (

@@ -222,8 +222,8 @@ class _TableMerge:
         key_columns = self.plan.primary_key
         groups = cdc.groupBy(rules.FILE_SEQ, rules.OP).agg(
             F.count(F.lit(1)).alias("count"),
-            *[F.min(k).alias(f"min_{i}") for i, k in enumerate(key_columns)],
-            *[F.max(k).alias(f"max_{i}") for i, k in enumerate(key_columns)],
+            *[F.min(rules.column(k)).alias(f"min_{i}") for i, k in enumerate(key_columns)],
+            *[F.max(rules.column(k)).alias(f"max_{i}") for i, k in enumerate(key_columns)],
         ).collect()
         counts = [(r[rules.FILE_SEQ], r[rules.OP], r["count"]) for r in groups]
         bounds = {}
@@ -287,7 +287,7 @@ class _TableMerge:
         key_columns = self.plan.primary_key
 
         def with_file(frame: DataFrame) -> DataFrame:
-            return frame.select(*key_columns, F.col("_metadata.file_path").alias("_dmscdc_file"),
+            return frame.select(*[rules.column(k) for k in key_columns], F.col("_metadata.file_path").alias("_dmscdc_file"),
                                 F.col("_metadata.file_size").alias("_dmscdc_size"))
 
         def scan(reader):
@@ -299,9 +299,10 @@ class _TableMerge:
                 stored = with_file(reader.parquet(root))
             for column, (low, high) in bounds.items():
                 # Partition values come from folder names (strings): compare them as the key's type.
-                value = F.col(column).cast(key_types[column]) if column in self.plan.partition_key else F.col(column)
+                value = rules.column(column)
+                value = value.cast(key_types[column]) if column in self.plan.partition_key else value
                 stored = stored.where(value.between(low, high))
-            stored = stored.select(*[F.col(k).cast(key_types[k]).alias(k) for k in key_columns],
+            stored = stored.select(*[rules.column(k).cast(key_types[k]).alias(k) for k in key_columns],
                                    "_dmscdc_file", "_dmscdc_size")
             hits = stored.join(keys, on=key_columns, how="left_semi").select("_dmscdc_file", "_dmscdc_size")
             return hits.distinct().collect()
@@ -401,7 +402,7 @@ class _TableMerge:
         if cdc is not None and keyed:
             newest = rules.latest_change_per_key(cdc, plan.primary_key, plan.order_column)
             incoming.append(rules.lake_rows(rules.live_rows(newest)))
-            changed_keys = cdc.select(*plan.primary_key).distinct()
+            changed_keys = cdc.select(*[rules.column(k) for k in plan.primary_key]).distinct()
         elif cdc is not None:
             incoming.append(rules.lake_rows(rules.inserts_only(cdc)))
 
@@ -502,5 +503,5 @@ def conform_partition_columns(
     """Cast partition columns read from folder names (strings) to the type the data has."""
     for column in partition_key:
         if column in frame.columns and column in change_schema.fieldNames():
-            frame = frame.withColumn(column, F.col(column).cast(change_schema[column].dataType))
+            frame = frame.withColumn(column, rules.column(column).cast(change_schema[column].dataType))
     return frame

@@ -251,7 +251,9 @@ class _TableMerge:
         the file (what orders changes to one key)."""
         try:
             if is_csv(change.path):
-                table = pa.Table.from_batches(list(self._raw_batches(change)))
+                # A CSV file of a header alone yields no batch: its columns are all text.
+                columns = pa.schema([f for f in change.schema if change.has_op or f.name != OP])
+                table = pa.Table.from_batches(list(self._raw_batches(change)), schema=columns)
             else:
                 table = self._read_parquet(change.path, row_groups)
         except (OSError, pa.ArrowException) as error:

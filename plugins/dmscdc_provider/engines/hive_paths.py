@@ -99,4 +99,8 @@ def typed_value(text: str | None, data_type: pa.DataType):
     """A partition value read from its folder, cast to the column's type as Spark casts it."""
     if text is None:
         return None
+    if pa.types.is_timestamp(data_type) and data_type.tz:
+        # The folder holds the instant's UTC time without an offset (``value_text``), which
+        # Arrow parses only as a timestamp without zone; read so, it is the same instant.
+        return pa.scalar(text, pa.string()).cast(pa.timestamp(data_type.unit)).cast(data_type).as_py()
     return pa.scalar(text, pa.string()).cast(data_type).as_py()
