@@ -287,7 +287,8 @@ class _TableMerge:
         key_columns = self.plan.primary_key
 
         def with_file(frame: DataFrame) -> DataFrame:
-            return frame.select(*[rules.column(k) for k in key_columns], F.col("_metadata.file_path").alias("_dmscdc_file"),
+            return frame.select(*[rules.column(k) for k in key_columns],
+                                F.col("_metadata.file_path").alias("_dmscdc_file"),
                                 F.col("_metadata.file_size").alias("_dmscdc_size"))
 
         def scan(reader):
