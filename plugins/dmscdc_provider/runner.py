@@ -198,6 +198,17 @@ class TableOutcome:
         }
 
 
+def state_moved(plan: TablePlan, state: TableState | None) -> str | None:
+    """How the table's controller item moved on since the plan was made (another run recorded
+    or committed it), or None while it is still at the plan's ``base_version``."""
+    if state is not None and state.version == plan.base_version:
+        return None
+    if state is None:
+        return "the table's controller item was removed since this plan was made"
+    return (f"the table's state moved from version {plan.base_version} to {state.version} since this plan was "
+            "made (another run committed it)")
+
+
 @dataclass(frozen=True)
 class AttemptStart:
     """Either a new attempt to run (``attempt_id`` and the ``engine_plan`` to run it with) or an
@@ -242,12 +253,9 @@ def start_attempt(
             return done(SUCCEEDED, summary=state.last_run or {}, note="finished the commit of an earlier attempt")
     if (state.last_run or {}).get("plan_id") == plan.plan_id and state.version > plan.base_version:
         return done(SUCCEEDED, summary=state.last_run, note="already committed by an earlier attempt")
-    if state.version != plan.base_version:
-        return done(
-            CONFLICT,
-            note=f"the table's state moved from version {plan.base_version} to {state.version} "
-            "since this plan was made (another run committed it); nothing was changed, plan again",
-        )
+    moved = state_moved(plan, state)
+    if moved is not None:
+        return done(CONFLICT, note=f"{moved}; nothing was changed, plan again")
     from dmscdc_provider.input_checks import check_plan_inputs  # pyarrow: not at DAG-parse time
 
     table_format = table_format_for_plan(plan, storage, aws_conn_id=aws_conn_id, region_name=region_name)
@@ -288,6 +296,14 @@ def complete_attempt(
     staging = plan.staging_path(attempt_id)
     if result.get("status") != SUCCEEDED:
         storage.delete_tree(staging)
+        error = result.get("error") or {}
+        if error.get("lake_file"):
+            # A commit of another run replaces lake files after it is recorded: a lake file that
+            # vanished under this merge is that run's doing when the state moved, not bad input.
+            moved = state_moved(plan, store.get(plan.state_path))
+            if moved is not None:
+                return outcome(CONFLICT, note=f"{moved} while this merge read {error.get('file')}, a lake file "
+                                              "that commit replaced; nothing was changed, plan again")
         return outcome(FAILED, error=result.get("error"), summary=_partial_summary(result))
     on_step("staged", {"files": len(result["files_added"])})
     try:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import threading
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pytest
 
-from dmscdc_provider.runner import CONFLICT, SUCCEEDED, run_table
+from dmscdc_provider.runner import CONFLICT, FAILED, SUCCEEDED, FailureKind, run_table
+from dmscdc_provider.table_formats.maintenance import maintain_table
 from dmscdc_provider.state.sqlite import SqliteControllerStore
 
 from tests.core.harness import LakeHarness
@@ -177,6 +179,104 @@ def test_two_concurrent_runs_on_one_table_commit_once(tmp_path, engine, table_fo
     loser = next(o for o in outcomes if o.status == CONFLICT)
     assert "another run committed" in loser.note
     assert_same_as_clean(lake, clean)
+
+
+def commit_the_same_plan_in_another_run(lake: LakeHarness, plan, engine) -> None:
+    """Another run commits ``plan`` to the end; for an Iceberg table, maintenance then removes the
+    files no snapshot names (the ones that commit replaced; a Parquet commit deletes them itself)."""
+    store = SqliteControllerStore(lake.store.path)
+    assert run_table(plan, engine, store, lake.storage).status == SUCCEEDED
+    if lake.table_format == "iceberg":
+        report = maintain_table(lake.state("s.t"), lake.lake, lake.iceberg_catalog, store, lake.storage,
+                                compact_below_bytes=0, now=datetime.now(timezone.utc) + timedelta(days=30))
+        assert report.files_removed > 0
+    store.close()
+
+
+def after_the_merge_finds_its_lake_files(monkeypatch, engine_name: str, action) -> None:
+    """Call ``action(relative paths)`` once, in the next merge, right after the engine found the
+    lake files holding the changed keys and before it reads them."""
+    if engine_name == "duckdb":
+        from dmscdc_provider.engines.duckdb import _TableMerge
+    else:
+        from dmscdc_spark.job import _TableMerge
+    find_files_holding_keys = _TableMerge._files_holding_keys
+
+    def then_act(self, *args):
+        holding = find_files_holding_keys(self, *args)
+        assert holding, "the change touches lake files"
+        monkeypatch.setattr(_TableMerge, "_files_holding_keys", find_files_holding_keys)  # once
+        # DuckDB pairs each file with its footer.
+        action([entry[0].relative_path if isinstance(entry, tuple) else entry.relative_path for entry in holding])
+        return holding
+
+    monkeypatch.setattr(_TableMerge, "_files_holding_keys", then_act)
+
+
+def test_a_lake_file_another_commit_removed_under_the_merge_is_a_conflict(
+        tmp_path, engine_name, engine, table_format, clean, monkeypatch):
+    """The other run commits after this merge found the lake files holding its keys and before it
+    reads them: the merge cannot read a file that commit replaced, which is a conflict (the state
+    moved), not a damaged input file."""
+    lake = LakeHarness(tmp_path, engine, table_format)
+    build_source(lake)
+    plan = planned(lake)
+    after_the_merge_finds_its_lake_files(
+        monkeypatch, engine_name, lambda _: commit_the_same_plan_in_another_run(lake, plan, engine))
+    outcome = run_table(plan, engine, lake.store, lake.storage)
+    assert outcome.status == CONFLICT, outcome.to_dict()
+    assert "another run committed it" in outcome.note and "plan again" in outcome.note
+    assert lake.table_path("s.t") in outcome.note  # names the lake file it could not read
+    assert_same_as_clean(lake, clean)
+
+
+class AnotherRunCommitsThenRawFileIsTruncated:
+    """An engine that lets another run commit the same plan, then truncates the plan's CDC file
+    before it merges."""
+
+    def __init__(self, lake: LakeHarness, plan, engine):
+        self.lake, self.plan, self.engine = lake, plan, engine
+
+    def run(self, engine_plan: dict) -> dict:
+        commit_the_same_plan_in_another_run(self.lake, self.plan, self.engine)
+        cdc = next(f["path"] for f in engine_plan["files"] if f["kind"] == "cdc")
+        with open(cdc, "r+b") as handle:
+            handle.truncate(os.path.getsize(cdc) // 2)
+        return self.engine.run(engine_plan)
+
+
+def test_a_raw_file_truncated_under_the_merge_is_bad_input_also_when_another_run_committed(
+        tmp_path, engine, table_format):
+    lake = LakeHarness(tmp_path, engine, table_format)
+    build_source(lake)
+    plan = planned(lake)
+    cdc = next(f["path"] for f in plan.files if f["kind"] == "cdc")
+    outcome = run_table(plan, AnotherRunCommitsThenRawFileIsTruncated(lake, plan, engine), lake.store, lake.storage)
+    assert outcome.status == FAILED and outcome.failure_kind == FailureKind.INPUT, outcome.to_dict()
+    assert outcome.error["file"] == cdc and "cannot read the file" in outcome.error["problem"]
+    assert not outcome.error.get("lake_file")
+
+
+def test_a_lake_file_removed_outside_dmscdc_fails_the_merge_with_a_rebuild_remedy(
+        tmp_path, engine_name, engine, table_format, monkeypatch):
+    """No run committed the table (its state is where the plan found it): the missing lake file
+    is no conflict, and a rebuild from the LOAD files is the way out."""
+    lake = LakeHarness(tmp_path, engine, table_format)
+    build_source(lake)
+    plan = planned(lake)
+
+    def delete(relative_paths: list[str]) -> None:
+        for relative_path in relative_paths:
+            os.remove(os.path.join(lake.table_path("s.t"), relative_path))
+
+    after_the_merge_finds_its_lake_files(monkeypatch, engine_name, delete)
+    version = lake.state("s.t").version
+    outcome = run_table(plan, engine, lake.store, lake.storage)
+    assert outcome.status == FAILED, outcome.to_dict()
+    assert outcome.error["lake_file"] and outcome.error["file"].startswith(lake.table_path("s.t"))
+    assert "cannot read the lake file" in outcome.error["problem"]
+    assert "dmscdc run --full-refresh s.t" in outcome.error["remedy"]
+    assert lake.state("s.t").version == version
 
 
 def test_retrying_a_committed_plan_changes_nothing(tmp_path, engine, table_format, clean):

@@ -120,6 +120,17 @@ def test_empty_null_marker_makes_unquoted_empty_fields_null_and_quoted_ones_empt
     assert names(lake.rows("s.t", order_by="CAST(id AS INTEGER)")) == {1: None, 2: "", 3: "NULL"}
 
 
+def test_a_file_of_a_header_alone_holds_no_rows(lake):
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [], ITEM, extension="csv")
+    lake.run_ok()
+    assert lake.rows("s.t") == []
+    lake.cdc("s.t", [], ITEM, extension="csv")
+    lake.cdc("s.t", [{"Op": "I", "id": 1, "name": "one"}], ITEM, extension="csv")
+    lake.run_ok()
+    assert [(row["id"], row["name"]) for row in lake.rows("s.t")] == [("1", "one")]
+
+
 def test_header_row_names_the_columns_in_the_files_order(lake):
     lake.configure("s.t", primary_key=["id"])
     write_raw(lake, "s.t", load_file_name(1, "csv"), "name,Op,id\none,I,1\n")

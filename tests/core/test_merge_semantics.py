@@ -414,3 +414,33 @@ def test_output_file_count_follows_size_and_uses_every_core():
     assert output_file_count(120 * mib, 128 * mib, 2) == 2  # both cores write
     assert output_file_count(320 * mib, 128 * mib, 2) == 4  # 3 by size, rounded to whole rounds
     assert output_file_count(2000 * mib, 128 * mib, 8) == 16
+
+
+def test_column_names_with_dots_spaces_and_symbols_are_names_not_expressions(lake):
+    """Every role a column can have: key, partition key, ordering column, data."""
+    schema = pa.schema([("key.id", pa.int64()), ("dept name", pa.string()), ("seq$no", pa.string()),
+                        ("a.b", pa.string()), ("ünï-cöde", pa.int32())])
+    lake.configure("s.t", primary_key=["key.id"], partition_key=["dept name"], order_column="seq$no")
+    lake.load("s.t", [{"Op": "I", "key.id": i, "dept name": "d x", "seq$no": "0", "a.b": "v", "ünï-cöde": i}
+                      for i in (1, 2)], schema)
+    lake.cdc("s.t", [{"Op": "U", "key.id": 1, "dept name": "d y", "seq$no": "2", "a.b": "newest", "ünï-cöde": 10},
+                     {"Op": "U", "key.id": 1, "dept name": "d x", "seq$no": "1", "a.b": "older", "ünï-cöde": 9}],
+             schema)
+    lake.run_ok()
+    rows = {row["key.id"]: (row["dept name"], row["a.b"], row["ünï-cöde"]) for row in lake.rows("s.t", '"key.id"')}
+    assert rows == {1: ("d y", "newest", 10), 2: ("d x", "v", 2)}
+
+
+def test_a_partition_key_that_is_a_timestamp_with_time_zone_merges_and_reads_back(lake):
+    schema = pa.schema([("id", pa.int64()), ("at", pa.timestamp("ms", tz="UTC"))])
+    first, second = (datetime(2024, 3, 1, 9, 30, 0, 1000, tzinfo=timezone.utc),
+                     datetime(1999, 12, 31, 23, tzinfo=timezone.utc))
+    lake.configure("s.t", primary_key=["id"], partition_key=["at"])
+    lake.load("s.t", [{"Op": "I", "id": 1, "at": first}, {"Op": "I", "id": 2, "at": first}], schema)
+    lake.run_ok()
+    lake.cdc("s.t", [{"Op": "U", "id": 2, "at": second}], schema)  # a partition move reads the folder's value
+    lake.run_ok()
+    # A Parquet folder's readers get the folder text, the instant in UTC; an Iceberg table's the instant.
+    read = {row["id"]: row["at"] for row in lake.rows("s.t")}
+    assert {key: value if isinstance(value, datetime) else datetime.fromisoformat(value).replace(tzinfo=timezone.utc)
+            for key, value in read.items()} == {1: first, 2: second}

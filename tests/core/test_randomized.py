@@ -21,34 +21,54 @@ DEPTS = ["a", "b", "c"]
 SEEDS = range(int(os.environ.get("DMSCDC_RANDOM_SEEDS", "6")))
 
 
-class SourceModel:
-    """The source table as a dict, plus the DMS change rows its changes produce."""
+class ItemShape:
+    """The rows of ``ROW``: what a new row holds and how a change alters one (the model's only
+    knowledge of the table's columns)."""
 
-    def __init__(self, rng: random.Random):
+    def new_row(self, rng: random.Random, key: int) -> dict:
+        return {"id": key, "name": f"n{rng.randrange(10**6)}", "dept": rng.choice(DEPTS), "qty": rng.randrange(100)}
+
+    def changed_row(self, rng: random.Random, row: dict) -> dict:
+        row = {**row, "name": f"u{rng.randrange(10**6)}", "qty": rng.randrange(100)}
+        if rng.random() < 0.3:
+            row["dept"] = rng.choice(DEPTS)  # a partition move
+        return row
+
+    def deleted_row(self, rng: random.Random, row: dict) -> dict:
+        """What a delete carries: the row as DMS last saw it."""
+        return row
+
+
+class SourceModel:
+    """The source table as a dict (by an integer key the shape turns into the row's key columns),
+    plus the DMS change rows its changes produce.
+
+    :param shape: the table's columns (default: ``ROW``'s).
+    """
+
+    def __init__(self, rng: random.Random, shape=None):
         self.rng = rng
+        self.shape = shape or ItemShape()
         self.rows: dict[int, dict] = {}
         self.next_id = 1
         self.appended: list[dict] = []  # what a keyless copy of the changes holds
 
     def random_row(self, key: int) -> dict:
-        return {"id": key, "name": f"n{self.rng.randrange(10**6)}", "dept": self.rng.choice(DEPTS),
-                "qty": self.rng.randrange(100)}
+        return self.shape.new_row(self.rng, key)
 
     def insert(self) -> dict:
         row = self.random_row(self.next_id)
+        self.rows[self.next_id] = row
         self.next_id += 1
-        self.rows[row["id"]] = row
         return {"Op": "I", **row}
 
     def update(self, key: int) -> dict:
-        row = {**self.rows[key], "name": f"u{self.rng.randrange(10**6)}", "qty": self.rng.randrange(100)}
-        if self.rng.random() < 0.3:
-            row["dept"] = self.rng.choice(DEPTS)  # a partition move
+        row = self.shape.changed_row(self.rng, self.rows[key])
         self.rows[key] = row
         return {"Op": "U", **row}
 
     def delete(self, key: int) -> dict:
-        return {"Op": "D", **self.rows.pop(key)}
+        return {"Op": "D", **self.shape.deleted_row(self.rng, self.rows.pop(key))}
 
     def reinsert(self, key: int) -> dict:
         row = self.random_row(key)

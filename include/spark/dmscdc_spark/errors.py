@@ -16,6 +16,25 @@ _ERROR_CLASS = re.compile(r"^\[[A-Z0-9_.]+\]\s*")
 _MAX_CHARS = 400
 
 
+class MergeInputError(Exception):
+    """Input the merge cannot use; names the table, the file and what to do about it.
+
+    :param lake_file: ``file`` is one of the lake table's data files, not a planned DMS file
+        (the result's ``error`` then says ``"lake_file": true``, docs/plan-and-result.md).
+    """
+
+    def __init__(self, table: str, file: str | None, problem: str, remedy: str, *, lake_file: bool = False):
+        self.table, self.file, self.problem, self.remedy, self.lake_file = table, file, problem, remedy, lake_file
+        where = f" in {file}" if file else ""
+        super().__init__(f"{table}: {problem}{where}. {remedy}")
+
+    def to_dict(self) -> dict:
+        error = {"table": self.table, "file": self.file, "problem": self.problem, "remedy": self.remedy}
+        if self.lake_file:
+            error["lake_file"] = True
+        return error
+
+
 def root_cause(error: BaseException) -> str:
     """The innermost cause's message, one line (the Python error's own text when no Java
     exception is attached)."""
@@ -58,3 +77,14 @@ def _one_line(text: str) -> str:
     line = next((line.strip() for line in str(text).splitlines() if line.strip()), "")
     line = _ERROR_CLASS.sub("", line)
     return line if len(line) <= _MAX_CHARS else line[: _MAX_CHARS - 3] + "..."
+
+
+def unreadable_lake_file(table: str, path: str, cause: str) -> MergeInputError:
+    """A lake file the merge listed (or the plan pinned) and could not read. In the usual case a
+    run that committed the table meanwhile replaced it: the caller reports that as a conflict
+    (``runner.complete_attempt``). With the table's state unchanged, the file was removed or
+    damaged outside dmscdc and the table is rebuilt from its LOAD files."""
+    return MergeInputError(
+        table, path, f"cannot read the lake file ({cause})",
+        f"Rebuild the table from its LOAD files: `dmscdc run --full-refresh {table}` (the DAG's full_refresh "
+        "param); the table's state was left unchanged.", lake_file=True)

@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from dmscdc_spark.rules import FILE_SEQ, OP, ROW_POS
+from dmscdc_spark.rules import FILE_SEQ, OP, ROW_POS, column
 
 
 @dataclass(frozen=True)
@@ -124,16 +124,11 @@ def read_dms_csv(spark: SparkSession, path: str, csv_format: CsvFormat) -> DataF
     if marker == "":  # Spark's null is exactly the unquoted empty field: already right
         return frame
     return frame.select(*[
-        F.when(F.col(quoted_name(name)) == F.lit(marker), F.lit(None).cast("string"))
-        .otherwise(F.coalesce(F.col(quoted_name(name)), F.lit("")))
+        F.when(column(name) == F.lit(marker), F.lit(None).cast("string"))
+        .otherwise(F.coalesce(column(name), F.lit("")))
         .alias(name)
         for name in frame.columns
     ])
-
-
-def quoted_name(name: str) -> str:
-    """A column name as Spark SQL text (backticks, inner backticks doubled)."""
-    return "`" + name.replace("`", "``") + "`"
 
 
 def read_change_file(
@@ -242,7 +237,7 @@ def write_staged(
     what copying its files costs.
     """
     if partition_columns:
-        frame = frame.repartition(file_count, *partition_columns)
+        frame = frame.repartition(file_count, *[column(c) for c in partition_columns])
         floating = [c for c in partition_columns
                     if isinstance(frame.schema[c].dataType, (T.FloatType, T.DoubleType))]
         if floating:
@@ -251,8 +246,8 @@ def write_staged(
             # Ordered by the sign as well, each folder's rows come together.
             frame = frame.sortWithinPartitions(*[
                 order for c in partition_columns
-                for order in ([F.col(c), F.when(F.col(c) == 0, F.col(c).cast("string"))] if c in floating
-                              else [F.col(c)])])
+                for order in ([column(c), F.when(column(c) == 0, column(c).cast("string"))] if c in floating
+                              else [column(c)])])
     else:
         frame = frame.coalesce(file_count)
     (

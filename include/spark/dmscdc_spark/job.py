@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 
 from pyspark.sql import DataFrame, Observation, SparkSession
@@ -14,7 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from dmscdc_spark import rules
-from dmscdc_spark.errors import failure_text, root_cause
+from dmscdc_spark.errors import MergeInputError, failure_text, root_cause, unreadable_lake_file
 from dmscdc_spark.io import (
     CsvFormat,
     HadoopFiles,
@@ -22,7 +23,6 @@ from dmscdc_spark.io import (
     file_name,
     is_csv,
     is_hidden,
-    quoted_name,
     read_change_file,
     read_lake_file,
     read_lake_files,
@@ -69,18 +69,6 @@ TYPE_CHANGE_REMEDY = ("The column's type changed at the source: reload the table
                       "its LOAD files carry the new type, and the next run rebuilds the table from them "
                       "(changes older than the reload are not applied over it); or cast the column back in "
                       "the source. The table's state was left unchanged.")
-
-
-class MergeInputError(Exception):
-    """Input the merge cannot use; names the table, the file and what to do about it."""
-
-    def __init__(self, table: str, file: str | None, problem: str, remedy: str):
-        self.table, self.file, self.problem, self.remedy = table, file, problem, remedy
-        where = f" in {file}" if file else ""
-        super().__init__(f"{table}: {problem}{where}. {remedy}")
-
-    def to_dict(self) -> dict:
-        return {"table": self.table, "file": self.file, "problem": self.problem, "remedy": self.remedy}
 
 
 def run_merge(spark: SparkSession, plan: dict) -> dict:
@@ -134,6 +122,19 @@ class _TableMerge:
                     f"cannot read the file: {root_cause(error)}",
                     UNREADABLE_REMEDY,
                 )
+        return None
+
+    def _lake_file_failed(self, error: Exception) -> MergeInputError | None:
+        """A lake data file the failure names (its own staged files aside): one the merge listed
+        or the plan pinned and that could not be read, most often because a run that committed
+        the table meanwhile removed it."""
+        root = self.plan.lake_table_path.rstrip("/")
+        # Spark spells the table's folder with its own scheme (``file:/``, ``s3a://``).
+        bare_root = root.split("://", 1)[-1]
+        staging = self.plan.staging_path.rstrip("/").split("://", 1)[-1] + "/"
+        for match in re.finditer(re.escape(bare_root) + r"/([^\n]+?\.parquet)", failure_text(error)):
+            if not f"{bare_root}/{match.group(1)}".startswith(staging):
+                return unreadable_lake_file(self.plan.table, f"{root}/{match.group(1)}", root_cause(error))
         return None
 
     # -- reading ------------------------------------------------------------------------------
@@ -236,8 +237,8 @@ class _TableMerge:
             # driver's local zone, and in the hour a summer-time change repeats it comes back an
             # hour off (``_files_holding_keys`` turns it back into a timestamp).
             if isinstance(types[key], T.TimestampType):
-                return F.expr(f"unix_micros({extreme}({quoted_name(key)}))")
-            return getattr(F, extreme)(key)
+                return F.unix_micros(getattr(F, extreme)(rules.column(key)))
+            return getattr(F, extreme)(rules.column(key))
 
         groups = cdc.groupBy(rules.FILE_SEQ, rules.OP).agg(
             F.count(F.lit(1)).alias("count"),
@@ -306,7 +307,8 @@ class _TableMerge:
         key_columns = self.plan.primary_key
 
         def with_file(frame: DataFrame) -> DataFrame:
-            return frame.select(*key_columns, F.col("_metadata.file_path").alias("_dmscdc_file"),
+            return frame.select(*[rules.column(k) for k in key_columns],
+                                F.col("_metadata.file_path").alias("_dmscdc_file"),
                                 F.col("_metadata.file_size").alias("_dmscdc_size"))
 
         def scan(reader):
@@ -320,9 +322,9 @@ class _TableMerge:
             stored = conform_partition_columns(stored, key_types, self.plan.partition_key, key_columns)
             for column, (low, high) in bounds.items():
                 if isinstance(key_types[column], T.TimestampType):  # microseconds (``_count_and_bound``)
-                    low, high = F.expr(f"timestamp_micros({int(low)})"), F.expr(f"timestamp_micros({int(high)})")
-                stored = stored.where(F.col(column).between(low, high))
-            stored = stored.select(*[F.col(k).cast(key_types[k]).alias(k) for k in key_columns],
+                    low, high = F.timestamp_micros(F.lit(int(low))), F.timestamp_micros(F.lit(int(high)))
+                stored = stored.where(rules.column(column).between(low, high))
+            stored = stored.select(*[rules.column(k).cast(key_types[k]).alias(k) for k in key_columns],
                                    "_dmscdc_file", "_dmscdc_size")
             hits = stored.join(keys, on=key_columns, how="left_semi").select("_dmscdc_file", "_dmscdc_size")
             return hits.distinct().collect()
@@ -375,7 +377,8 @@ class _TableMerge:
         except Exception as error:
             if isinstance(error, MergeInputError):
                 raise
-            mapped = self._fail_unreadable(error, [f["path"] for f in plan.files]) or self._find_unreadable()
+            mapped = (self._fail_unreadable(error, [f["path"] for f in plan.files])
+                      or self._lake_file_failed(error) or self._find_unreadable())
             if mapped is not None:
                 raise mapped from error
             raise
@@ -389,7 +392,7 @@ class _TableMerge:
                 # Every column, so each value is parsed (a count alone may skip the parsing); the
                 # noop sink runs the read with no shuffle and no output, so a full disk that
                 # failed the merge cannot fail the probe and be blamed on a file.
-                (frame.select(F.hash(*[F.col(f"`{c}`") for c in frame.columns]).alias("h"))
+                (frame.select(F.hash(*[rules.column(c) for c in frame.columns]).alias("h"))
                  .write.format("noop").mode("overwrite").save())
             except Exception as error:  # noqa: BLE001 - any failure to read names this file
                 return self._fail_unreadable(error, [planned["path"]]) or self._fail(
@@ -422,7 +425,7 @@ class _TableMerge:
         if cdc is not None and keyed:
             newest = rules.latest_change_per_key(cdc, plan.primary_key, plan.order_column)
             incoming.append(rules.lake_rows(rules.live_rows(newest)))
-            changed_keys = cdc.select(*plan.primary_key).distinct()
+            changed_keys = cdc.select(*[rules.column(k) for k in plan.primary_key]).distinct()
         elif cdc is not None:
             incoming.append(rules.lake_rows(rules.inserts_only(cdc)))
 
@@ -455,7 +458,7 @@ class _TableMerge:
                       if c not in plan.primary_key and isinstance(schema[c].dataType, T.StringType)]
         output = rules.lake_rows(union_conformed(base + incoming, schema)).observe(
             written, F.count(F.lit(1)).alias("rows"),
-            *[F.count(F.when(F.col(c) == "", 1)).alias(f"empty_{i}") for i, c in enumerate(empty_text)])
+            *[F.count(F.when(rules.column(c) == "", 1)).alias(f"empty_{i}") for i, c in enumerate(empty_text)])
 
         input_bytes = sum(f.size for f in replaced if plan.mode != "full") + sum(
             int(f.get("size") or 0) for f in plan.files)
@@ -534,7 +537,7 @@ def conform_partition_columns(
     written back as such (dmscdc_provider's ``hive_paths.typed_value``)."""
     for column in partition_key:
         if column in frame.columns and column in types:
-            value = F.col(column).cast(types[column])
+            value = rules.column(column).cast(types[column])
             if column in primary_key and isinstance(types[column], T.StringType):
                 value = F.coalesce(value, F.lit(""))
             frame = frame.withColumn(column, value)

@@ -17,6 +17,12 @@ INTERNAL_COLUMNS = (FILE_SEQ, ROW_POS)
 KNOWN_OPS = ("I", "U", "D")
 
 
+def column(name: str):
+    """The column called ``name``, whatever characters it holds (a name given as a string is
+    parsed: ``a.b`` would mean field ``b`` of a struct ``a``)."""
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
 def _order_columns(order_column: str | None, columns: list[str]) -> list[str]:
     """Columns that order changes, most significant first.
 
@@ -32,8 +38,8 @@ def latest_change_per_key(
     changes: DataFrame, key_columns: list[str], order_column: str | None = None
 ) -> DataFrame:
     """One row per key: the newest change, whatever its ``Op``."""
-    newest_first = [F.col(c).desc_nulls_last() for c in _order_columns(order_column, changes.columns)]
-    window = Window.partitionBy(*key_columns).orderBy(*newest_first)
+    newest_first = [column(c).desc_nulls_last() for c in _order_columns(order_column, changes.columns)]
+    window = Window.partitionBy(*[column(k) for k in key_columns]).orderBy(*newest_first)
     return (
         changes.withColumn("_dmscdc_rank", F.row_number().over(window))
         .where(F.col("_dmscdc_rank") == 1)
@@ -59,4 +65,4 @@ def without_keys(rows: DataFrame, keys: DataFrame, key_columns: list[str]) -> Da
 def lake_rows(frame: DataFrame) -> DataFrame:
     """Drop the engine's ordering columns; ``Op`` first, as the lake keeps it."""
     data = [c for c in frame.columns if c not in INTERNAL_COLUMNS and c != OP]
-    return frame.select(OP, *data)
+    return frame.select(*[column(c) for c in [OP, *data]])

@@ -13,6 +13,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from dmscdc_spark.rules import column
+
 # Integral and floating types in widening order; a wider type holds every value of a narrower one
 # (LongType -> DoubleType loses precision past 2**53, the same trade-off Spark's own coercion makes).
 MAX_DECIMAL_PRECISION = 38  # Spark's (and Parquet readers' common) decimal limit
@@ -106,9 +108,9 @@ def conform(frame: DataFrame, schema: T.StructType) -> DataFrame:
         if field.name not in present:
             columns.append(F.lit(None).cast(field.dataType).alias(field.name))
         elif present[field.name] != field.dataType:
-            columns.append(F.col(field.name).cast(field.dataType).alias(field.name))
+            columns.append(column(field.name).cast(field.dataType).alias(field.name))
         else:
-            columns.append(field.name)
+            columns.append(column(field.name))
     return frame.select(*columns)
 
 

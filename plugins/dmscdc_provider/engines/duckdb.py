@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from dmscdc_provider.arrow_fs import ArrowFiles
 from dmscdc_provider.engines import arrow_schema, hive_paths
+from dmscdc_spark.errors import MergeInputError, unreadable_lake_file
 from dmscdc_spark.plan import MergePlan, empty_partition_value_warning
 from dmscdc_provider.engines.arrow_schema import TypeConflict, unify_schemas
 from dmscdc_provider.table_formats import LakeFile
@@ -55,18 +56,6 @@ FOOTER_THREADS = 16
 
 DEFAULT_MEMORY_LIMIT = "1GB"
 DEFAULT_TARGET_FILE_BYTES = 32 * 1024 * 1024
-
-
-class MergeInputError(Exception):
-    """Input the merge cannot use; names the table, the file and what to do about it."""
-
-    def __init__(self, table: str, file: str | None, problem: str, remedy: str):
-        self.table, self.file, self.problem, self.remedy = table, file, problem, remedy
-        where = f" in {file}" if file else ""
-        super().__init__(f"{table}: {problem}{where}. {remedy}")
-
-    def to_dict(self) -> dict:
-        return {"table": self.table, "file": self.file, "problem": self.problem, "remedy": self.remedy}
 
 
 class DuckDBMergeEngine:
@@ -211,6 +200,9 @@ class _TableMerge:
             "table's state was left unchanged.",
         )
 
+    def _unreadable_lake_file(self, path: str, error: Exception) -> MergeInputError:
+        return unreadable_lake_file(self.plan.table, path, _first_line(error))
+
     def _unify(self, sources: list[tuple[str, pa.Schema]], remedy: str | None = None) -> pa.Schema:
         try:
             return unify_schemas(sources)
@@ -276,7 +268,9 @@ class _TableMerge:
         the file (what orders changes to one key)."""
         try:
             if is_csv(change.path):
-                table = pa.Table.from_batches(list(self._raw_batches(change)))
+                # A CSV file of a header alone yields no batch: its columns are all text.
+                columns = pa.schema([f for f in change.schema if change.has_op or f.name != OP])
+                table = pa.Table.from_batches(list(self._raw_batches(change)), schema=columns)
             else:
                 table = self._read_parquet(change.path, row_groups)
         except (OSError, pa.ArrowException) as error:
@@ -370,7 +364,7 @@ class _TableMerge:
                 with self.files.open_input(path) as handle:
                     return pq.ParquetFile(handle).metadata
             except (OSError, pa.ArrowException) as error:
-                raise self._unreadable(path, error) from error
+                raise self._unreadable_lake_file(path, error) from error
 
         with ThreadPoolExecutor(max_workers=FOOTER_THREADS) as pool:
             return list(pool.map(footer, lake_files))
@@ -467,7 +461,7 @@ class _TableMerge:
                             batch = batch.append_column("_dmscdc_file", pa.repeat(pa.scalar(number, pa.int32()), batch.num_rows))
                             yield arrow_schema.conform_batch(batch, key_schema)
                 except (OSError, pa.ArrowException) as error:
-                    self._stream_error = self._unreadable(path, error)
+                    self._stream_error = self._unreadable_lake_file(path, error)
                     raise
 
         # Key columns only, so a stream: DuckDB reads it once, as the semi-join consumes it.
@@ -500,7 +494,7 @@ class _TableMerge:
                 value = pa.scalar(hive_paths.typed_value(text, data_type, in_primary_key=in_key), data_type)
                 table = table.append_column(column, pa.repeat(value, table.num_rows))
         except (OSError, pa.ArrowException) as error:
-            raise self._unreadable(path, error) from error
+            raise self._unreadable_lake_file(path, error) from error
         return self._conform(table, schema, path)
 
     def _load_changes(self, changes: list[ChangeFile], schema: pa.Schema) -> None:

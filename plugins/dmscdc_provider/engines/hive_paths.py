@@ -133,6 +133,10 @@ def typed_value(text: str | None, data_type: pa.DataType, *, in_primary_key: boo
     if text is None:
         text_type = pa.types.is_string(data_type) or pa.types.is_large_string(data_type)
         return "" if in_primary_key and text_type else None
+    if pa.types.is_timestamp(data_type) and data_type.tz:
+        # The folder holds the instant's UTC time without an offset (``value_text``), which
+        # Arrow parses only as a timestamp without zone; read so, it is the same instant.
+        return pa.scalar(text, pa.string()).cast(pa.timestamp(data_type.unit)).cast(data_type).as_py()
     return pa.scalar(text, pa.string()).cast(data_type).as_py()
 
 
