@@ -105,24 +105,34 @@ def type_name(data_type: pa.DataType) -> str:
     return str(data_type)
 
 
+@dataclass(frozen=True)
+class InputCheck:
+    """What the check finds: the first problem (None when every file can be applied) and the
+    table's column types by Spark name, which every file the merge writes carries (the engine
+    plan's ``column_types``)."""
+
+    problem: InputProblem | None
+    column_types: dict[str, str]
+
+
 def check_plan_inputs(
     plan: TablePlan, table_format: "TableFormat", aws_conn_id: str | None = None, region_name: str | None = None
-) -> InputProblem | None:
+) -> InputCheck:
     """Check a table plan's files (and, for an incremental merge, the lake's footers, and the
     column types the table format holds the table to).
 
     :param table_format: the table's format: its current data files and schema rules.
     :param aws_conn_id: Airflow AWS connection for ``s3://`` files (None: boto3's chain).
     :param region_name: AWS region.
-    :return: the first problem found, in plan order, or None when every file can be applied.
+    :return: the first problem found, in plan order, or none, and the table's column types.
     """
     try:
         lake_files = table_format.data_files(plan) if plan.mode == "incremental" else []
-        _PlanCheck(plan, ArrowFiles(aws_conn_id, region_name), lake_files, table_format).run()
+        column_types = _PlanCheck(plan, ArrowFiles(aws_conn_id, region_name), lake_files, table_format).run()
     except InputProblem as problem:
         log.warning("%s", problem)
-        return problem
-    return None
+        return InputCheck(problem, {})
+    return InputCheck(None, column_types)
 
 
 @dataclass(frozen=True)
@@ -149,7 +159,9 @@ class _PlanCheck:
         return InputProblem(self.plan.table, file, column, problem, remedy)
 
     # -- the check ------------------------------------------------------------------------------
-    def run(self) -> None:
+    def run(self) -> dict[str, str]:
+        """Check the plan; return the table's column types (Spark names): the table format's
+        schema (Iceberg), else the lake files' (an incremental merge), partition columns aside."""
         schemas = []
         for entry in self.plan.files:  # each file on its own first: the likeliest culprit
             path = entry["path"]
@@ -161,6 +173,7 @@ class _PlanCheck:
         # Then together, in plan order, after the lake (an incremental merge keeps its files).
         seen = self._lake_columns() if self.plan.mode == "incremental" else {}
         fixed = self.table_format.column_types(self.plan)
+        table_types = {**{name: data_type for name, (data_type, _) in seen.items()}, **fixed}
         # The table's column names so far by their lowercase spelling: the table format's schema,
         # the lake files', then each planned file's in plan order.
         spelled = {name.lower(): (name, f"the table's {self.table_format.name.value} schema") for name in fixed}
@@ -173,6 +186,7 @@ class _PlanCheck:
                     raise self._type_conflict(path, field.name, *conflict, field.type)
                 if field.name in fixed:
                     self._check_format_allows(path, field.name, fixed[field.name], field.type)
+        return {name: spark_name(arrow_schema.spark_view(data_type)) for name, data_type in table_types.items()}
 
     def _check_format_allows(self, path: str, column: str, current: pa.DataType, incoming: pa.DataType) -> None:
         """The type the merge writes must be one the table format can give the column."""

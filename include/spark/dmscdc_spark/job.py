@@ -31,7 +31,7 @@ from dmscdc_spark.io import (
     write_staged,
 )
 from dmscdc_spark.plan import MergePlan
-from dmscdc_spark.schema import TypeConflict, unify_schemas, union_conformed
+from dmscdc_spark.schema import TypeConflict, table_schema, unify_schemas, union_conformed
 
 log = logging.getLogger(__name__)
 
@@ -444,8 +444,10 @@ class _TableMerge:
         else:
             replaced = []
 
-        # Lake files first: the lake's types win ties.
-        schema = self._unify(lake_sources + [("the changes", change_schema)])
+        # The table's types first, then the lake files': they win ties, and every file this merge
+        # writes carries them, rewritten or not (docs/merge-semantics.md, "Columns and types").
+        table_columns = ("the table's column types", table_schema(plan.column_types))
+        schema = self._unify([table_columns] + lake_sources + [("the changes", change_schema)])
         schema = T.StructType([f for f in schema.fields if f.name not in rules.INTERNAL_COLUMNS])
         written = Observation("written")
         output = rules.lake_rows(union_conformed(base + incoming, schema)).observe(

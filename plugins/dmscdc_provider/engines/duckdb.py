@@ -559,8 +559,10 @@ class _TableMerge:
             lake_sources = [(f"{root}/{f.relative_path}", self._lake_file_schema(f, m, change_schema))
                             for f, m in holding]
 
-        # Lake files first: the lake's types win ties.
-        schema = self._unify(lake_sources + [(c.path, c.schema) for c in loads + cdc],
+        # The table's types first, then the lake files': they win ties, and every file this merge
+        # writes carries them, rewritten or not (docs/merge-semantics.md, "Columns and types").
+        table_columns = ("the table's column types", arrow_schema.table_schema(plan.column_types))
+        schema = self._unify([table_columns] + lake_sources + [(c.path, c.schema) for c in loads + cdc],
                              "The lake file and the new changes disagree on the column's type; rebuild the "
                              "table in the new type with a full load (`dmscdc run --full-refresh`).")
         schema = pa.schema([schema.field(OP)] + [f for f in schema if f.name != OP])
