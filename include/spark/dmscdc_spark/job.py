@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from dmscdc_spark import rules
-from dmscdc_spark.errors import failure_text, root_cause
+from dmscdc_spark.errors import RAW_FILE_REMEDY, failure_text, lake_file_remedy, root_cause
 from dmscdc_spark.io import (
     CsvFormat,
     HadoopFiles,
@@ -57,10 +57,6 @@ SESSION_SETTINGS = {
 class _ReadFilesOneByOne(Exception):
     """A one-scan read mixed files with and without an Op column (the latter hold inserts): the
     merge starts over reading each file on its own."""
-
-
-UNREADABLE_REMEDY = ("Replace it with a good copy (or re-run the DMS task for the table) and run again; "
-                     "the table's state was left unchanged.")
 
 
 # A rebuild from the LOAD files already in raw (--full-refresh) meets the old type there again;
@@ -124,17 +120,22 @@ class _TableMerge:
     def _fail(self, file: str | None, problem: str, remedy: str) -> MergeInputError:
         return MergeInputError(self.plan.table, file, problem, remedy)
 
-    def _fail_unreadable(self, error: Exception, candidates: list[str]) -> MergeInputError | None:
-        """Map a Spark failure to the file it names, if it names one of ours."""
+    def _fail_unreadable(self, error: Exception, candidates: list[str],
+                         remedy: str = RAW_FILE_REMEDY) -> MergeInputError | None:
+        """Map a Spark failure to the file it names, if it names one of ``candidates`` (DMS
+        files, or the lake's own with ``remedy`` for them)."""
         message = failure_text(error)
         for path in candidates:
             if path.rsplit("/", 1)[-1] in message:
-                return self._fail(
-                    path,
-                    f"cannot read the file: {root_cause(error)}",
-                    UNREADABLE_REMEDY,
-                )
+                return self._fail(path, f"cannot read the file ({root_cause(error)})", remedy)
         return None
+
+    def _fail_unreadable_lake_file(self, error: Exception) -> MergeInputError | None:
+        """Map a Spark failure to the lake file it names: the table's own file, which DMS cannot
+        write again (``part-NNNNN-<uuid>`` names are unique, so a name in the message is that file)."""
+        root = self.plan.lake_table_path.rstrip("/")
+        lake_files = [f"{root}/{f.relative_path}" for f in self._lake_files()]
+        return self._fail_unreadable(error, lake_files, lake_file_remedy(self.plan.table))
 
     # -- reading ------------------------------------------------------------------------------
     def _read_changes(self) -> tuple[DataFrame | None, DataFrame | None, T.StructType]:
@@ -179,7 +180,7 @@ class _TableMerge:
             return read_change_file(self.spark, path, seq, self.csv_format)
         except Exception as error:  # Spark raises AnalysisException / Py4JJavaError
             raise self._fail_unreadable(error, [path]) or self._fail(
-                path, f"cannot read the file: {root_cause(error)}",
+                path, f"cannot read the file ({root_cause(error)})",
                 "Check that the file exists and is a DMS Parquet or CSV file.",
             ) from error
 
@@ -374,7 +375,8 @@ class _TableMerge:
         except Exception as error:
             if isinstance(error, MergeInputError):
                 raise
-            mapped = self._fail_unreadable(error, [f["path"] for f in plan.files]) or self._find_unreadable()
+            mapped = (self._fail_unreadable(error, [f["path"] for f in plan.files])
+                      or self._fail_unreadable_lake_file(error) or self._find_unreadable())
             if mapped is not None:
                 raise mapped from error
             raise
@@ -392,8 +394,8 @@ class _TableMerge:
                  .write.format("noop").mode("overwrite").save())
             except Exception as error:  # noqa: BLE001 - any failure to read names this file
                 return self._fail_unreadable(error, [planned["path"]]) or self._fail(
-                    planned["path"], f"cannot read the file: {root_cause(error)}",
-                    UNREADABLE_REMEDY,
+                    planned["path"], f"cannot read the file ({root_cause(error)})",
+                    RAW_FILE_REMEDY,
                 )
         return None
 

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from dmscdc_provider.arrow_fs import ArrowFiles
 from dmscdc_provider.engines import arrow_schema, hive_paths
+from dmscdc_spark.errors import RAW_FILE_REMEDY, lake_file_remedy
 from dmscdc_spark.plan import MergePlan
 from dmscdc_provider.engines.arrow_schema import TypeConflict, unify_schemas
 from dmscdc_provider.table_formats import LakeFile
@@ -205,11 +206,12 @@ class _TableMerge:
         return MergeInputError(self.plan.table, file, problem, remedy)
 
     def _unreadable(self, path: str, error: Exception) -> MergeInputError:
-        return self._fail(
-            path, f"cannot read the file ({_first_line(error)})",
-            "Replace it with a good copy (or re-run the DMS task for the table) and run again; the "
-            "table's state was left unchanged.",
-        )
+        """A DMS file that cannot be read."""
+        return self._fail(path, f"cannot read the file ({_first_line(error)})", RAW_FILE_REMEDY)
+
+    def _unreadable_lake_file(self, path: str, error: Exception) -> MergeInputError:
+        """One of the table's own files that cannot be read: DMS cannot write it again."""
+        return self._fail(path, f"cannot read the file ({_first_line(error)})", lake_file_remedy(self.plan.table))
 
     def _unify(self, sources: list[tuple[str, pa.Schema]], remedy: str | None = None) -> pa.Schema:
         try:
@@ -370,7 +372,7 @@ class _TableMerge:
                 with self.files.open_input(path) as handle:
                     return pq.ParquetFile(handle).metadata
             except (OSError, pa.ArrowException) as error:
-                raise self._unreadable(path, error) from error
+                raise self._unreadable_lake_file(path, error) from error
 
         with ThreadPoolExecutor(max_workers=FOOTER_THREADS) as pool:
             return list(pool.map(footer, lake_files))
@@ -466,7 +468,7 @@ class _TableMerge:
                             batch = batch.append_column("_dmscdc_file", pa.repeat(pa.scalar(number, pa.int32()), batch.num_rows))
                             yield arrow_schema.conform_batch(batch, key_schema)
                 except (OSError, pa.ArrowException) as error:
-                    self._stream_error = self._unreadable(path, error)
+                    self._stream_error = self._unreadable_lake_file(path, error)
                     raise
 
         # Key columns only, so a stream: DuckDB reads it once, as the semi-join consumes it.
@@ -498,7 +500,7 @@ class _TableMerge:
                 value = pa.scalar(hive_paths.typed_value(text, data_type), data_type)
                 table = table.append_column(column, pa.repeat(value, table.num_rows))
         except (OSError, pa.ArrowException) as error:
-            raise self._unreadable(path, error) from error
+            raise self._unreadable_lake_file(path, error) from error
         return self._conform(table, schema, path)
 
     def _load_changes(self, changes: list[ChangeFile], schema: pa.Schema) -> None:
