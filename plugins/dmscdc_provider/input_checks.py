@@ -113,6 +113,7 @@ class InputCheck:
 
     problem: InputProblem | None
     column_types: dict[str, str]
+    widen_files: list[str]  # lake files (relative paths) holding a column narrower than the merge writes it
 
 
 def check_plan_inputs(
@@ -128,11 +129,12 @@ def check_plan_inputs(
     """
     try:
         lake_files = table_format.data_files(plan) if plan.mode == "incremental" else []
-        column_types = _PlanCheck(plan, ArrowFiles(aws_conn_id, region_name), lake_files, table_format).run()
+        column_types, widen_files = _PlanCheck(plan, ArrowFiles(aws_conn_id, region_name), lake_files,
+                                               table_format).run()
     except InputProblem as problem:
         log.warning("%s", problem)
-        return InputCheck(problem, {})
-    return InputCheck(None, column_types)
+        return InputCheck(problem, {}, [])
+    return InputCheck(None, column_types, widen_files)
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,7 @@ _REPLACE = ("Replace it with a good copy of the file DMS wrote (same name), or r
 class _PlanCheck:
     def __init__(self, plan: TablePlan, files: ArrowFiles, lake_files: list[LakeFile], table_format: "TableFormat"):
         self.plan, self.files, self.lake_files, self.table_format = plan, files, lake_files, table_format
+        self.lake_footers: list[tuple[str, pa.Schema]] = []  # (path, schema) of each readable lake file
         self.key_columns = list(plan.primary_key)
         self.required = {**{c: "partition key" for c in plan.partition_key}, **{c: "primary key" for c in plan.primary_key}}
 
@@ -159,9 +162,10 @@ class _PlanCheck:
         return InputProblem(self.plan.table, file, column, problem, remedy)
 
     # -- the check ------------------------------------------------------------------------------
-    def run(self) -> dict[str, str]:
-        """Check the plan; return the table's column types (Spark names): the table format's
-        schema (Iceberg), else the lake files' (an incremental merge), partition columns aside."""
+    def run(self) -> tuple[dict[str, str], list[str]]:
+        """Check the plan; return the table's column types (Spark names: the table format's
+        schema (Iceberg), else the lake files' (an incremental merge), partition columns aside)
+        and the lake files whose columns the merge widens (``_files_to_widen``)."""
         schemas = []
         for entry in self.plan.files:  # each file on its own first: the likeliest culprit
             path = entry["path"]
@@ -186,7 +190,19 @@ class _PlanCheck:
                     raise self._type_conflict(path, field.name, *conflict, field.type)
                 if field.name in fixed:
                     self._check_format_allows(path, field.name, fixed[field.name], field.type)
-        return {name: spark_name(arrow_schema.spark_view(data_type)) for name, data_type in table_types.items()}
+        column_types = {name: spark_name(arrow_schema.spark_view(data_type)) for name, data_type in table_types.items()}
+        return column_types, ([] if fixed else self._files_to_widen(seen))
+
+    def _files_to_widen(self, merged: dict[str, tuple[pa.DataType, str]]) -> list[str]:
+        """Lake files with a column of another type than the merge writes (int where it writes
+        bigint): rewritten by the merge, so every file of a Parquet folder has one type per
+        column, as readers without schema merging (Spark's default) need. Iceberg needs none:
+        its readers read older files through the table's promoted schema."""
+        written = {name: arrow_schema.spark_view(data_type) for name, (data_type, _) in merged.items()}
+        prefix = self.plan.lake_table_path.rstrip("/") + "/"
+        return [label[len(prefix):] for label, schema in self.lake_footers
+                if any(field.name in written and arrow_schema.spark_view(as_read(field.type)) != written[field.name]
+                       for field in schema if field.name not in self.plan.partition_key)]
 
     def _check_format_allows(self, path: str, column: str, current: pa.DataType, incoming: pa.DataType) -> None:
         """The type the merge writes must be one the table format can give the column."""
@@ -302,6 +318,7 @@ class _PlanCheck:
 
         with ThreadPoolExecutor(min(FOOTER_READERS, len(lake_files))) as pool:
             footers = [read for read in pool.map(footer, lake_files) if read is not None]
+        self.lake_footers = footers
         seen: dict[str, tuple[pa.DataType, str]] = {}
         partition = set(self.plan.partition_key)
         for label, schema in footers:

@@ -257,7 +257,7 @@ def start_attempt(
         return done(FAILED, error=checked.problem.to_error())
     attempt_id = f"{plan.plan_id}-{uuid.uuid4().hex[:8]}"
     return AttemptStart(attempt_id=attempt_id, engine_plan=plan.engine_plan(
-        attempt_id, table_format.pinned_data_files(plan), checked.column_types))
+        attempt_id, table_format.pinned_data_files(plan), checked.column_types, checked.widen_files))
 
 
 def complete_attempt(

@@ -281,6 +281,35 @@ def test_files_a_merge_adds_without_rewriting_any_carry_the_lake_types(lake, lak
     assert [(r["id"], r["v"]) for r in lake.rows("s.t")] == [(1, value), (2, value)]
 
 
+WIDENINGS = {
+    "int_to_bigint": (pa.int32(), pa.int64(), 7, "long"),
+    "float_to_double": (pa.float32(), pa.float64(), 1.5, "double"),
+    "decimal_precision": (pa.decimal128(10, 2), pa.decimal128(12, 2), Decimal("12.50"), "decimal(12, 2)"),
+}
+
+
+@pytest.mark.parametrize("lake_type,change_type,value,iceberg_type", WIDENINGS.values(), ids=WIDENINGS.keys())
+def test_a_column_widened_by_new_keys_alone_leaves_one_type_per_column(lake, lake_type, change_type, value,
+                                                                       iceberg_type):
+    """CDC files that insert only new keys in a wider type: a Parquet folder's older files are
+    rewritten in it too (Spark reads a folder in one file's types and fails on an int beside a
+    bigint); an Iceberg table promotes its schema and keeps its older files, read through it."""
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [{"Op": "I", "id": 1, "v": value}], pa.schema([("id", pa.int64()), ("v", lake_type)]))
+    lake.run_ok()
+    (old_file,) = lake.data_files("s.t")
+    lake.cdc("s.t", [{"Op": "I", "id": 2, "v": value}], pa.schema([("id", pa.int64()), ("v", change_type)]))
+    lake.run_ok()
+    files = lake.data_files("s.t")
+    types = {path: pq.read_schema(os.path.join(lake.table_path("s.t"), path)).field("v").type for path in files}
+    if lake.table_format == "iceberg":
+        assert types.pop(old_file) == lake_type and set(types.values()) == {change_type}, types
+        assert str(lake.iceberg_table("s.t").schema().find_field("v").field_type) == iceberg_type
+    else:
+        assert old_file not in files and set(types.values()) == {change_type}, types
+    assert [(r["id"], r["v"]) for r in lake.rows("s.t")] == [(1, value), (2, value)]
+
+
 def test_timestamp_key_in_the_hour_a_host_zone_repeats_is_found_and_replaced(lake, foreign_host):
     """On 2018-02-18 America/Sao_Paulo left summer time: local 23:00-23:59 came twice (01:xxZ, then
     02:xxZ). The changed keys' range must not pass through the host's zone (02:30Z read back as

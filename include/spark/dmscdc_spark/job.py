@@ -436,15 +436,17 @@ class _TableMerge:
                 if changed_keys is not None:
                     load_rows = rules.without_keys(load_rows, changed_keys, plan.primary_key)
                 base.append(load_rows)
-        elif changed_keys is not None:
-            key_types = {k: change_schema[k].dataType for k in plan.primary_key}
-            replaced = self._files_holding_keys(changed_keys, key_types, bounds)
-            if replaced:
-                frame, label = self._read_lake_files(replaced, change_schema)
-                base.append(rules.without_keys(frame, changed_keys, plan.primary_key))
-                lake_sources.append((label, frame.schema))
         else:
             replaced = []
+            if changed_keys is not None:
+                key_types = {k: change_schema[k].dataType for k in plan.primary_key}
+                replaced = self._files_holding_keys(changed_keys, key_types, bounds)
+            replaced += self._files_to_widen(replaced)
+            if replaced:
+                frame, label = self._read_lake_files(replaced, change_schema)
+                kept = rules.without_keys(frame, changed_keys, plan.primary_key) if changed_keys is not None else frame
+                base.append(kept)
+                lake_sources.append((label, frame.schema))
 
         # The table's types first, then the lake files': they win ties, and every file this merge
         # writes carries them, rewritten or not (docs/merge-semantics.md, "Columns and types").
@@ -484,6 +486,13 @@ class _TableMerge:
             "partition_column_types": {c: schema[c].dataType.simpleString() for c in plan.partition_key},
             "warnings": self.warnings,
         }
+
+    def _files_to_widen(self, rewritten: list[StoredFile]) -> list[StoredFile]:
+        """The plan's ``widen_files`` the merge does not rewrite for a changed key: rewritten too."""
+        wanted = set(self.plan.widen_files) - {stored.relative_path for stored in rewritten}
+        if not wanted:
+            return []
+        return [stored for stored in self._lake_files() if stored.relative_path in wanted]
 
     def _lake_files(self) -> list[StoredFile]:
         """The table's current data files: those the plan pins (Iceberg), else the table folder's."""

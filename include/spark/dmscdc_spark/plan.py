@@ -19,6 +19,9 @@ class MergePlan:
         its lake files' (an incremental merge of a Parquet folder) or its Iceberg schema's. Every
         file the merge writes carries them, widened only where the changes need it (int to
         bigint), whichever lake files it rewrites.
+    :param widen_files: lake files (relative to the table) holding a column in a narrower type
+        than the merge writes it: rewritten in the merge's types even when they hold no changed
+        key, so every file of a Parquet folder has one type per column.
     """
 
     table: str
@@ -37,6 +40,7 @@ class MergePlan:
     max_records_per_file: int = 5_000_000
     lake_files: list[dict] | None = None
     column_types: dict[str, str] | None = None
+    widen_files: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, plan: dict) -> "MergePlan":

@@ -447,6 +447,14 @@ class _TableMerge:
             return []
         return self._exact_matches(row_groups, key_types)
 
+    def _files_to_widen(self, rewritten: list[LakeFile]) -> list[tuple[LakeFile, pq.FileMetaData]]:
+        """The plan's ``widen_files`` the merge does not rewrite for a changed key: rewritten too."""
+        wanted = set(self.plan.widen_files) - {lake_file.relative_path for lake_file in rewritten}
+        if not wanted:
+            return []
+        lake_files = [lake_file for lake_file in self._lake_files() if lake_file.relative_path in wanted]
+        return list(zip(lake_files, self._footers(lake_files)))
+
     def _exact_matches(self, row_groups, key_types: dict) -> list[tuple[LakeFile, pq.FileMetaData]]:
         keys = self.plan.primary_key
         root = self.plan.lake_table_path.rstrip("/")
@@ -553,8 +561,9 @@ class _TableMerge:
         lake_sources: list[tuple[str, pa.Schema]] = []
         if plan.mode == "full":
             replaced = self._lake_files()
-        elif cdc and keyed:
-            holding = self._files_holding_keys(change_schema)
+        else:
+            holding = self._files_holding_keys(change_schema) if cdc and keyed else []
+            holding += self._files_to_widen([lake_file for lake_file, _ in holding])
             replaced = [lake_file for lake_file, _ in holding]
             replaced_row_groups = [_row_group_bytes(metadata) for _, metadata in holding]
             root = plan.lake_table_path.rstrip("/")
