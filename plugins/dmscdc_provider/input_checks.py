@@ -18,6 +18,10 @@ A file fails its table when (docs/bad-input.md):
   number, a decimal that cannot hold both scales within 38 digits;
 - a primary key value or an ``Op`` is null (files without an ``Op`` column hold inserts).
 
+What it reads it also hands on (``InputCheck``): the table's column types, which every file the
+merge writes carries, and the lake files the merge widens a column of, which it rewrites
+(docs/merge-semantics.md, "Columns and types").
+
 The engines keep their own cheap checks (unknown ``Op`` values, which need the rows); the
 type rule they apply when they combine files is this module's ``wider_type``
 (``dmscdc_spark.schema.wider_type`` follows it for Spark types).

@@ -134,6 +134,8 @@ class _TableMerge:
         """Map a Spark failure to the lake file it names: the table's own file, which DMS cannot
         write again (``part-NNNNN-<uuid>`` names are unique, so a name in the message is that file)."""
         root = self.plan.lake_table_path.rstrip("/")
+        if self.plan.lake_files is None and not self.files.exists(root):
+            return None  # no lake yet (a first load)
         lake_files = [f"{root}/{f.relative_path}" for f in self._lake_files()]
         return self._fail_unreadable(error, lake_files, lake_file_remedy(self.plan.table))
 
