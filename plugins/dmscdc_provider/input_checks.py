@@ -111,13 +111,14 @@ def type_name(data_type: pa.DataType) -> str:
 
 @dataclass(frozen=True)
 class InputCheck:
-    """What the check finds: the first problem (None when every file can be applied) and the
-    table's column types by Spark name, which every file the merge writes carries (the engine
-    plan's ``column_types``)."""
+    """What the check finds: the first problem (None when every file can be applied), the
+    table's column types by Spark name, which every file the merge writes carries, and the lake
+    files it rewrites because it widens one of their columns (the engine plan's ``column_types``
+    and ``widen_files``)."""
 
     problem: InputProblem | None
     column_types: dict[str, str]
-    widen_files: list[str]  # lake files (relative paths) holding a column narrower than the merge writes it
+    widen_files: list[str]  # relative to the table
 
 
 def check_plan_inputs(
@@ -129,7 +130,8 @@ def check_plan_inputs(
     :param table_format: the table's format: its current data files and schema rules.
     :param aws_conn_id: Airflow AWS connection for ``s3://`` files (None: boto3's chain).
     :param region_name: AWS region.
-    :return: the first problem found, in plan order, or none, and the table's column types.
+    :return: the first problem found, in plan order, or none; the table's column types and the
+        lake files the merge widens a column of.
     """
     try:
         lake_files = table_format.data_files(plan) if plan.mode == "incremental" else []
