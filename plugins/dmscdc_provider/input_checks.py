@@ -213,13 +213,16 @@ class _PlanCheck:
     def _check_format_allows(self, path: str, column: str, current: pa.DataType, incoming: pa.DataType) -> None:
         """The type the merge writes must be one the table format can give the column."""
         widened = wider_type(current, incoming)
-        if widened is None or self.table_format.allows_type_change(current, widened):
+        if widened is not None and self.table_format.allows_type_change(current, widened):
             return
+        # No type holds both (text and number): in a full load, which reads no lake file, only
+        # the schema can tell.
+        target = spark_name(widened if widened is not None else arrow_schema.spark_view(as_read(incoming)))
         raise self.fail(
             path, column,
             f"column {column!r} is {spark_name(incoming)} here but {spark_name(current)} in the table's "
             f"{self.table_format.name.value} schema, which cannot change a column from {spark_name(current)} to "
-            f"{spark_name(widened)} (Iceberg promotes int to bigint, float to double and a decimal's precision only)",
+            f"{target} (Iceberg promotes int to bigint, float to double and a decimal's precision only)",
             "Cast the column in the source (a DMS transformation rule), or replace the table: drop it from the "
             "Iceberg catalog and rebuild it with `dmscdc run --full-refresh`. The table's state is unchanged.")
 
