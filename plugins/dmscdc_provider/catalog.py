@@ -54,12 +54,14 @@ def refresh_duckdb(lake_root: str, tables: list[str], path: str | None = None,
     """
     import duckdb
 
+    from dmscdc_provider.engines.duckdb import utc_connection
+
     path = path or default_catalog_path()
     lake_root = local_path(lake_root)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
         iceberg_sql = iceberg_views(lake_root, iceberg_tables, iceberg_catalog) if iceberg_tables else {}
-        return _create_views(duckdb.connect(path), lake_root, tables, iceberg_sql)
+        return _create_views(utc_connection(path), lake_root, tables, iceberg_sql)
     except duckdb.Error as error:
         cause = next((line for line in str(error).splitlines() if line.strip()), str(error))
         raise CatalogError(
@@ -191,12 +193,12 @@ def query(catalog_path: str, sql: str, views: dict[str, str] | None = None) -> t
     :param views: ``schema.table`` -> a SELECT that replaces that view for this query (an Iceberg
         table as of an older snapshot); the catalog file itself is not changed.
     """
-    import duckdb
+    from dmscdc_provider.engines.duckdb import utc_connection
 
     if not views:
-        with duckdb.connect(catalog_path, read_only=True) as connection:
+        with utc_connection(catalog_path, read_only=True) as connection:
             return _fetch(connection, sql)
-    with duckdb.connect(":memory:") as connection:
+    with utc_connection(":memory:") as connection:
         connection.execute(f"ATTACH {_quote_literal(catalog_path)} AS lake_catalog (READ_ONLY)")
         defined = connection.execute(
             "SELECT schema_name, view_name, sql FROM duckdb_views() WHERE database_name = 'lake_catalog'").fetchall()
@@ -211,9 +213,9 @@ def query(catalog_path: str, sql: str, views: dict[str, str] | None = None) -> t
 
 def catalog_views(catalog_path: str) -> list[str]:
     """The ``schema.table`` views of a DuckDB catalog."""
-    import duckdb
+    from dmscdc_provider.engines.duckdb import utc_connection
 
-    with duckdb.connect(catalog_path, read_only=True) as connection:
+    with utc_connection(catalog_path, read_only=True) as connection:
         return [f"{s}.{t}" for s, t in connection.execute(
             "SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
 

@@ -20,6 +20,10 @@ A file fails its table when (docs/bad-input.md):
 - a partition value cannot be a folder name (``hive_paths.folder_problem``: a NUL character,
   a name longer than a file system allows, the name of Hive's null partition).
 
+What it reads it also hands on (``InputCheck``): the table's column types, which every file the
+merge writes carries, and the lake files the merge widens a column of, which it rewrites
+(docs/merge-semantics.md, "Columns and types").
+
 The engines keep their own cheap checks (unknown ``Op`` values, which need the rows); the
 type rule they apply when they combine files is this module's ``wider_type``
 (``dmscdc_spark.schema.wider_type`` follows it for Spark types).
@@ -110,24 +114,38 @@ def type_name(data_type: pa.DataType) -> str:
     return str(data_type)
 
 
+@dataclass(frozen=True)
+class InputCheck:
+    """What the check finds: the first problem (None when every file can be applied), the
+    table's column types by Spark name, which every file the merge writes carries, and the lake
+    files it rewrites because it widens one of their columns (the engine plan's ``column_types``
+    and ``widen_files``)."""
+
+    problem: InputProblem | None
+    column_types: dict[str, str]
+    widen_files: list[str]  # relative to the table
+
+
 def check_plan_inputs(
     plan: TablePlan, table_format: "TableFormat", aws_conn_id: str | None = None, region_name: str | None = None
-) -> InputProblem | None:
+) -> InputCheck:
     """Check a table plan's files (and, for an incremental merge, the lake's footers, and the
     column types the table format holds the table to).
 
     :param table_format: the table's format: its current data files and schema rules.
     :param aws_conn_id: Airflow AWS connection for ``s3://`` files (None: boto3's chain).
     :param region_name: AWS region.
-    :return: the first problem found, in plan order, or None when every file can be applied.
+    :return: the first problem found, in plan order, or none; the table's column types and the
+        lake files the merge widens a column of.
     """
     try:
         lake_files = table_format.data_files(plan) if plan.mode == "incremental" else []
-        _PlanCheck(plan, ArrowFiles(aws_conn_id, region_name), lake_files, table_format).run()
+        column_types, widen_files = _PlanCheck(plan, ArrowFiles(aws_conn_id, region_name), lake_files,
+                                               table_format).run()
     except InputProblem as problem:
         log.warning("%s", problem)
-        return problem
-    return None
+        return InputCheck(problem, {}, [])
+    return InputCheck(None, column_types, widen_files)
 
 
 @dataclass(frozen=True)
@@ -158,6 +176,7 @@ _REPLACE = ("Replace it with a good copy of the file DMS wrote (same name), or r
 class _PlanCheck:
     def __init__(self, plan: TablePlan, files: ArrowFiles, lake_files: list[LakeFile], table_format: "TableFormat"):
         self.plan, self.files, self.lake_files, self.table_format = plan, files, lake_files, table_format
+        self.lake_footers: list[tuple[str, pa.Schema]] = []  # (path, schema) of each readable lake file
         self.key_columns = list(plan.primary_key)
         self.required = {**{c: "partition key" for c in plan.partition_key}, **{c: "primary key" for c in plan.primary_key}}
 
@@ -165,7 +184,10 @@ class _PlanCheck:
         return InputProblem(self.plan.table, file, column, problem, remedy)
 
     # -- the check ------------------------------------------------------------------------------
-    def run(self) -> None:
+    def run(self) -> tuple[dict[str, str], list[str]]:
+        """Check the plan; return the table's column types (Spark names: the table format's
+        schema (Iceberg), else the lake files' (an incremental merge), partition columns aside)
+        and the lake files whose columns the merge widens (``_files_to_widen``)."""
         schemas = []
         for entry in self.plan.files:  # each file on its own first: the likeliest culprit
             path = entry["path"]
@@ -178,6 +200,7 @@ class _PlanCheck:
         # Then together, in plan order, after the lake (an incremental merge keeps its files).
         seen = self._lake_columns() if self.plan.mode == "incremental" else {}
         fixed = self.table_format.column_types(self.plan)
+        table_types = {**{name: data_type for name, (data_type, _) in seen.items()}, **fixed}
         # The table's column names so far by their lowercase spelling: the table format's schema,
         # the lake files', then each planned file's in plan order.
         spelled = {name.lower(): (name, f"the table's {self.table_format.name.value} schema") for name in fixed}
@@ -190,17 +213,33 @@ class _PlanCheck:
                     raise self._type_conflict(path, field.name, *conflict, field.type)
                 if field.name in fixed:
                     self._check_format_allows(path, field.name, fixed[field.name], field.type)
+        column_types = {name: spark_name(arrow_schema.spark_view(data_type)) for name, data_type in table_types.items()}
+        return column_types, ([] if fixed else self._files_to_widen(seen))
+
+    def _files_to_widen(self, merged: dict[str, tuple[pa.DataType, str]]) -> list[str]:
+        """Lake files with a column of another type than the merge writes (int where it writes
+        bigint): rewritten by the merge, so every file of a Parquet folder has one type per
+        column, as readers without schema merging (Spark's default) need. Iceberg needs none:
+        its readers read older files through the table's promoted schema."""
+        written = {name: arrow_schema.spark_view(data_type) for name, (data_type, _) in merged.items()}
+        prefix = self.plan.lake_table_path.rstrip("/") + "/"
+        return [label[len(prefix):] for label, schema in self.lake_footers
+                if any(field.name in written and arrow_schema.spark_view(as_read(field.type)) != written[field.name]
+                       for field in schema if field.name not in self.plan.partition_key)]
 
     def _check_format_allows(self, path: str, column: str, current: pa.DataType, incoming: pa.DataType) -> None:
         """The type the merge writes must be one the table format can give the column."""
         widened = wider_type(current, incoming)
-        if widened is None or self.table_format.allows_type_change(current, widened):
+        if widened is not None and self.table_format.allows_type_change(current, widened):
             return
+        # No type holds both (text and number): in a full load, which reads no lake file, only
+        # the schema can tell.
+        target = spark_name(widened if widened is not None else arrow_schema.spark_view(as_read(incoming)))
         raise self.fail(
             path, column,
             f"column {column!r} is {spark_name(incoming)} here but {spark_name(current)} in the table's "
             f"{self.table_format.name.value} schema, which cannot change a column from {spark_name(current)} to "
-            f"{spark_name(widened)} (Iceberg promotes int to bigint, float to double and a decimal's precision only)",
+            f"{target} (Iceberg promotes int to bigint, float to double and a decimal's precision only)",
             "Cast the column in the source (a DMS transformation rule), or replace the table: drop it from the "
             "Iceberg catalog and rebuild it with `dmscdc run --full-refresh`. The table's state is unchanged.")
 
@@ -317,6 +356,7 @@ class _PlanCheck:
 
         with ThreadPoolExecutor(min(FOOTER_READERS, len(lake_files))) as pool:
             footers = [read for read in pool.map(footer, lake_files) if read is not None]
+        self.lake_footers = footers
         seen: dict[str, tuple[pa.DataType, str]] = {}
         partition = set(self.plan.partition_key)
         for label, schema in footers:

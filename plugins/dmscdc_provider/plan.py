@@ -108,11 +108,16 @@ class TablePlan:
             return join(self.lake_table_path, ICEBERG_DATA_FOLDER, attempt_id)
         return join(self.lake_root, STAGING_FOLDER, self.schema_name, self.table_name, attempt_id)
 
-    def engine_plan(self, attempt_id: str, lake_files: list | None = None) -> dict:
+    def engine_plan(self, attempt_id: str, lake_files: list | None = None,
+                    column_types: dict[str, str] | None = None, widen_files: list[str] = ()) -> dict:
         """The document the engines take (docs/plan-and-result.md).
 
         :param lake_files: the table's current data files (``LakeFile``), when the table format
             pins them (Iceberg); None: the engine lists the table folder.
+        :param column_types: the table's column types by Spark name, which every file the merge
+            writes carries (``input_checks.check_plan_inputs`` finds them).
+        :param widen_files: lake files (relative paths) the merge rewrites because it widens one
+            of their columns (Parquet folders; found by the same check).
         """
         pinned = None if lake_files is None else [{"path": f.relative_path, "size": f.size} for f in lake_files]
         return {
@@ -129,6 +134,8 @@ class TablePlan:
             "csv_delimiter": self.csv_delimiter,
             "csv_null_value": self.csv_null_value,
             "lake_files": pinned,
+            "column_types": column_types,
+            "widen_files": list(widen_files),
         }
 
     def to_dict(self) -> dict:

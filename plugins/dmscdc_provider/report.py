@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from dmscdc_spark.errors import one_line as whole_cause
+
 if TYPE_CHECKING:
     from dmscdc_provider.runner import TableOutcome
 
@@ -33,8 +35,9 @@ def remedy_for_crash(cause: str) -> str:
 
 
 def one_line(error: BaseException) -> str:
-    """An exception's first non-empty line (engines already reduce a Spark failure to its cause)."""
-    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    """An exception's cause in one line: its first line, and the lines after it ends in ``:``
+    (engines already reduce a Spark failure to its cause)."""
+    return whole_cause(str(error)) or type(error).__name__
 
 
 def outcome_line(outcome: "TableOutcome") -> str:

@@ -260,12 +260,12 @@ def start_attempt(
 
     table_format = table_format_for_plan(plan, storage, aws_conn_id=aws_conn_id, region_name=region_name)
     table_format.prepare(plan, state)
-    problem = check_plan_inputs(plan, table_format, aws_conn_id=aws_conn_id, region_name=region_name)
-    if problem is not None:  # before anything is staged: the table's state stays where it was
-        return done(FAILED, error=problem.to_error())
+    checked = check_plan_inputs(plan, table_format, aws_conn_id=aws_conn_id, region_name=region_name)
+    if checked.problem is not None:  # before anything is staged: the table's state stays where it was
+        return done(FAILED, error=checked.problem.to_error())
     attempt_id = f"{plan.plan_id}-{uuid.uuid4().hex[:8]}"
-    return AttemptStart(attempt_id=attempt_id,
-                        engine_plan=plan.engine_plan(attempt_id, table_format.pinned_data_files(plan)))
+    return AttemptStart(attempt_id=attempt_id, engine_plan=plan.engine_plan(
+        attempt_id, table_format.pinned_data_files(plan), checked.column_types, checked.widen_files))
 
 
 def complete_attempt(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timezone
 
 import pyarrow as pa
 import pytest
 
-from dmscdc_provider.catalog import query
+from dmscdc_provider.catalog import query, refresh_duckdb
 from dmscdc_provider.cli import main
 from dmscdc_provider.demo import run_demo
 
@@ -31,6 +32,18 @@ def test_demo_shows_the_blogs_changes_in_the_lake(tmp_path, local_engine, capsys
     assert orders[-2:] == [("2024-03-01", 3), ("2024-03-02", 3)]
     partitions = sorted(os.listdir(tmp_path / "lake" / "sales" / "productorder"))
     assert "orderdate=2024-03-01" in partitions and "orderdate=2024-03-02" in partitions
+
+
+@pytest.mark.parametrize("views", [None, {"s.t": "SELECT 1 AS id"}], ids=["catalog_views", "as_of_views"])
+def test_query_casts_and_shows_timestamps_in_utc_on_a_host_far_from_it(tmp_path, foreign_host, views, capsys):
+    """`dmscdc query` sees a lake's naive 12:00 as 12:00Z, as the engines wrote and Athena reads
+    it, on a host in America/Sao_Paulo (it used to cast in the host's zone: 15:00Z, shown 12:00-03)."""
+    catalog = str(tmp_path / "catalog.duckdb")
+    refresh_duckdb(str(tmp_path), [], catalog)
+    sql = "SELECT CAST(TIMESTAMP '2024-03-01 12:00:00' AS TIMESTAMPTZ) AS at"
+    assert query(catalog, sql, views)[1] == [(datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc),)]
+    assert main(["query", "--catalog", catalog, sql]) == 0
+    assert "2024-03-01 12:00:00+00:00" in capsys.readouterr().out
 
 
 def test_configure_tables_plan_and_query_commands(tmp_path, local_engine, capsys):

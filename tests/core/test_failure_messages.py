@@ -73,6 +73,57 @@ def test_root_cause_of_a_py4j_error_is_the_innermost_java_message(spark, tmp_pat
     assert root_cause(raised.value) == f"file:{empty} is not a Parquet file (length is too low: 0)"
 
 
+class JavaThrowable:
+    """A Java exception as Py4J hands it over: ``getMessage`` and ``getCause``."""
+
+    def __init__(self, message: str, cause: "JavaThrowable | None" = None):
+        self.message, self.cause = message, cause
+
+    def getMessage(self) -> str:  # noqa: N802 - Java's name
+        return self.message
+
+    def getCause(self) -> "JavaThrowable | None":  # noqa: N802 - Java's name
+        return self.cause
+
+
+def test_root_cause_keeps_the_lines_a_message_ending_in_a_colon_goes_on_to():
+    from dmscdc_spark.errors import root_cause
+
+    error = RuntimeError("An error occurred while calling o47.parquet.")
+    error.java_exception = JavaThrowable("Job aborted.", JavaThrowable(
+        "[FAILED_READ_FILE.PARQUET_COLUMN_DATA_TYPE_MISMATCH] Column [v] in file:/lake/s/t/part-0.parquet "
+        "cannot be converted:\nExpected: bigint, Found: INT32.\nat org.apache.spark.sql.Reader.read"))
+    assert root_cause(error) == ("Column [v] in file:/lake/s/t/part-0.parquet cannot be converted: "
+                                 "Expected: bigint, Found: INT32.")
+
+
+def test_a_one_line_cause_keeps_what_follows_a_trailing_colon_and_nothing_else():
+    from dmscdc_provider.report import one_line
+
+    assert one_line(OSError("IOError: cannot open:\n/raw/s/t/x.parquet\nsecond sentence")) == (
+        "IOError: cannot open: /raw/s/t/x.parquet")
+    assert one_line(ValueError("first line\nsecond line")) == "first line"
+
+
+def test_an_unreadable_lake_file_is_named_with_a_remedy_for_the_lakes_own_file(tmp_path, engine, table_format):
+    """A damaged file of the table itself (not DMS input) fails the table naming it; the remedy
+    restores the file or rebuilds the table, never a DMS re-run, which cannot write it again."""
+    lake = LakeHarness(tmp_path, engine, table_format)
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [{"Op": "I", "id": 1, "name": "one"}], ITEM)
+    lake.run_ok()
+    (relative,) = lake.data_files("s.t")
+    damage(os.path.join(lake.table_path("s.t"), relative), "truncated")
+    lake.cdc("s.t", [{"Op": "U", "id": 1, "name": "changed"}], ITEM)
+    (outcome,) = lake.run().outcomes
+    assert outcome.status == "failed"
+    assert outcome.error["file"].endswith("/" + relative)
+    assert outcome.error["problem"].startswith("cannot read the lake file (") and "\n" not in outcome.error["problem"]
+    remedy = outcome.error["remedy"]
+    assert "dmscdc run --full-refresh s.t" in remedy and "restore it from a copy" in remedy
+    assert "DMS" not in remedy
+
+
 class CrashingEngine:
     """An engine whose Spark job died on the infrastructure, as LocalSparkEngine reports it."""
 

@@ -259,3 +259,25 @@ def test_a_type_change_iceberg_cannot_make_fails_the_table_before_anything_is_st
     assert (outcome.error["file"], outcome.error["column"]) == (path, "qty")
     assert "cannot change a column from int to double" in outcome.error["problem"]
     assert lake.state("s.t") == state and lake.rows("s.t") == rows and not lake.unpublished_files("s.t")
+
+
+def test_a_reload_in_a_type_iceberg_cannot_change_to_fails_before_anything_is_staged(tmp_path, engine):
+    """A DMS reload whose LOAD files bring a column in a type the table's Iceberg schema cannot
+    take (text to number) would rebuild the table in files its schema does not describe: the
+    input check refuses it, naming the schema and the way out (drop the table from the catalog)."""
+    lake = LakeHarness(tmp_path, engine, "iceberg")
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [{"Op": "I", "id": 1, "code": "7"}], pa.schema([("id", pa.int64()), ("code", pa.string())]))
+    lake.run_ok()
+    lake.tick()
+    path = lake.load("s.t", [{"Op": "I", "id": 1, "code": 7}], pa.schema([("id", pa.int64()), ("code", pa.int64())]),
+                     modified=lake.clock)
+    state, rows = lake.state("s.t"), lake.rows("s.t")
+
+    [outcome] = lake.run().outcomes
+
+    assert outcome.status == "failed"
+    assert (outcome.error["file"], outcome.error["column"]) == (path, "code")
+    assert "cannot change a column from string to bigint" in outcome.error["problem"]
+    assert "drop it from the Iceberg catalog" in outcome.error["remedy"]
+    assert lake.state("s.t") == state and lake.rows("s.t") == rows and not lake.unpublished_files("s.t")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from dmscdc_provider.dms_writer import cdc_file_name, date_folder, load_file_name
@@ -249,6 +251,63 @@ def test_timestamp_changing_time_zone_keeps_its_value_on_a_host_far_from_utc(lak
     assert [(r["id"], wall_clock_utc(r["updated"])) for r in rows] == [
         (1, datetime(2024, 3, 1, 13, 0)), (2, datetime(2024, 3, 1, 12, 0)), (3, datetime(2024, 3, 1, 12, 0))]
     assert {r["updated"].tzinfo is None for r in rows} == {lake_zone is None}  # the lake's type
+
+
+DRIFTS = {
+    "timestamp_naive_lake_utc_changes": (pa.timestamp("us"), pa.timestamp("us", tz="UTC"),
+                                         datetime(2024, 3, 1, 12, 0)),
+    "timestamp_utc_lake_naive_changes": (pa.timestamp("us", tz="UTC"), pa.timestamp("us"),
+                                         datetime(2024, 3, 1, 12, 0, tzinfo=timezone.utc)),
+    "bigint_lake_int_changes": (pa.int64(), pa.int32(), 7),
+    "double_lake_float_changes": (pa.float64(), pa.float32(), 1.5),
+    "wider_decimal_lake": (pa.decimal128(12, 2), pa.decimal128(10, 2), Decimal("12.50")),
+}
+
+
+@pytest.mark.parametrize("lake_type,change_type,value", DRIFTS.values(), ids=DRIFTS.keys())
+def test_files_a_merge_adds_without_rewriting_any_carry_the_lake_types(lake, lake_type, change_type, value):
+    """CDC files that only insert new keys rewrite no lake file; the file they add still carries
+    the lake's column type (a narrower or other-zoned DMS type is cast to it), so every file of the
+    table has one type per column, as Glue, Iceberg and Spark without mergeSchema read it."""
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [{"Op": "I", "id": 1, "v": value}], pa.schema([("id", pa.int64()), ("v", lake_type)]))
+    lake.run_ok()
+    lake.cdc("s.t", [{"Op": "I", "id": 2, "v": value}], pa.schema([("id", pa.int64()), ("v", change_type)]))
+    lake.run_ok()
+    files = lake.data_files("s.t")
+    assert len(files) == 2  # the lake file was kept, the changes were added beside it
+    types = {path: pq.read_schema(os.path.join(lake.table_path("s.t"), path)).field("v").type for path in files}
+    assert set(types.values()) == {lake_type}, types
+    assert [(r["id"], r["v"]) for r in lake.rows("s.t")] == [(1, value), (2, value)]
+
+
+WIDENINGS = {
+    "int_to_bigint": (pa.int32(), pa.int64(), 7, "long"),
+    "float_to_double": (pa.float32(), pa.float64(), 1.5, "double"),
+    "decimal_precision": (pa.decimal128(10, 2), pa.decimal128(12, 2), Decimal("12.50"), "decimal(12, 2)"),
+}
+
+
+@pytest.mark.parametrize("lake_type,change_type,value,iceberg_type", WIDENINGS.values(), ids=WIDENINGS.keys())
+def test_a_column_widened_by_new_keys_alone_leaves_one_type_per_column(lake, lake_type, change_type, value,
+                                                                       iceberg_type):
+    """CDC files that insert only new keys in a wider type: a Parquet folder's older files are
+    rewritten in it too (Spark reads a folder in one file's types and fails on an int beside a
+    bigint); an Iceberg table promotes its schema and keeps its older files, read through it."""
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [{"Op": "I", "id": 1, "v": value}], pa.schema([("id", pa.int64()), ("v", lake_type)]))
+    lake.run_ok()
+    (old_file,) = lake.data_files("s.t")
+    lake.cdc("s.t", [{"Op": "I", "id": 2, "v": value}], pa.schema([("id", pa.int64()), ("v", change_type)]))
+    lake.run_ok()
+    files = lake.data_files("s.t")
+    types = {path: pq.read_schema(os.path.join(lake.table_path("s.t"), path)).field("v").type for path in files}
+    if lake.table_format == "iceberg":
+        assert types.pop(old_file) == lake_type and set(types.values()) == {change_type}, types
+        assert str(lake.iceberg_table("s.t").schema().find_field("v").field_type) == iceberg_type
+    else:
+        assert old_file not in files and set(types.values()) == {change_type}, types
+    assert [(r["id"], r["v"]) for r in lake.rows("s.t")] == [(1, value), (2, value)]
 
 
 def test_timestamp_key_in_the_hour_a_host_zone_repeats_is_found_and_replaced(lake, foreign_host):

@@ -15,6 +15,17 @@ import re
 _ERROR_CLASS = re.compile(r"^\[[A-Z0-9_.]+\]\s*")
 _MAX_CHARS = 400
 
+# Remedies for a file an engine cannot read, by what the file is: both engines word them alike.
+RAW_FILE_REMEDY = ("Replace it with a good copy (or re-run the DMS task for the table) and run again; "
+                   "the table's state was left unchanged.")
+
+
+def lake_file_remedy(table: str) -> str:
+    """A table's own data file cannot be read: DMS never wrote it, so a DMS re-run cannot replace it."""
+    return ("The lake's own file is damaged: restore it from a copy (a previous S3 object version, a "
+            f"backup) under the same name, or rebuild the table from its LOAD files with `dmscdc run "
+            f"--full-refresh {table}` (the DAG's full_refresh param); the table's state was left unchanged.")
+
 
 class MergeInputError(Exception):
     """Input the merge cannot use; names the table, the file and what to do about it.
@@ -74,8 +85,7 @@ def _python_message(error: BaseException) -> str:
 
 
 def _one_line(text: str) -> str:
-    line = next((line.strip() for line in str(text).splitlines() if line.strip()), "")
-    line = _ERROR_CLASS.sub("", line)
+    line = _ERROR_CLASS.sub("", one_line(str(text)))
     return line if len(line) <= _MAX_CHARS else line[: _MAX_CHARS - 3] + "..."
 
 
@@ -86,5 +96,18 @@ def unreadable_lake_file(table: str, path: str, cause: str) -> MergeInputError:
     damaged outside dmscdc and the table is rebuilt from its LOAD files."""
     return MergeInputError(
         table, path, f"cannot read the lake file ({cause})",
-        f"Rebuild the table from its LOAD files: `dmscdc run --full-refresh {table}` (the DAG's full_refresh "
-        "param); the table's state was left unchanged.", lake_file=True)
+        lake_file_remedy(table), lake_file=True)
+
+
+def one_line(text: str) -> str:
+    """A message's first line, with the lines it goes on to when it ends in ``:`` (``Column
+    [v] cannot be read as:`` then the type), up to a Java stack frame: the whole cause in one line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    taken = [lines[0]]
+    for line in lines[1:]:
+        if not taken[-1].endswith(":") or line.startswith(("at ", "Caused by:")):
+            break
+        taken.append(line)
+    return " ".join(taken)

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from dmscdc_spark import rules
-from dmscdc_spark.errors import MergeInputError, failure_text, root_cause, unreadable_lake_file
+from dmscdc_spark.errors import RAW_FILE_REMEDY, MergeInputError, failure_text, root_cause, unreadable_lake_file
 from dmscdc_spark.io import (
     CsvFormat,
     HadoopFiles,
@@ -31,7 +31,7 @@ from dmscdc_spark.io import (
     write_staged,
 )
 from dmscdc_spark.plan import MergePlan, empty_partition_value_warning
-from dmscdc_spark.schema import TypeConflict, unify_schemas, union_conformed
+from dmscdc_spark.schema import TypeConflict, table_schema, unify_schemas, union_conformed
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,6 @@ SESSION_SETTINGS = {
 class _ReadFilesOneByOne(Exception):
     """A one-scan read mixed files with and without an Op column (the latter hold inserts): the
     merge starts over reading each file on its own."""
-
-
-UNREADABLE_REMEDY = ("Replace it with a good copy (or re-run the DMS task for the table) and run again; "
-                     "the table's state was left unchanged.")
 
 
 # A rebuild from the LOAD files already in raw (--full-refresh) meets the old type there again;
@@ -113,15 +109,11 @@ class _TableMerge:
         return MergeInputError(self.plan.table, file, problem, remedy)
 
     def _fail_unreadable(self, error: Exception, candidates: list[str]) -> MergeInputError | None:
-        """Map a Spark failure to the file it names, if it names one of ours."""
+        """Map a Spark failure to the DMS file it names, if it names one of ``candidates``."""
         message = failure_text(error)
         for path in candidates:
             if path.rsplit("/", 1)[-1] in message:
-                return self._fail(
-                    path,
-                    f"cannot read the file: {root_cause(error)}",
-                    UNREADABLE_REMEDY,
-                )
+                return self._fail(path, f"cannot read the file ({root_cause(error)})", RAW_FILE_REMEDY)
         return None
 
     def _lake_file_failed(self, error: Exception) -> MergeInputError | None:
@@ -180,7 +172,7 @@ class _TableMerge:
             return read_change_file(self.spark, path, seq, self.csv_format)
         except Exception as error:  # Spark raises AnalysisException / Py4JJavaError
             raise self._fail_unreadable(error, [path]) or self._fail(
-                path, f"cannot read the file: {root_cause(error)}",
+                path, f"cannot read the file ({root_cause(error)})",
                 "Check that the file exists and is a DMS Parquet or CSV file.",
             ) from error
 
@@ -396,8 +388,8 @@ class _TableMerge:
                  .write.format("noop").mode("overwrite").save())
             except Exception as error:  # noqa: BLE001 - any failure to read names this file
                 return self._fail_unreadable(error, [planned["path"]]) or self._fail(
-                    planned["path"], f"cannot read the file: {root_cause(error)}",
-                    UNREADABLE_REMEDY,
+                    planned["path"], f"cannot read the file ({root_cause(error)})",
+                    RAW_FILE_REMEDY,
                 )
         return None
 
@@ -438,18 +430,22 @@ class _TableMerge:
                 if changed_keys is not None:
                     load_rows = rules.without_keys(load_rows, changed_keys, plan.primary_key)
                 base.append(load_rows)
-        elif changed_keys is not None:
-            key_types = {k: change_schema[k].dataType for k in plan.primary_key}
-            replaced = self._files_holding_keys(changed_keys, key_types, bounds)
-            if replaced:
-                frame, label = self._read_lake_files(replaced, change_schema)
-                base.append(rules.without_keys(frame, changed_keys, plan.primary_key))
-                lake_sources.append((label, frame.schema))
         else:
             replaced = []
+            if changed_keys is not None:
+                key_types = {k: change_schema[k].dataType for k in plan.primary_key}
+                replaced = self._files_holding_keys(changed_keys, key_types, bounds)
+            replaced += self._files_to_widen(replaced)
+            if replaced:
+                frame, label = self._read_lake_files(replaced, change_schema)
+                kept = rules.without_keys(frame, changed_keys, plan.primary_key) if changed_keys is not None else frame
+                base.append(kept)
+                lake_sources.append((label, frame.schema))
 
-        # Lake files first: the lake's types win ties.
-        schema = self._unify(lake_sources + [("the changes", change_schema)])
+        # The table's types first, then the lake files': they win ties, and every file this merge
+        # writes carries them, rewritten or not (docs/merge-semantics.md, "Columns and types").
+        table_columns = ("the table's column types", table_schema(plan.column_types))
+        schema = self._unify([table_columns] + lake_sources + [("the changes", change_schema)])
         schema = T.StructType([f for f in schema.fields if f.name not in rules.INTERNAL_COLUMNS])
         written = Observation("written")
         # Rows written to the default folder from an empty string, per text partition column outside
@@ -492,6 +488,13 @@ class _TableMerge:
             "partition_column_types": {c: schema[c].dataType.simpleString() for c in plan.partition_key},
             "warnings": self.warnings,
         }
+
+    def _files_to_widen(self, rewritten: list[StoredFile]) -> list[StoredFile]:
+        """The plan's ``widen_files`` the merge does not rewrite for a changed key: rewritten too."""
+        wanted = set(self.plan.widen_files) - {stored.relative_path for stored in rewritten}
+        if not wanted:
+            return []
+        return [stored for stored in self._lake_files() if stored.relative_path in wanted]
 
     def _lake_files(self) -> list[StoredFile]:
         """The table's current data files: those the plan pins (Iceberg), else the table folder's."""

@@ -15,6 +15,13 @@ class MergePlan:
     :param lake_files: the table's current data files (``{"path": relative to the table,
         "size"}``) when the table format pins them (Iceberg: the files of the current snapshot);
         None: the engine lists the table folder (plain Parquet).
+    :param column_types: the table's column types by Spark name (``{"updated": "timestamp_ntz"}``):
+        its lake files' (an incremental merge of a Parquet folder) or its Iceberg schema's. Every
+        file the merge writes carries them, widened only where the changes need it (int to
+        bigint), whichever lake files it rewrites.
+    :param widen_files: lake files (relative to the table) holding a column in a narrower type
+        than the merge writes it: rewritten in the merge's types even when they hold no changed
+        key, so every file of a Parquet folder has one type per column.
     """
 
     table: str
@@ -32,6 +39,8 @@ class MergePlan:
     target_file_bytes: int = 128 * 1024 * 1024
     max_records_per_file: int = 5_000_000
     lake_files: list[dict] | None = None
+    column_types: dict[str, str] | None = None
+    widen_files: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, plan: dict) -> "MergePlan":

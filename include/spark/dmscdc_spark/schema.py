@@ -7,6 +7,7 @@ are appended (older rows get null), and numeric types only ever widen.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
@@ -35,6 +36,29 @@ class TypeConflict(Exception):
             f"column {self.column!r} is {self.incoming} in {self.source} "
             f"but {self.existing} elsewhere"
         )
+
+
+_NAMED_TYPES = {
+    "tinyint": T.ByteType, "smallint": T.ShortType, "int": T.IntegerType, "bigint": T.LongType,
+    "float": T.FloatType, "double": T.DoubleType, "string": T.StringType, "boolean": T.BooleanType,
+    "binary": T.BinaryType, "date": T.DateType, "timestamp": T.TimestampType,
+    "timestamp_ntz": T.TimestampNTZType,
+}
+
+
+def named_type(name: str) -> T.DataType | None:
+    """The type of a Spark ``simpleString`` name (None for a type no DMS column has)."""
+    decimal = re.fullmatch(r"decimal\((\d+),(\d+)\)", name)
+    if decimal:
+        return T.DecimalType(int(decimal.group(1)), int(decimal.group(2)))
+    named = _NAMED_TYPES.get(name)
+    return named() if named is not None else None
+
+
+def table_schema(column_types: dict[str, str] | None) -> T.StructType:
+    """The table's columns from a plan's ``column_types`` (those of a type the engines write)."""
+    named = [(column, named_type(name)) for column, name in (column_types or {}).items()]
+    return T.StructType([T.StructField(column, data_type, True) for column, data_type in named if data_type is not None])
 
 
 def _numeric_rank(data_type: T.DataType) -> int | None:

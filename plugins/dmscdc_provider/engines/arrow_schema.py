@@ -14,6 +14,7 @@ The same rules as the Spark engine's ``dmscdc_spark/schema.py`` (docs/merge-sema
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -78,6 +79,28 @@ def type_name(data_type: pa.DataType) -> str:
     if pa.types.is_timestamp(data_type):
         return "timestamp" if data_type.tz else "timestamp_ntz"
     return str(data_type)
+
+
+_NAMED_TYPES = {
+    "tinyint": pa.int8(), "smallint": pa.int16(), "int": pa.int32(), "bigint": pa.int64(),
+    "float": pa.float32(), "double": pa.float64(), "string": pa.string(), "boolean": pa.bool_(),
+    "binary": pa.binary(), "date": pa.date32(), "timestamp": pa.timestamp("us", tz="UTC"),
+    "timestamp_ntz": pa.timestamp("us"),
+}
+
+
+def named_type(name: str) -> pa.DataType | None:
+    """The type ``type_name`` names (None for a type no DMS column has: a nested one, void)."""
+    decimal = re.fullmatch(r"decimal\((\d+),(\d+)\)", name)
+    if decimal:
+        return pa.decimal128(int(decimal.group(1)), int(decimal.group(2)))
+    return _NAMED_TYPES.get(name)
+
+
+def table_schema(column_types: dict[str, str] | None) -> pa.Schema:
+    """The table's columns from a plan's ``column_types`` (those of a type the engines write)."""
+    named = [(column, named_type(name)) for column, name in (column_types or {}).items()]
+    return pa.schema([pa.field(column, data_type, True) for column, data_type in named if data_type is not None])
 
 
 def wider_type(existing: pa.DataType, incoming: pa.DataType) -> pa.DataType | None:

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from dmscdc_provider.arrow_fs import ArrowFiles
 from dmscdc_provider.engines import arrow_schema, hive_paths
-from dmscdc_spark.errors import MergeInputError, unreadable_lake_file
+from dmscdc_spark.errors import RAW_FILE_REMEDY, MergeInputError, unreadable_lake_file
 from dmscdc_spark.plan import MergePlan, empty_partition_value_warning
 from dmscdc_provider.engines.arrow_schema import TypeConflict, unify_schemas
 from dmscdc_provider.table_formats import LakeFile
@@ -194,13 +194,11 @@ class _TableMerge:
         return MergeInputError(self.plan.table, file, problem, remedy)
 
     def _unreadable(self, path: str, error: Exception) -> MergeInputError:
-        return self._fail(
-            path, f"cannot read the file ({_first_line(error)})",
-            "Replace it with a good copy (or re-run the DMS task for the table) and run again; the "
-            "table's state was left unchanged.",
-        )
+        """A DMS file that cannot be read."""
+        return self._fail(path, f"cannot read the file ({_first_line(error)})", RAW_FILE_REMEDY)
 
     def _unreadable_lake_file(self, path: str, error: Exception) -> MergeInputError:
+        """One of the table's own files that cannot be read: DMS cannot write it again."""
         return unreadable_lake_file(self.plan.table, path, _first_line(error))
 
     def _unify(self, sources: list[tuple[str, pa.Schema]], remedy: str | None = None) -> pa.Schema:
@@ -439,6 +437,14 @@ class _TableMerge:
             return []
         return self._exact_matches(row_groups, key_types)
 
+    def _files_to_widen(self, rewritten: list[LakeFile]) -> list[tuple[LakeFile, pq.FileMetaData]]:
+        """The plan's ``widen_files`` the merge does not rewrite for a changed key: rewritten too."""
+        wanted = set(self.plan.widen_files) - {lake_file.relative_path for lake_file in rewritten}
+        if not wanted:
+            return []
+        lake_files = [lake_file for lake_file in self._lake_files() if lake_file.relative_path in wanted]
+        return list(zip(lake_files, self._footers(lake_files)))
+
     def _exact_matches(self, row_groups, key_types: dict) -> list[tuple[LakeFile, pq.FileMetaData]]:
         keys = self.plan.primary_key
         root = self.plan.lake_table_path.rstrip("/")
@@ -547,16 +553,19 @@ class _TableMerge:
         lake_sources: list[tuple[str, pa.Schema]] = []
         if plan.mode == "full":
             replaced = self._lake_files()
-        elif cdc and keyed:
-            holding = self._files_holding_keys(change_schema)
+        else:
+            holding = self._files_holding_keys(change_schema) if cdc and keyed else []
+            holding += self._files_to_widen([lake_file for lake_file, _ in holding])
             replaced = [lake_file for lake_file, _ in holding]
             replaced_row_groups = [_row_group_bytes(metadata) for _, metadata in holding]
             root = plan.lake_table_path.rstrip("/")
             lake_sources = [(f"{root}/{f.relative_path}", self._lake_file_schema(f, m, change_schema))
                             for f, m in holding]
 
-        # Lake files first: the lake's types win ties.
-        schema = self._unify(lake_sources + [(c.path, c.schema) for c in loads + cdc],
+        # The table's types first, then the lake files': they win ties, and every file this merge
+        # writes carries them, rewritten or not (docs/merge-semantics.md, "Columns and types").
+        table_columns = ("the table's column types", arrow_schema.table_schema(plan.column_types))
+        schema = self._unify([table_columns] + lake_sources + [(c.path, c.schema) for c in loads + cdc],
                              "The lake file and the new changes disagree on the column's type; rebuild the "
                              "table in the new type with a full load (`dmscdc run --full-refresh`).")
         schema = pa.schema([schema.field(OP)] + [f for f in schema if f.name != OP])
