@@ -22,6 +22,7 @@ from dmscdc_provider.engines import ENGINE_CLASSES
 from dmscdc_provider.engines.local import LocalSparkEngine
 from dmscdc_provider.operators.catalog import DmsCdcRefreshCatalogOperator, lake_table_uri
 from dmscdc_provider.operators.merge import DmsCdcMergeOperator, describe_success
+from dmscdc_provider.observability.figures import NUMERIC_FIGURES
 from dmscdc_provider.plan import TablePlan
 from dmscdc_provider.runner import MergeProgress, TableOutcome, run_table
 from dmscdc_provider.storage import open_storage
@@ -371,6 +372,61 @@ class TestDmsCdcMergeOperator:
         assert state(source, "sales.store").version > plan["base_version"]
 
 
+class RecordingStats:
+    """Airflow's metrics client as a test sees it: every gauge set, with its tags."""
+
+    def __init__(self):
+        self.gauges: list[tuple[str, float, dict]] = []
+
+    def gauge(self, stat, value, rate=None, delta=None, *, tags=None):
+        self.gauges.append((stat, value, tags))
+
+
+class TestMergeMetrics:
+    def test_a_successful_merge_sets_one_gauge_per_figure_tagged_with_source_and_table(self, source, monkeypatch):
+        import airflow.providers.common.compat.sdk as compat
+
+        stats = RecordingStats()
+        monkeypatch.setattr(compat, "Stats", stats, raising=False)
+        plan = plans_by_table(source, BEFORE_CHANGES, engine="duckdb")["sales.store"]
+
+        outcome = DmsCdcMergeOperator(task_id="merge", aws_conn_id=None, plan=plan, state_uri=source["state_uri"],
+                                      engine="duckdb", source="demo").execute(make_context())
+
+        figures = outcome["summary"]["figures"]
+        gauges = {stat: (value, tags) for stat, value, tags in stats.gauges}
+        assert gauges["dmscdc.lag_seconds"] == (figures["lag_seconds"], {"source": "demo", "table": "sales.store"})
+        assert gauges["dmscdc.rows_inserted"][0] == figures["rows_inserted"] == 8
+        assert set(gauges) == {f"dmscdc.{name}" for name in NUMERIC_FIGURES}
+
+    def test_a_failed_merge_sets_no_gauge(self, source, monkeypatch):
+        import airflow.providers.common.compat.sdk as compat
+
+        stats = RecordingStats()
+        monkeypatch.setattr(compat, "Stats", stats, raising=False)
+        plan = plans_by_table(source, BEFORE_CHANGES, engine="duckdb")["sales.store"]
+        for entry in plan["files"]:
+            with open(entry["path"], "wb") as handle:
+                handle.write(b"not parquet")
+
+        with pytest.raises(AirflowFailException):
+            merge_task(source, plan, engine="duckdb").execute(make_context())
+        assert stats.gauges == []
+
+    def test_a_metrics_backend_that_fails_does_not_fail_the_committed_merge(self, source, monkeypatch, caplog):
+        import airflow.providers.common.compat.sdk as compat
+
+        class BrokenStats:
+            def gauge(self, *args, **kwargs):
+                raise OSError("statsd host unreachable")
+
+        monkeypatch.setattr(compat, "Stats", BrokenStats(), raising=False)
+        plan = plans_by_table(source, BEFORE_CHANGES, engine="duckdb")["sales.store"]
+
+        assert merge_task(source, plan, engine="duckdb").execute(make_context())["status"] == "succeeded"
+        assert "could not emit metric dmscdc.lag_seconds: statsd host unreachable" in caplog.text
+
+
 @pytest.fixture
 def scripted_engine(monkeypatch):
     monkeypatch.setitem(ENGINE_CLASSES, "scripted", "fakes:ScriptedRemoteEngine")
@@ -582,7 +638,9 @@ class TestDmsCdcRefreshCatalogOperator:
         assert asset == Asset(expected_uri)
         assert extra == {"table": "sales.product", "plan_id": product["plan_id"], "rows_written": 10,
                          "files_added": product["summary"]["files_added"], "files_removed": 0,
-                         "watermark": {"LastFullLoadDate": "2024-03-01 09:00:00", "LastIncrementalFile": None}}
+                         "watermark": {"LastFullLoadDate": "2024-03-01 09:00:00", "LastIncrementalFile": None},
+                         "figures": product["summary"]["figures"]}
+        assert extra["figures"]["rows_inserted"] == 10 and extra["figures"]["pending_files"] == 0
 
     def test_after_clearing_a_failed_table_only_that_table_is_announced_again(self, source, tmp_path):
         alias = AssetAlias("dmscdc_demo_lake")

@@ -169,6 +169,7 @@ def build_source_dag(config: SourceConfig) -> DAG:
         )
         merged = DmsCdcMergeOperator.partial(
             task_id="merge",
+            source=config.source,
             state_uri=config.state,
             engine=config.engine,
             spark_engine=config.spark_engine,

@@ -15,6 +15,7 @@ from dmscdc_provider.engines import RemoteMergeEngine
 from dmscdc_provider.engines.choice import AUTO, EngineConfig
 from dmscdc_provider.hooks.dmscdc import DmsCdcHook
 from dmscdc_provider.links import DmsCdcEmrServerlessJobRunLink, DmsCdcEmrStepLink, DmsCdcGlueJobRunLink, persist_job_link
+from dmscdc_provider.observability.metrics import emit_merge_metrics
 from dmscdc_provider.plan import TablePlan, plan_from_message
 from dmscdc_provider.planner import plan_applied_by_state, raw_changes_since_planning
 from dmscdc_provider.report import describe_failure
@@ -92,6 +93,7 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
     :param deferrable: with a remote engine, wait for the job in the triggerer.
     :param poll_interval: seconds between job status checks while deferred.
     :param progress_interval: seconds between progress lines while a step lasts.
+    :param source: the source's name, the ``source`` tag of the merge's metrics (default: the DAG id).
     """
 
     aws_hook_class = DmsCdcHook
@@ -114,6 +116,7 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         poll_interval: float = 30.0,
         progress_interval: float = PROGRESS_INTERVAL_SECONDS,
         do_xcom_push: bool = False,
+        source: str | None = None,
         **kwargs,
     ):
         super().__init__(do_xcom_push=do_xcom_push, **kwargs)
@@ -126,6 +129,7 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.progress_interval = progress_interval
+        self.source = source
         self._table_plan: TablePlan | None = None
         self._remote_job: tuple | None = None  # (engine, job_ref) while a remote job runs, for on_kill
 
@@ -258,6 +262,9 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         context["ti"].xcom_push(key=OUTCOME_KEY, value=document)
         if outcome.status == SUCCEEDED:
             self.log.info("%s", describe_success(outcome, plan))
+            figures = (outcome.summary or {}).get("figures")
+            if figures:
+                emit_merge_metrics(self.source or context["ti"].dag_id, plan.table, figures)
             return document
         if outcome.status == CONFLICT:
             store = self.hook.open_store(self.state_uri)
