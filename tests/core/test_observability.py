@@ -109,3 +109,98 @@ def added_bytes(lake: LakeHarness, table: str, before: dict) -> int:
     """Bytes of the data files the table has now that it did not have in ``before``."""
     return sum(os.path.getsize(os.path.join(lake.table_path(table), relative))
                for relative in set(lake.data_files(table)) - set(before))
+
+
+def history(lake: LakeHarness) -> list[dict]:
+    """The lake's run history as Athena or DuckDB reads it (Hive ``day`` partitions), oldest first."""
+    import duckdb
+
+    from dmscdc_provider.observability.history import history_glob
+
+    cursor = duckdb.execute(f"SELECT * FROM read_parquet('{history_glob(lake.lake)}', hive_partitioning = true) "
+                            "ORDER BY recorded_at")
+    columns = [d[0] for d in cursor.description]
+    return [dict(zip(columns, row)) for row in cursor.fetchall()]
+
+
+def test_every_merge_appends_one_record_to_the_run_history_partitioned_by_day(lake):
+    lake.cdc("s.t", [item("U", 1, "x"), item("D", 2)], ITEM)
+    run_with_cutoff(lake)
+
+    records = history(lake)
+    assert [(r["table"], r["status"], r["mode"]) for r in records] == [
+        ("s.t", "succeeded", "full"), ("s.t", "succeeded", "incremental")]
+    last, figures = records[-1], lake.state("s.t").last_run["figures"]
+    assert str(last["day"]) == figures["committed_at"][:10]
+    assert last["committed_at"] == datetime.fromisoformat(figures["committed_at"])
+    assert (last["lag_seconds"], last["rows_updated"], last["rows_deleted"], last["pending_files"]) == (
+        figures["lag_seconds"], 1, 1, 0)
+    assert last["engine"] == "duckdb" and last["attempt_id"] == lake.state("s.t").last_run["attempt_id"]
+    assert last["last_incremental_file"] == lake.state("s.t").last_incremental_file
+
+
+def test_dmscdc_query_reads_the_run_history_and_table_views_do_not_see_it(tmp_path, capsys):
+    from dmscdc_provider.catalog import query
+    from dmscdc_provider.cli import main
+
+    lake = LakeHarness(tmp_path, None)
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [item("I", i) for i in range(3)], ITEM)
+    catalog = str(tmp_path / "catalog.duckdb")
+    common = ["--raw", lake.raw, "--state", f"sqlite://{lake.store.path}", "--lake", lake.lake, "--catalog", catalog]
+    assert main(["run", *common]) == 0
+    lake.cdc("s.t", [item("D", 1)], ITEM)
+    assert main(["run", *common]) == 0
+    capsys.readouterr()
+
+    assert main(["query", "--catalog", catalog, "select status, rows_deleted, engine from _dmscdc.runs "
+                 "where \"table\" = 's.t' order by recorded_at"]) == 0
+    assert [line.split() for line in capsys.readouterr().out.splitlines()[2:4]] == [
+        ["succeeded", "0", "duckdb"], ["succeeded", "1", "duckdb"]]
+    assert query(catalog, "select count(*) from s.t")[1] == [(2,)]
+
+
+def test_a_failed_merge_is_recorded_with_its_problem_and_no_figures(lake):
+    path = lake.cdc("s.t", [item("U", 1, "x")], ITEM)
+    with open(path, "wb") as handle:
+        handle.write(b"not parquet at all")
+
+    planner = lake.planner(choose_engine=EngineConfig(engine="duckdb").choose)
+    [outcome] = run_source(planner, lake.engine, lake.storage).outcomes
+
+    assert outcome.status == "failed"
+    last = history(lake)[-1]
+    assert (last["status"], last["committed_at"], last["lag_seconds"]) == ("failed", None, None)
+    assert "not a Parquet file" in last["problem"]
+
+
+def test_repeating_a_committed_plan_does_not_add_a_second_record(lake):
+    from dmscdc_provider.runner import run_table
+
+    lake.cdc("s.t", [item("U", 1, "x")], ITEM)
+    report = lake.planner(choose_engine=EngineConfig(engine="duckdb").choose).plan()
+    [plan] = report.plans
+    assert run_table(plan, lake.engine, lake.store, lake.storage).succeeded
+    again = run_table(plan, lake.engine, lake.store, lake.storage)
+
+    assert again.note == "already committed by an earlier attempt"
+    assert [r["status"] for r in history(lake)] == ["succeeded", "succeeded"]
+
+
+def test_a_run_history_that_cannot_be_written_leaves_the_merge_committed_and_says_so(lake, monkeypatch, caplog):
+    original = lake.storage.write_bytes
+
+    def refuse_history(path, data, content_type="application/octet-stream"):
+        if "/_dmscdc/runs/" in path:
+            raise PermissionError(f"{path}: access denied")
+        original(path, data, content_type)
+
+    monkeypatch.setattr(lake.storage, "write_bytes", refuse_history)
+    lake.cdc("s.t", [item("U", 1, "x")], ITEM)
+
+    run_with_cutoff(lake)
+
+    assert lake.state("s.t").last_run["figures"]["rows_updated"] == 1
+    assert {r["id"]: r["name"] for r in lake.rows("s.t")}[1] == "x"
+    assert "s.t: the run history record could not be written" in caplog.text
+    assert "access denied" in caplog.text and "(succeeded) stands" in caplog.text
