@@ -3,6 +3,7 @@ and carried by the table's LastRun and the Iceberg snapshot summary."""
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime, timedelta
 
@@ -204,3 +205,55 @@ def test_a_run_history_that_cannot_be_written_leaves_the_merge_committed_and_say
     assert {r["id"]: r["name"] for r in lake.rows("s.t")}[1] == "x"
     assert "s.t: the run history record could not be written" in caplog.text
     assert "access denied" in caplog.text and "(succeeded) stands" in caplog.text
+
+
+def status(lake: LakeHarness, capsys, *options) -> tuple[int, str]:
+    from dmscdc_provider.cli import main
+
+    code = main(["status", "--raw", lake.raw, "--state", f"sqlite://{lake.store.path}", *options])
+    return code, capsys.readouterr().out
+
+
+def test_status_says_per_table_lag_backlog_and_how_far_behind_and_fails_over_the_objective(tmp_path, capsys):
+    lake = loaded_lake(tmp_path, "parquet")
+    lake.configure("s.quiet", primary_key=["id"])
+    lake.load("s.quiet", [item("I", 1)], ITEM)
+    lake.configure("s.off", active=False)
+    lake.load("s.off", [item("I", 1)], ITEM)
+    applied_at = lake.tick(60)
+    lake.cdc("s.t", [item("U", 1, "x")], ITEM, at=applied_at)
+    pending = lake.cdc("s.t", [item("U", 2, "y")], ITEM, at=lake.tick(60))
+    run_with_cutoff(lake, cdc_before=applied_at + timedelta(seconds=1))
+
+    code, out = status(lake, capsys, "--json")
+    by_table = {d["table"]: d for d in json.loads(out)}
+    assert code == 0  # no objective given
+    t = by_table["s.t"]
+    assert (t["pending_files"], t["pending_bytes"]) == (1, os.path.getsize(pending))
+    assert t["oldest_pending_at"] == (applied_at + timedelta(seconds=60)).isoformat()
+    assert t["behind_seconds"] > 3600 * 24  # the pending file was written in 2024
+    assert t["lag_seconds"] == lake.state("s.t").last_run["figures"]["lag_seconds"]
+    assert (t["engine"], t["last_result"], t["table_format"]) == ("duckdb", "succeeded", "parquet")
+    assert t["last_incremental_file"].endswith(os.path.basename(lake.state("s.t").last_incremental_file))
+    quiet = by_table["s.quiet"]
+    assert (quiet["pending_files"], quiet["behind_seconds"]) == (0, 0.0)
+    assert not by_table["s.off"]["active"]
+
+    code, out = status(lake, capsys, "--freshness-slo", "s.quiet=1m", "--freshness-slo", "2h")
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert code == 1
+    assert lines["s.t"].endswith("OVER SLO") and " 2h00m " in lines["s.t"] and "1 (" in lines["s.t"]
+    assert "OVER SLO" not in lines["s.quiet"] and " 1m00s " in lines["s.quiet"]
+    assert lines["s.off"].rstrip().endswith("inactive")
+
+    code, _ = status(lake, capsys, "--freshness-slo", "s.quiet=1m", "--tables", "s.quiet")
+    assert code == 0
+
+
+def test_status_rejects_a_duration_it_cannot_read(tmp_path, capsys):
+    lake = loaded_lake(tmp_path, "parquet")
+    from dmscdc_provider.cli import main
+
+    assert main(["status", "--raw", lake.raw, "--state", f"sqlite://{lake.store.path}",
+                 "--freshness-slo", "s.*=soon"]) == 2
+    assert "--freshness-slo: 'soon' is not a duration" in capsys.readouterr().err
