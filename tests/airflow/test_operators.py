@@ -6,6 +6,7 @@ import json
 import os
 import re
 import time
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pytest
@@ -694,9 +695,50 @@ class TestDmsCdcRunSummaryOperator:
         return {"planned": planned, "registered": [], "inactive": [], "up_to_date": [],
                 "problems": list(problems), "finished_commits": [], "cdc_before": None}
 
-    def run(self, xcoms, task_states=None):
-        return DmsCdcRunSummaryOperator(task_id="summary").execute(
+    def run(self, xcoms, task_states=None, **kwargs):
+        return DmsCdcRunSummaryOperator(task_id="summary", **kwargs).execute(
             make_context(ti=FakeTaskInstance(xcoms, task_states)))
+
+    def freshness_run(self, oldest_pending_at, failed_plan_files=None):
+        """A run of two tables: sales.store merged leaving a file from ``oldest_pending_at`` in raw;
+        sales.product failed with its planned files of ``failed_plan_files`` (path -> modified)."""
+        store = outcome("sales.store")
+        store["summary"]["figures"] = {"oldest_pending_at": oldest_pending_at}
+        product = outcome("sales.product", "failed", "bad file")
+        plans = [{"plan": {"table": "sales.store", "file_versions": {}}},
+                 {"plan": {"table": "sales.product", "file_versions": failed_plan_files or {}}}]
+        return {("plan", "report"): self.report(["sales.store", "sales.product"]), ("plan", "return_value"): plans,
+                ("merge", "outcome"): [store, product]}
+
+    def test_a_table_left_behind_raw_beyond_its_freshness_objective_fails_the_run_naming_it(self, capsys):
+        two_hours_ago = (datetime.now(timezone.utc) - timedelta(hours=2)).isoformat()
+        xcoms = self.freshness_run(two_hours_ago)
+        xcoms[("merge", "outcome")] = xcoms[("merge", "outcome")][:1]
+        xcoms[("plan", "report")] = self.report(["sales.store"])
+
+        with pytest.raises(AirflowFailException) as failed:
+            self.run(xcoms, freshness_slo={"sales.product": 60, "sales.*": 3600})
+
+        message = str(failed.value)
+        assert "every planned table merged, but these are further behind raw" in message
+        assert f"sales.store: 2h00m behind raw (the oldest file it has not applied arrived {two_hours_ago}), " \
+               "over its freshness objective of 1h00m" in message
+        assert "sales.store: 2h00m behind raw" in capsys.readouterr().out
+        assert self.run(xcoms, freshness_slo={"sales.store": 3 * 3600})["merged"] == ["sales.store"]
+        assert self.run(xcoms)["merged"] == ["sales.store"]  # no objective, no check
+
+    def test_a_failed_table_is_behind_by_its_oldest_planned_file(self):
+        now = datetime.now(timezone.utc)
+        xcoms = self.freshness_run(None, {"a": (now - timedelta(minutes=5)).isoformat(),
+                                          "b": (now - timedelta(minutes=50)).isoformat()})
+
+        with pytest.raises(AirflowFailException) as failed:
+            self.run(xcoms, freshness_slo={"*": 1800})
+
+        message = str(failed.value)
+        assert "sales.product: bad file" in message
+        assert "over the freshness objective:\nsales.product: 50m00s behind raw" in message
+        assert "sales.store: 0s" not in message and "sales.store: " not in message.split("objective:")[1]
 
     def test_succeeds_when_every_planned_table_merged(self):
         result = self.run({("plan", "report"): self.report(["sales.store"]),
