@@ -175,6 +175,7 @@ def build_source_dag(config: SourceConfig, on_failure_callback=None) -> DAG:
         merged = DmsCdcMergeOperator.partial(
             task_id="merge",
             source=config.source,
+            glue_catalog=config.catalog_settings if config.catalog_mode == "glue_tables" else None,
             state_uri=config.state,
             engine=config.engine,
             spark_engine=config.spark_engine,
