@@ -122,3 +122,29 @@ def append_run(storage, plan, outcome) -> str | None:
 def history_glob(lake_root: str) -> str:
     """The glob that reads the whole history with Hive partitions (DuckDB ``read_parquet``)."""
     return join(runs_root(lake_root), f"{DAY_PARTITION}=*", "*.parquet")
+
+
+def read_history(lake_root: str, since_day: str, tables: set[str] | None = None,
+                 aws_conn_id: str | None = None, region_name: str | None = None) -> list[dict]:
+    """The records of ``day >= since_day`` (``YYYY-MM-DD``), oldest first; only the day folders from
+    ``since_day`` on are read. An empty list when the lake has no history yet.
+
+    :param tables: only these ``schema.table`` (None: all).
+    """
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    from dmscdc_provider.arrow_fs import arrow_filesystem
+
+    filesystem, path = arrow_filesystem(runs_root(lake_root), aws_conn_id, region_name)
+    try:
+        dataset = ds.dataset(path, filesystem=filesystem, format="parquet", schema=history_schema().append(
+            pa.field(DAY_PARTITION, pa.string())), partitioning=ds.partitioning(
+            pa.schema([(DAY_PARTITION, pa.string())]), flavor="hive"))
+    except FileNotFoundError:
+        return []
+    condition = ds.field(DAY_PARTITION) >= since_day
+    if tables is not None:
+        condition &= ds.field("table").isin(sorted(tables))
+    records = dataset.to_table(filter=condition).to_pylist()
+    return sorted(records, key=lambda record: record["recorded_at"])
