@@ -74,7 +74,8 @@ def status_line(document: dict) -> str:
     elif document["problem"]:
         result = document["problem"]
     elif document["last_result"]:
-        result = f"{document['last_result']} {document['last_commit_at'] or ''}".rstrip()
+        when = (document["last_commit_at"] or "")[:19].replace("T", " ")
+        result = f"{document['last_result']} {when + ' UTC' if when else ''}".rstrip()
     else:
         result = "never merged"
     slo = format_duration(document["freshness_slo_seconds"]) if document["freshness_slo_seconds"] else "-"
