@@ -400,6 +400,18 @@ class TestMergeMetrics:
         assert gauges["dmscdc.rows_inserted"][0] == figures["rows_inserted"] == 8
         assert set(gauges) == {f"dmscdc.{name}" for name in NUMERIC_FIGURES}
 
+    def test_the_task_log_says_the_lag_and_what_raw_holds_beyond_the_new_watermark(self, source, capsys):
+        write_change_batch(source["raw_root"])  # named after this run's cutoff: left for the next run
+        plan = plans_by_table(source, BEFORE_CHANGES, engine="duckdb")["sales.store"]
+
+        outcome = merge_task(source, plan, engine="duckdb").execute(make_context())
+
+        figures = outcome["summary"]["figures"]
+        assert figures["pending_files"] == 1
+        assert re.search(r"sales\.store: lag \d+d\d\dh \(commit time minus the newest applied file's time\); raw "
+                         rf"holds 1 more file\(s\) \({figures['pending_bytes']:,} bytes\) beyond the new watermark, "
+                         r"the oldest \d+[dhms]\w* old", capsys.readouterr().out)
+
     def test_a_failed_merge_sets_no_gauge(self, source, monkeypatch):
         import airflow.providers.common.compat.sdk as compat
 

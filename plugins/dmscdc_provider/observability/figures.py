@@ -72,3 +72,16 @@ def snapshot_properties(figures: dict) -> dict[str, str]:
     if figures.get("engine"):
         properties["dmscdc.engine"] = figures["engine"]
     return properties
+
+
+def describe_figures(table: str, figures: dict) -> str:
+    """The freshness of a merge as a person reads it in a task log."""
+    from dmscdc_provider.observability.freshness import format_duration
+
+    sentence = f"{table}: lag {format_duration(figures.get('lag_seconds'))} (commit time minus the newest applied file's time)"
+    if figures.get("pending_files"):
+        sentence += (f"; raw holds {figures['pending_files']} more file(s) ({figures['pending_bytes']:,} bytes) beyond "
+                     f"the new watermark, the oldest {format_duration(figures.get('oldest_pending_age_seconds'))} old")
+    elif figures.get("pending_files") == 0:
+        sentence += "; raw holds nothing beyond the new watermark"
+    return sentence

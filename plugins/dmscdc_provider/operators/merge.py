@@ -15,6 +15,7 @@ from dmscdc_provider.engines import RemoteMergeEngine
 from dmscdc_provider.engines.choice import AUTO, EngineConfig
 from dmscdc_provider.hooks.dmscdc import DmsCdcHook
 from dmscdc_provider.links import DmsCdcEmrServerlessJobRunLink, DmsCdcEmrStepLink, DmsCdcGlueJobRunLink, persist_job_link
+from dmscdc_provider.observability.figures import describe_figures
 from dmscdc_provider.observability.metrics import emit_merge_metrics
 from dmscdc_provider.plan import TablePlan, plan_from_message
 from dmscdc_provider.planner import plan_applied_by_state, raw_changes_since_planning
@@ -296,6 +297,7 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
             self.log.info("%s", describe_success(outcome, plan))
             figures = (outcome.summary or {}).get("figures")
             if figures:
+                self.log.info("%s", describe_figures(plan.table, figures))
                 emit_merge_metrics(self.source or context["ti"].dag_id, plan.table, figures)
             return document
         if outcome.status == CONFLICT:
