@@ -257,3 +257,24 @@ def test_status_rejects_a_duration_it_cannot_read(tmp_path, capsys):
     assert main(["status", "--raw", lake.raw, "--state", f"sqlite://{lake.store.path}",
                  "--freshness-slo", "s.*=soon"]) == 2
     assert "--freshness-slo: 'soon' is not a duration" in capsys.readouterr().err
+
+
+def test_reading_the_history_takes_the_days_asked_for_and_skips_a_record_being_written(lake):
+    from dmscdc_provider.observability.history import read_history, runs_root
+
+    lake.cdc("s.t", [item("U", 1, "x")], ITEM)
+    run_with_cutoff(lake)
+    today = datetime.now().astimezone().strftime("%Y-%m-%d")
+    old_day = os.path.join(runs_root(lake.lake), "day=2000-01-01")
+    os.makedirs(old_day)
+    with open(os.path.join(old_day, "x.parquet"), "wb") as handle:
+        handle.write(b"not read: older than asked")
+    day_folder = os.path.join(runs_root(lake.lake), sorted(os.listdir(runs_root(lake.lake)))[-1])
+    with open(os.path.join(day_folder, "y.parquet.123.partial"), "wb") as handle:
+        handle.write(b"half a record")
+
+    records = read_history(lake.lake, "2001-01-01")
+
+    assert [(r["table"], r["mode"]) for r in records] == [("s.t", "full"), ("s.t", "incremental")]
+    assert read_history(lake.lake, "2001-01-01", {"s.other"}) == []
+    assert read_history(str(lake.root) + "/no-lake", today) == []

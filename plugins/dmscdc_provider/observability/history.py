@@ -127,24 +127,28 @@ def history_glob(lake_root: str) -> str:
 def read_history(lake_root: str, since_day: str, tables: set[str] | None = None,
                  aws_conn_id: str | None = None, region_name: str | None = None) -> list[dict]:
     """The records of ``day >= since_day`` (``YYYY-MM-DD``), oldest first; only the day folders from
-    ``since_day`` on are read. An empty list when the lake has no history yet.
+    ``since_day`` on are listed and read. An empty list when the lake has no history yet.
 
     :param tables: only these ``schema.table`` (None: all).
     """
     import pyarrow as pa
     import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
 
     from dmscdc_provider.arrow_fs import arrow_filesystem
 
     filesystem, path = arrow_filesystem(runs_root(lake_root), aws_conn_id, region_name)
-    try:
-        dataset = ds.dataset(path, filesystem=filesystem, format="parquet", schema=history_schema().append(
-            pa.field(DAY_PARTITION, pa.string())), partitioning=ds.partitioning(
-            pa.schema([(DAY_PARTITION, pa.string())]), flavor="hive"))
-    except FileNotFoundError:
+    days = [info.path for info in filesystem.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+            if info.type == pafs.FileType.Directory
+            and info.base_name.startswith(f"{DAY_PARTITION}=") and info.base_name >= f"{DAY_PARTITION}={since_day}"]
+    # Whole records only: a record being written is a ``.partial`` file until it is complete.
+    files = [info.path for day in days for info in filesystem.get_file_info(pafs.FileSelector(day))
+             if info.type == pafs.FileType.File and info.base_name.endswith(".parquet")]
+    if not files:
         return []
-    condition = ds.field(DAY_PARTITION) >= since_day
-    if tables is not None:
-        condition &= ds.field("table").isin(sorted(tables))
+    dataset = ds.dataset(files, filesystem=filesystem, format="parquet", partition_base_dir=path,
+                         schema=history_schema().append(pa.field(DAY_PARTITION, pa.string())),
+                         partitioning=ds.partitioning(pa.schema([(DAY_PARTITION, pa.string())]), flavor="hive"))
+    condition = None if tables is None else ds.field("table").isin(sorted(tables))
     records = dataset.to_table(filter=condition).to_pylist()
     return sorted(records, key=lambda record: record["recorded_at"])
