@@ -418,6 +418,8 @@ def markdown(results: dict) -> str:
                      f"{many['incremental_auto']['peak_rss_mb']} MB; in the Iceberg format "
                      f"{cell(many['incremental_auto_iceberg'])}; with `--engine local` (one run) "
                      f"{many['incremental_spark_local_one_run']['seconds']:.2f} s.")
+        if "status" in many:
+            lines.append(f"`dmscdc status` of the {many['tables']} tables: {cell(many['status'])}.")
     if "demo" in results:
         lines.append(f"\n`dmscdc demo` (whole process: writes the sample, two runs, queries): {cell(results['demo'])}.")
     return "\n".join(lines)
