@@ -11,6 +11,7 @@ from datetime import datetime
 from dmscdc_provider.observability.figures import backlog_of
 from dmscdc_provider.observability.freshness import FreshnessObjectives, behind_seconds, format_duration
 from dmscdc_provider.planner import files_beyond, list_table_files, state_after_pending
+from dmscdc_provider.report import format_size
 from dmscdc_provider.state.base import TableState
 from dmscdc_provider.storage import Storage, join
 
@@ -54,21 +55,13 @@ STATUS_HEADER = (f"{'table':<28} {'format':<8} {'engine':<7} {'watermark':<26} {
                  f"{'behind':>8} {'slo':>7}  last result")
 
 
-def _size(count: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count} B"
-
-
 def status_line(document: dict) -> str:
     """One line of ``dmscdc status`` (``STATUS_HEADER`` names its columns)."""
     watermark = (document["last_incremental_file"] or "-").rsplit("/", 1)[-1]
     if document["pending_files"] is None:
         backlog = "?"
     else:
-        backlog = f"{document['pending_files']} ({_size(document['pending_bytes'])})"
+        backlog = f"{document['pending_files']} ({format_size(document['pending_bytes'])})"
     if not document["active"]:
         result = "inactive"
     elif document["problem"]:

@@ -22,6 +22,7 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse
 
 from dmscdc_provider.observability.freshness import FreshnessObjectives, format_duration
+from dmscdc_provider.report import format_size
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +131,6 @@ def chart_svg(records: list[dict]) -> str:
             f"<title>{_esc(title)}</title>{bars}<polyline class=\"lag\" points=\"{points}\"/></svg>")
 
 
-def _size(count) -> str:
-    from dmscdc_provider.engines.read_estimate import format_size
-
-    return "-" if count is None else format_size(count)
-
-
 def table_rows_html(tables: list[dict], history: list[dict]) -> str:
     by_table: dict[str, list[dict]] = {}
     for record in history:
@@ -150,7 +145,7 @@ def table_rows_html(tables: list[dict], history: list[dict]) -> str:
         behind = format_duration(table["behind_seconds"])
         if table["over_slo"]:
             behind = f'<span class="over">{behind} (over {format_duration(table["freshness_slo_seconds"])})</span>'
-        backlog = "-" if table["pending_files"] is None else f"{table['pending_files']} ({_size(table['pending_bytes'])})"
+        backlog = "-" if table["pending_files"] is None else f"{table['pending_files']} ({format_size(table['pending_bytes'])})"
         rows.append(
             f'<tr class="{"over" if table["over_slo"] else ""}"><td>{_esc(table["table"])}</td>'
             f'<td class="num">{behind}</td><td class="num">{_esc(backlog)}</td>'
