@@ -12,7 +12,8 @@ machine:
   Glue job runs it). Each incremental run starts from a copy of the same full-loaded lake and
   controller state. Peak RSS of the process tree is sampled every 50 ms.
 - many tables: 100 keyed tables of 2,000 rows, full-loaded, then one CDC file of 20 changes
-  each, and the incremental ``dmscdc run`` (auto; one run with ``--engine local`` for context).
+  each, ``dmscdc status`` of them, and the incremental ``dmscdc run`` (auto; one run with
+  ``--engine local`` for context).
 - demo: ``dmscdc demo`` in a new folder.
 """
 
@@ -276,6 +277,10 @@ def many_tables(workdir: str, tables: int, rows: int, changes: int, repeats: int
                  + [row("I", i, "new") for i in range(rows, rows + changes - updates - deletes)])
         write_dms_file(os.path.join(raw, *name.split("."), cdc_file_name(changed)), batch, schema, modified=changed)
 
+    # `dmscdc status` of the full-loaded tables, each with its CDC file in raw beyond the watermark.
+    status = [timed([DMSCDC, "status", "--raw", raw, "--state", f"sqlite://{os.path.join(base, 'state.sqlite')}"])
+              for _ in range(repeats)]
+
     def incremental(*flags: str) -> dict:
         lake, state = copy_run(base, os.path.join(root, "run"))
         outcome = dmscdc_run(raw, lake, state, *flags, watch_rss=True)
@@ -285,7 +290,8 @@ def many_tables(workdir: str, tables: int, rows: int, changes: int, repeats: int
     auto = [incremental() for _ in range(repeats)]
     result = {"tables": tables, "rows_per_table": rows, "changes_per_table": changes,
               "full_load": {"seconds": round(full["seconds"], 2), "engines": engines_used(full["output"])},
-              "incremental_auto": {**summarize(auto), "engines": engines_used(auto[0]["output"])}}
+              "incremental_auto": {**summarize(auto), "engines": engines_used(auto[0]["output"])},
+              "status": summarize(status)}
     iceberg_runs = [dmscdc_run(raw, lake, state, *iceberg_flags(state), watch_rss=True) for lake, state in iceberg]
     result["incremental_auto_iceberg"] = summarize(iceberg_runs)
     print(f"  incremental auto {result['incremental_auto']['all_seconds']}, iceberg "
@@ -362,7 +368,8 @@ def report(results: dict) -> list[str]:
         lines.append(f"auto incremental at the largest N takes {results['auto_largest_vs_smallest']:.2f}x its time at the smallest")
     if "many_tables" in results:
         many = results["many_tables"]
-        lines.append(f"{many['tables']} tables: incremental auto {many['incremental_auto']['seconds']:.2f}s, in the "
+        lines.append(f"{many['tables']} tables: status {many['status']['seconds']:.2f}s, "
+                     f"incremental auto {many['incremental_auto']['seconds']:.2f}s, in the "
                      f"Iceberg format {many['incremental_auto_iceberg']['seconds']:.2f}s "
                      f"(--engine local, one run: {many['incremental_spark_local_one_run']['seconds']:.2f}s)")
     if "demo" in results:
@@ -411,6 +418,8 @@ def markdown(results: dict) -> str:
                      f"{many['incremental_auto']['peak_rss_mb']} MB; in the Iceberg format "
                      f"{cell(many['incremental_auto_iceberg'])}; with `--engine local` (one run) "
                      f"{many['incremental_spark_local_one_run']['seconds']:.2f} s.")
+        if "status" in many:
+            lines.append(f"`dmscdc status` of the {many['tables']} tables: {cell(many['status'])}.")
     if "demo" in results:
         lines.append(f"\n`dmscdc demo` (whole process: writes the sample, two runs, queries): {cell(results['demo'])}.")
     return "\n".join(lines)

@@ -98,7 +98,21 @@ def _create_views(connection, lake_root: str, tables: list[str], iceberg_sql: di
             connection.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote_identifier(schema)}")
             connection.execute(f"CREATE OR REPLACE VIEW {_quote_identifier(schema)}.{_quote_identifier(table)} AS {select}")
             covered.append(name)
+        _create_runs_view(connection, lake_root)
     return covered
+
+
+RUNS_VIEW = "_dmscdc.runs"
+
+
+def _create_runs_view(connection, lake_root: str) -> None:
+    """``_dmscdc.runs``: the lake's run history (observability.runs), once it has a record."""
+    from dmscdc_provider.observability.runs import runs_glob, runs_root
+
+    if not _has_parquet(runs_root(lake_root)):
+        return
+    connection.execute(f"CREATE SCHEMA IF NOT EXISTS {RUNS_VIEW.split('.')[0]}")
+    connection.execute(f"CREATE OR REPLACE VIEW {RUNS_VIEW} AS {parquet_select([runs_glob(lake_root)])}")
 
 
 def parquet_select(paths: list[str], partition_types: dict[str, str] | None = None) -> str:

@@ -3,6 +3,7 @@
     dmscdc run       --raw PATH --lake PATH [--state URI] [--catalog PATH] [--tables GLOB] [--engine auto|...]
     dmscdc plan      --raw PATH [--state URI] [--tables GLOB] [--lake PATH] [--engine auto|...]
     dmscdc tables    --raw PATH [--state URI]
+    dmscdc status    --raw PATH [--state URI] [--tables GLOB] [--freshness-slo [GLOB=]DURATION ...] [--json]
     dmscdc configure SCHEMA.TABLE --raw PATH [--state URI] [--active|--inactive] ...
     dmscdc query     "SQL" [--catalog PATH] [--as-of SNAPSHOT|TIME --lake PATH --iceberg-catalog URI]
     dmscdc maintain  --raw PATH --lake PATH [--state URI] [--tables GLOB] [--table-format F] [--iceberg-catalog URI]
@@ -139,6 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     tables = commands.add_parser("tables", help="show each table's configuration and watermarks")
     _raw_options(tables, csv=False)
     tables.add_argument("--json", action="store_true", help="print controller items as JSON")
+
+    status = commands.add_parser(
+        "status", help="one line per table: lag at its last merge, backlog in raw now, how far behind; "
+        "exit 1 when a table is over its freshness objective")
+    _raw_options(status, csv=False)
+    status.add_argument("--freshness-slo", action="append", default=[], metavar="[GLOB=]DURATION",
+                        help="how far behind raw a table may be (90s, 15m, 2h, 1d); GLOB=DURATION for the tables "
+                        "a schema.table glob matches; repeatable, the first that matches a table decides")
+    status.add_argument("--table-format", default=DEFAULT_TABLE_FORMAT.value, choices=[f.value for f in TableFormatName],
+                        help="format shown for tables whose controller item names none (the runs' default)")
+    status.add_argument("--json", action="store_true", help="print one JSON document per table, as a list")
 
     configure = commands.add_parser("configure", help="activate a table and set its keys")
     configure.add_argument("table", metavar="SCHEMA.TABLE")
@@ -427,6 +439,40 @@ def cmd_tables(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    from dmscdc_provider.observability.freshness import FreshnessObjectives
+    from dmscdc_provider.observability.status import STATUS_HEADER, status_line, table_status
+    from dmscdc_provider.planner import table_matches
+
+    try:
+        objectives = FreshnessObjectives.from_options(args.freshness_slo)
+    except ValueError as error:
+        raise CliError(f"--freshness-slo: {error}") from error
+    store = _store(args)
+    try:
+        states = [s for s in store.list() if s.path == controller_path(args.raw, s.schema, s.table)
+                  and table_matches(s.name, args.tables)]
+    finally:
+        store.close()
+    if args.tables and not states:
+        raise CliError(f"--tables {args.tables} matches no registered table of {args.raw}")
+    storage, now = open_storage(args.raw), datetime.now(timezone.utc)
+    documents = [table_status(state, args.raw, storage, now, objectives, args.table_format)
+                 for state in sorted(states, key=lambda s: s.name)]
+    if args.json:
+        print(json.dumps(documents, indent=2))
+    else:
+        print(STATUS_HEADER)
+        for document in documents:
+            print(status_line(document))
+        if not documents:
+            print(f"(no table of {args.raw} is registered; `dmscdc tables --raw {args.raw}` registers them)")
+    over = [d["table"] for d in documents if d["over_slo"]]
+    if over:
+        print(f"over the freshness objective: {', '.join(over)}", file=sys.stderr)
+    return 1 if over else 0
+
+
 def cmd_configure(args) -> int:
     if "." not in args.table:
         raise CliError(f"table must be SCHEMA.TABLE, not {args.table!r}")
@@ -588,6 +634,7 @@ COMMANDS = {
     "run": cmd_run,
     "plan": cmd_plan,
     "tables": cmd_tables,
+    "status": cmd_status,
     "configure": cmd_configure,
     "query": cmd_query,
     "maintain": cmd_maintain,

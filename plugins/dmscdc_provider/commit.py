@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime, timezone
 
+from dmscdc_provider.observability.figures import merge_figures
 from dmscdc_provider.plan import TablePlan
 from dmscdc_provider.state.base import ConcurrentCommitError, ControllerStore, TableState
 from dmscdc_provider.storage import Storage
@@ -33,8 +35,13 @@ def _no_steps(step: str, detail: dict) -> None:
 
 
 def commit_record(plan: TablePlan, attempt_id: str, result: dict, table_format: TableFormat) -> dict:
-    """The record that step 2 writes: everything ``finish`` needs, nothing it must recompute."""
+    """The record that step 2 writes: everything ``finish`` needs, nothing it must recompute.
+
+    Its summary (the table's ``LastRun`` once finished) carries the merge's ``figures``, taken at
+    this commit point; the table format may publish them too (Iceberg: the snapshot summary).
+    """
     staging = plan.staging_path(attempt_id)
+    figures = merge_figures(plan, result, datetime.now(timezone.utc))
     summary = {key: result[key] for key in ("rows_read", "skipped", "rows_written", "seconds") if key in result}
     summary.update(
         plan_id=plan.plan_id,
@@ -44,6 +51,7 @@ def commit_record(plan: TablePlan, attempt_id: str, result: dict, table_format: 
         files_added=len(result["files_added"]),
         files_removed=len(result["files_removed"]),
         raw_listed_at=plan.raw_listed_at,
+        figures=figures,
     )
     if plan.replaced_files:  # copies read instead of the listed files: not late (planner.late_files)
         summary["replaced_files"] = plan.replaced_files
@@ -53,7 +61,7 @@ def commit_record(plan: TablePlan, attempt_id: str, result: dict, table_format: 
         "staging_path": staging,
         "table_format": table_format.name.value,
         "iceberg_catalog": plan.iceberg_catalog,
-        **table_format.publish_document(plan, attempt_id, result),
+        **table_format.publish_document(plan, attempt_id, {**result, "figures": figures}),
         "new_last_full_load_date": plan.new_last_full_load_date,
         "new_last_incremental_file": plan.new_last_incremental_file,
         "summary": summary,

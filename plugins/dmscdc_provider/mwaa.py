@@ -38,9 +38,12 @@ MWAA_REQUIREMENTS = ("apache-airflow-providers-amazon", "pyyaml", "pyarrow", "du
 # The packages plugins.zip carries.
 PLUGIN_PACKAGES = (dmscdc_provider, dmscdc_spark)
 # Airflow's plugin manager imports every .py under plugins/ looking for AirflowPlugin classes;
-# dmscdc has none, and importing its modules there is wasted work on every parse (and the
-# Spark job's modules import pyspark, which MWAA has not).
+# importing all of dmscdc's modules there is wasted work on every parse (and the Spark job's
+# modules import pyspark, which MWAA has not), so the packages are ignored and one small module
+# at the top of plugins.zip hands it dmscdc's plugin (the freshness page, docs/observability.md).
 PLUGINS_IGNORE = "dmscdc_provider/\ndmscdc_spark/\n"
+PLUGIN_MODULE = ("dmscdc_plugin.py", '"""dmscdc\'s Airflow plugin: the freshness page under /dmscdc."""\n\n'
+                 "from dmscdc_provider.observability.web import DmsCdcFreshnessPlugin  # noqa: F401\n")
 SOURCE_PATTERNS = ("*.yaml", "*.yml")
 # The engine that needs Spark in the worker; every other engine runs remotely or in-process.
 WORKER_SPARK_ENGINE = "local"
@@ -96,6 +99,7 @@ def build_bundle(out: str, dags: str | None = None, sources: str | None = None,
     plugins_zip = os.path.join(out, "plugins.zip")
     with zipfile.ZipFile(plugins_zip, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(".airflowignore", PLUGINS_IGNORE)
+        archive.writestr(*PLUGIN_MODULE)
         for package in PLUGIN_PACKAGES:
             _add_package(archive, package)
 

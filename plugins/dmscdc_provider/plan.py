@@ -51,6 +51,9 @@ class TablePlan:
     :param replaced_files: planned files replaced (same name, newer last-modified time, ISO)
         between planning and the merge: the merge reads the copy, and the commit records it so the
         next planning does not take that copy for a late delivery. Set by the merge task.
+    :param backlog: what raw held beyond this plan's new watermark when it was listed (files after
+        the cutoff): ``{"files", "bytes", "oldest_modified"}`` (``observability.figures.backlog_of``);
+        the commit reports it as the pending figures.
     """
 
     table: str
@@ -74,6 +77,7 @@ class TablePlan:
     iceberg_catalog: str | None = None
     file_versions: dict[str, str] = field(default_factory=dict)
     replaced_files: dict[str, str] = field(default_factory=dict)
+    backlog: dict | None = None
 
     @property
     def schema_name(self) -> str:

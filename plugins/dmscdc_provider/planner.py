@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from dmscdc_provider.dms_files import DmsFile, classify, dms_sort_key, file_name
+from dmscdc_provider.observability.figures import backlog_of
 from dmscdc_provider.plan import TablePlan
 from dmscdc_provider.state.base import NEVER_LOADED, ControllerStore, TableState
 from dmscdc_provider.storage import Storage, join, local_path
@@ -235,6 +236,18 @@ def plan_table(
         state, "incremental", cdcs, lake_root, state.last_full_load_date,
         without_scheme(cdcs[-1].path), csv_delimiter, csv_null_value, [],
     )
+
+
+def files_beyond(files: list[DmsFile], last_full_load_date: str, last_incremental_file: str | None) -> list[DmsFile]:
+    """The files a table with these watermarks has not applied: LOAD files newer than its last full
+    load, and CDC files after its last incremental file (every CDC file when it has none, or the
+    blog's starting ``0.parquet``). Late files (named before the watermark) are not among them."""
+    loaded = _parse_date(last_full_load_date)
+    beyond = [f for f in files if f.kind == "load" and f.modified.replace(microsecond=0) > loaded]
+    if last_incremental_file is not None and classify(file_name(last_incremental_file)) == "cdc":
+        after = dms_sort_key(file_name(last_incremental_file))
+        return beyond + [f for f in files if f.kind == "cdc" and f.sort_key > after]
+    return beyond + [f for f in files if f.kind == "cdc"]
 
 
 def late_files(state: TableState, files: list[DmsFile]) -> list[DmsFile]:
@@ -482,9 +495,10 @@ class Planner:
             elif plan is None:
                 report.up_to_date.append(state.name)
             else:
+                backlog = files_beyond(files, plan.new_last_full_load_date, plan.new_last_incremental_file)
                 plan = replace(plan, raw_listed_at=listed_at.isoformat(),
                                table_format=state.table_format or self.table_format,
-                               iceberg_catalog=self.iceberg_catalog)
+                               iceberg_catalog=self.iceberg_catalog, backlog=backlog_of(backlog))
                 report.plans.append(self.choose_engine(plan) if self.choose_engine else plan)
                 missing = load_counter_gaps([f for f in files if f.path in {e["path"] for e in plan.files}
                                              and f.kind == "load"])

@@ -69,3 +69,11 @@ def describe_failure(outcome: "TableOutcome") -> str:
     if outcome.note:
         lines.append(f"  {'note:':<8}{outcome.note}")
     return "\n".join(lines)
+
+
+def format_size(size: int) -> str:
+    """``1.5 GiB``, ``20.0 MiB``: sizes in progress lines, reasons and status lines."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"

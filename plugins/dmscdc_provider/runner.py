@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 from dmscdc_provider.engines import EngineUnavailable, MergeEngine
 from dmscdc_provider.commit import StepCallback, _no_steps, commit_record, finish, record
+from dmscdc_provider.observability.runs import append_run
 from dmscdc_provider.plan import TablePlan
 from dmscdc_provider.report import one_line, remedy_for_crash
 from dmscdc_provider.state.base import (
@@ -219,6 +220,13 @@ class AttemptStart:
     outcome: TableOutcome | None = None
 
 
+def with_run_record(plan: TablePlan, storage: Storage, outcome: TableOutcome) -> TableOutcome:
+    """``outcome``, once its record is in the lake's run history (written after any commit; a
+    history that cannot be written is a warning, never a failure of the merge)."""
+    append_run(storage, plan, outcome)
+    return outcome
+
+
 def start_attempt(
     plan: TablePlan,
     store: ControllerStore,
@@ -239,8 +247,8 @@ def start_attempt(
     started = time.monotonic()
 
     def done(status: str, **kwargs) -> AttemptStart:
-        return AttemptStart(outcome=TableOutcome(
-            plan.table, status, plan.plan_id, seconds=time.monotonic() - started, **kwargs))
+        return AttemptStart(outcome=with_run_record(plan, storage, TableOutcome(
+            plan.table, status, plan.plan_id, seconds=time.monotonic() - started, **kwargs)))
 
     state = store.get(plan.state_path)
     if state is None:
@@ -291,7 +299,8 @@ def complete_attempt(
     attempt_id = result.get("attempt_id") or attempt_id
 
     def outcome(status: str, **kwargs) -> TableOutcome:
-        return TableOutcome(plan.table, status, plan.plan_id, seconds=time.monotonic() - started, **kwargs)
+        return with_run_record(plan, storage, TableOutcome(
+            plan.table, status, plan.plan_id, seconds=time.monotonic() - started, **kwargs))
 
     staging = plan.staging_path(attempt_id)
     if result.get("status") != SUCCEEDED:

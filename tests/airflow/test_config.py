@@ -137,6 +137,8 @@ def test_merge_pool_and_pool_slots_apply_to_every_merge_instance(tmp_path):
     ("merge: {retries: many}", "merge.retries"),
     ("start_date: yesterday", "start_date"),
     ("tables: ${NO_SUCH_VARIABLE_SET}", "NO_SUCH_VARIABLE_SET"),
+    ("freshness_slo: soon", "freshness_slo: 'soon' is not a duration"),
+    ("freshness_slo: {sales.*: [1h]}", "freshness_slo.sales.*: ['1h'] is not a string or a number"),
 ])
 def test_config_errors_name_the_file_and_the_key(tmp_path, extra, message):
     path = write(tmp_path, "sales.yaml", MINIMAL + extra + "\n")
@@ -305,3 +307,20 @@ def test_maintenance_adds_a_maintain_task_between_the_catalog_refresh_and_the_su
     assert (maintain.compact_below_bytes, maintain.expire_after_days, maintain.orphan_age_hours) == (16 * 2**20, 3, 24)
     assert maintain.upstream_task_ids == {"refresh_catalog"} and maintain.downstream_task_ids == {"summary"}
     assert "maintain" not in build_source_dag(load_source_config(write(tmp_path, "plain.yaml", MINIMAL))).task_ids
+
+
+def test_freshness_slo_is_one_duration_or_globs_in_file_order_and_reaches_the_summary_task(tmp_path):
+    one = load_source_config(write(tmp_path, "a.yaml", MINIMAL + "freshness_slo: 2h\n"))
+    by_glob = load_source_config(write(tmp_path, "b.yaml", MINIMAL.replace("sales", "hr") +
+                                       "freshness_slo: {hr.payroll: 15m, 'hr.*': 1d, other: 90}\n"))
+
+    assert one.freshness_slo == {"*": 7200.0}
+    assert list(by_glob.freshness_slo.items()) == [("hr.payroll", 900.0), ("hr.*", 86400.0), ("other", 90.0)]
+    assert load_source_config(write(tmp_path, "c.yaml", MINIMAL)).freshness_slo == {}
+
+    def page(context):
+        """A failure callback, as a user routes failed runs to a pager."""
+
+    dag = build_source_dag(by_glob, on_failure_callback=page)
+    assert dag.task_dict["summary"].freshness_slo == by_glob.freshness_slo
+    assert dag.on_failure_callback == page or dag.on_failure_callback == [page]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -107,3 +108,17 @@ def test_spark_job_files_come_from_the_bundle_without_pyspark(tmp_path):
     assert module_file.startswith(str(plugins))
     assert first_file == "['dmscdc_spark/__init__.py']"
     assert pyspark_imported == "False"
+
+
+def test_airflow_finds_the_freshness_page_plugin_in_the_bundles_plugins_folder(tmp_path):
+    from airflow_env import run_airflow
+
+    assert main(["mwaa-bundle", "--out", str(tmp_path), "--sources", str(tmp_path)]) == 0
+    plugins = tmp_path / "plugins"
+    zipfile.ZipFile(tmp_path / "plugins.zip").extractall(plugins)
+
+    listed = run_airflow(["plugins", "--output", "json"], {"AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins)})
+
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    [dmscdc] = [plugin for plugin in json.loads(listed.stdout) if plugin["name"] == "dmscdc"]
+    assert "/dmscdc" in str(dmscdc["fastapi_apps"])

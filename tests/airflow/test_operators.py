@@ -6,6 +6,7 @@ import json
 import os
 import re
 import time
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pytest
@@ -22,6 +23,7 @@ from dmscdc_provider.engines import ENGINE_CLASSES
 from dmscdc_provider.engines.local import LocalSparkEngine
 from dmscdc_provider.operators.catalog import DmsCdcRefreshCatalogOperator, lake_table_uri
 from dmscdc_provider.operators.merge import DmsCdcMergeOperator, describe_success
+from dmscdc_provider.observability.figures import NUMERIC_FIGURES
 from dmscdc_provider.plan import TablePlan
 from dmscdc_provider.runner import MergeProgress, TableOutcome, run_table
 from dmscdc_provider.storage import open_storage
@@ -371,6 +373,73 @@ class TestDmsCdcMergeOperator:
         assert state(source, "sales.store").version > plan["base_version"]
 
 
+class RecordingStats:
+    """Airflow's metrics client as a test sees it: every gauge set, with its tags."""
+
+    def __init__(self):
+        self.gauges: list[tuple[str, float, dict]] = []
+
+    def gauge(self, stat, value, rate=None, delta=None, *, tags=None):
+        self.gauges.append((stat, value, tags))
+
+
+class TestMergeMetrics:
+    def test_a_successful_merge_sets_one_gauge_per_figure_tagged_with_source_and_table(self, source, monkeypatch):
+        import airflow.providers.common.compat.sdk as compat
+
+        stats = RecordingStats()
+        monkeypatch.setattr(compat, "Stats", stats, raising=False)
+        plan = plans_by_table(source, BEFORE_CHANGES, engine="duckdb")["sales.store"]
+
+        outcome = DmsCdcMergeOperator(task_id="merge", aws_conn_id=None, plan=plan, state_uri=source["state_uri"],
+                                      engine="duckdb", source="demo").execute(make_context())
+
+        figures = outcome["summary"]["figures"]
+        gauges = {stat: (value, tags) for stat, value, tags in stats.gauges}
+        assert gauges["dmscdc.lag_seconds"] == (figures["lag_seconds"], {"source": "demo", "table": "sales.store"})
+        assert gauges["dmscdc.rows_inserted"][0] == figures["rows_inserted"] == 8
+        assert set(gauges) == {f"dmscdc.{name}" for name in NUMERIC_FIGURES}
+
+    def test_the_task_log_says_the_lag_and_what_raw_holds_beyond_the_new_watermark(self, source, capsys):
+        write_change_batch(source["raw_root"])  # named after this run's cutoff: left for the next run
+        plan = plans_by_table(source, BEFORE_CHANGES, engine="duckdb")["sales.store"]
+
+        outcome = merge_task(source, plan, engine="duckdb").execute(make_context())
+
+        figures = outcome["summary"]["figures"]
+        assert figures["pending_files"] == 1
+        assert re.search(r"sales\.store: lag \d+d\d\dh \(commit time minus the newest applied file's time\); raw "
+                         rf"holds 1 more file\(s\) \({figures['pending_bytes']:,} bytes\) beyond the new watermark, "
+                         r"the oldest \d+[dhms]\w* old", capsys.readouterr().out)
+
+    def test_a_failed_merge_sets_no_gauge(self, source, monkeypatch):
+        import airflow.providers.common.compat.sdk as compat
+
+        stats = RecordingStats()
+        monkeypatch.setattr(compat, "Stats", stats, raising=False)
+        plan = plans_by_table(source, BEFORE_CHANGES, engine="duckdb")["sales.store"]
+        for entry in plan["files"]:
+            with open(entry["path"], "wb") as handle:
+                handle.write(b"not parquet")
+
+        with pytest.raises(AirflowFailException):
+            merge_task(source, plan, engine="duckdb").execute(make_context())
+        assert stats.gauges == []
+
+    def test_a_metrics_backend_that_fails_does_not_fail_the_committed_merge(self, source, monkeypatch, caplog):
+        import airflow.providers.common.compat.sdk as compat
+
+        class BrokenStats:
+            def gauge(self, *args, **kwargs):
+                raise OSError("statsd host unreachable")
+
+        monkeypatch.setattr(compat, "Stats", BrokenStats(), raising=False)
+        plan = plans_by_table(source, BEFORE_CHANGES, engine="duckdb")["sales.store"]
+
+        assert merge_task(source, plan, engine="duckdb").execute(make_context())["status"] == "succeeded"
+        assert "could not emit metric dmscdc.lag_seconds: statsd host unreachable" in caplog.text
+
+
 @pytest.fixture
 def scripted_engine(monkeypatch):
     monkeypatch.setitem(ENGINE_CLASSES, "scripted", "fakes:ScriptedRemoteEngine")
@@ -582,7 +651,9 @@ class TestDmsCdcRefreshCatalogOperator:
         assert asset == Asset(expected_uri)
         assert extra == {"table": "sales.product", "plan_id": product["plan_id"], "rows_written": 10,
                          "files_added": product["summary"]["files_added"], "files_removed": 0,
-                         "watermark": {"LastFullLoadDate": "2024-03-01 09:00:00", "LastIncrementalFile": None}}
+                         "watermark": {"LastFullLoadDate": "2024-03-01 09:00:00", "LastIncrementalFile": None},
+                         "figures": product["summary"]["figures"]}
+        assert extra["figures"]["rows_inserted"] == 10 and extra["figures"]["pending_files"] == 0
 
     def test_after_clearing_a_failed_table_only_that_table_is_announced_again(self, source, tmp_path):
         alias = AssetAlias("dmscdc_demo_lake")
@@ -636,9 +707,50 @@ class TestDmsCdcRunSummaryOperator:
         return {"planned": planned, "registered": [], "inactive": [], "up_to_date": [],
                 "problems": list(problems), "finished_commits": [], "cdc_before": None}
 
-    def run(self, xcoms, task_states=None):
-        return DmsCdcRunSummaryOperator(task_id="summary").execute(
+    def run(self, xcoms, task_states=None, **kwargs):
+        return DmsCdcRunSummaryOperator(task_id="summary", **kwargs).execute(
             make_context(ti=FakeTaskInstance(xcoms, task_states)))
+
+    def freshness_run(self, oldest_pending_at, failed_plan_files=None):
+        """A run of two tables: sales.store merged leaving a file from ``oldest_pending_at`` in raw;
+        sales.product failed with its planned files of ``failed_plan_files`` (path -> modified)."""
+        store = outcome("sales.store")
+        store["summary"]["figures"] = {"oldest_pending_at": oldest_pending_at}
+        product = outcome("sales.product", "failed", "bad file")
+        plans = [{"plan": {"table": "sales.store", "file_versions": {}}},
+                 {"plan": {"table": "sales.product", "file_versions": failed_plan_files or {}}}]
+        return {("plan", "report"): self.report(["sales.store", "sales.product"]), ("plan", "return_value"): plans,
+                ("merge", "outcome"): [store, product]}
+
+    def test_a_table_left_behind_raw_beyond_its_freshness_objective_fails_the_run_naming_it(self, capsys):
+        two_hours_ago = (datetime.now(timezone.utc) - timedelta(hours=2)).isoformat()
+        xcoms = self.freshness_run(two_hours_ago)
+        xcoms[("merge", "outcome")] = xcoms[("merge", "outcome")][:1]
+        xcoms[("plan", "report")] = self.report(["sales.store"])
+
+        with pytest.raises(AirflowFailException) as failed:
+            self.run(xcoms, freshness_slo={"sales.product": 60, "sales.*": 3600})
+
+        message = str(failed.value)
+        assert "every planned table merged, but these are further behind raw" in message
+        assert f"sales.store: 2h00m behind raw (the oldest file it has not applied arrived {two_hours_ago}), " \
+               "over its freshness objective of 1h00m" in message
+        assert "sales.store: 2h00m behind raw" in capsys.readouterr().out
+        assert self.run(xcoms, freshness_slo={"sales.store": 3 * 3600})["merged"] == ["sales.store"]
+        assert self.run(xcoms)["merged"] == ["sales.store"]  # no objective, no check
+
+    def test_a_failed_table_is_behind_by_its_oldest_planned_file(self):
+        now = datetime.now(timezone.utc)
+        xcoms = self.freshness_run(None, {"a": (now - timedelta(minutes=5)).isoformat(),
+                                          "b": (now - timedelta(minutes=50)).isoformat()})
+
+        with pytest.raises(AirflowFailException) as failed:
+            self.run(xcoms, freshness_slo={"*": 1800})
+
+        message = str(failed.value)
+        assert "sales.product: bad file" in message
+        assert "over the freshness objective:\nsales.product: 50m00s behind raw" in message
+        assert "sales.store: 0s" not in message and "sales.store: " not in message.split("objective:")[1]
 
     def test_succeeds_when_every_planned_table_merged(self):
         result = self.run({("plan", "report"): self.report(["sales.store"]),

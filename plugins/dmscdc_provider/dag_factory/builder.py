@@ -103,8 +103,12 @@ def _engine_text(config: SourceConfig) -> str:
     return config.engine
 
 
-def build_source_dag(config: SourceConfig) -> DAG:
-    """The DAG for one source config."""
+def build_source_dag(config: SourceConfig, on_failure_callback=None) -> DAG:
+    """The DAG for one source config.
+
+    :param on_failure_callback: the DAG's failure callback(s) (Airflow's ``on_failure_callback``):
+        called when a run fails, a table over its freshness objective included.
+    """
     aws = {"aws_conn_id": config.aws_conn_id, "region_name": config.region_name}
     sensor = config.wait_for_changes
     merge = config.merge
@@ -129,6 +133,7 @@ def build_source_dag(config: SourceConfig) -> DAG:
             ),
         },
         tags=["dmscdc", config.source, *config.tags],
+        on_failure_callback=on_failure_callback,
     ) as dag:
         wait_for_changes = DmsCdcNewFilesSensor(
             task_id="wait_for_changes",
@@ -169,6 +174,8 @@ def build_source_dag(config: SourceConfig) -> DAG:
         )
         merged = DmsCdcMergeOperator.partial(
             task_id="merge",
+            source=config.source,
+            glue_catalog=config.catalog_settings if config.catalog_mode == "glue_tables" else None,
             state_uri=config.state,
             engine=config.engine,
             spark_engine=config.spark_engine,
@@ -198,7 +205,8 @@ def build_source_dag(config: SourceConfig) -> DAG:
             inlets=[lake_asset_alias(config)],
             **aws,
         )
-        summary = DmsCdcRunSummaryOperator(task_id="summary", trigger_rule=TriggerRule.ALL_DONE)
+        summary = DmsCdcRunSummaryOperator(task_id="summary", trigger_rule=TriggerRule.ALL_DONE,
+                                           freshness_slo=config.freshness_slo)
         wait_for_changes >> plan >> merged >> refresh_catalog
         if config.maintenance.enabled:
             maintain = DmsCdcMaintainOperator(
@@ -268,8 +276,10 @@ def _error_dag_id(path: str, taken: dict) -> str:
     return f"dmscdc_config_error_{stem}"
 
 
-def dags_from_folder(folder: str) -> dict[str, DAG]:
+def dags_from_folder(folder: str, on_failure_callback=None) -> dict[str, DAG]:
     """One DAG per ``*.yaml`` / ``*.yml`` in ``folder``, by dag_id, in file name order.
+
+    :param on_failure_callback: every source DAG's failure callback(s) (``build_source_dag``).
 
     A file that cannot build its DAG (a schema error, a source defined twice, a DAG Airflow
     rejects) becomes a ``config_error_dag`` and is logged; the other sources still load.
@@ -281,7 +291,7 @@ def dags_from_folder(folder: str) -> dict[str, DAG]:
             config = load_source_config(path)
             if config.dag_id in dags:
                 raise SourceConfigError(f"{path}: source {config.source!r} is defined twice in {folder}")
-            dags[config.dag_id] = build_source_dag(config)
+            dags[config.dag_id] = build_source_dag(config, on_failure_callback)
         except Exception as error:  # one broken file must not hide the other sources' DAGs
             message = str(error) if isinstance(error, SourceConfigError) else f"{path}: {type(error).__name__}: {error}"
             log.error("dmscdc source config error: %s", message)

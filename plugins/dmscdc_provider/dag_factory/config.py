@@ -17,11 +17,12 @@ import yaml
 
 from dmscdc_provider.dag_factory.schema import coerce_types, schema_errors, source_schema
 from dmscdc_provider.engines.choice import AUTO, DEFAULT_INPROCESS_MAX_BYTES, EngineConfig, parse_size
+from dmscdc_provider.observability.freshness import FreshnessObjectives
 
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 # SourceConfig fields that the YAML spells differently (sections, engine/catalog mappings).
 _BUILT_FIELDS = {"path", "iceberg_catalog", "engine_settings", "spark_engine", "inprocess_max_bytes", "duckdb_settings", "catalog_mode", "catalog_settings", "aws_conn_id", "region_name",
-                 "csv_delimiter", "csv_null_value"}
+                 "csv_delimiter", "csv_null_value", "freshness_slo"}
 
 
 class SourceConfigError(ValueError):
@@ -105,6 +106,9 @@ class SourceConfig:
     :param iceberg_catalog: YAML ``iceberg.catalog``: ``sqlite:///PATH`` (default for a local
         lake: ``<lake>/_dmscdc_iceberg.sqlite``) or ``glue://DATABASE`` (default for an S3 lake:
         the catalog database, else ``dmscdc_<source>``).
+    :param freshness_slo: ``schema.table`` glob -> seconds a table may be behind raw after a run;
+        the YAML takes one duration for every table (``freshness_slo: 1h``) or a mapping of globs to
+        durations, the first that matches a table deciding (docs/observability.md).
     """
 
     source: str
@@ -135,6 +139,7 @@ class SourceConfig:
     csv_null_value: str = "NULL"
     owner: str = "dmscdc"
     tags: tuple[str, ...] = ()
+    freshness_slo: dict[str, float] = field(default_factory=dict)
 
     @property
     def dag_id(self) -> str:
@@ -270,6 +275,10 @@ def parse_source_config(document: dict, path: str = "<config>") -> SourceConfig:
             raise SourceConfigError(f"{path}: maintenance.compact_below_bytes: {error}") from None
     maintenance = MaintenanceConfig(**maintenance_document)
     iceberg_catalog = _iceberg_catalog(document.pop("iceberg", None) or {}, document, catalog_settings)
+    try:
+        freshness_slo = FreshnessObjectives.parse(document.pop("freshness_slo", None)).to_dict()
+    except ValueError as error:
+        raise SourceConfigError(f"{path}: freshness_slo: {error}") from None
     aws = document.pop("aws", None) or {}
     csv = document.pop("csv", None) or {}
     if "start_date" in document:
@@ -292,6 +301,7 @@ def parse_source_config(document: dict, path: str = "<config>") -> SourceConfig:
         region_name=aws.get("region_name"),
         csv_delimiter=str(csv.get("delimiter", ",")),
         csv_null_value=str(csv.get("null_value", "NULL")),
+        freshness_slo=freshness_slo,
     )
 
 

@@ -104,6 +104,9 @@ def source_schema(sensor_class, merge_class, extra_keys: set[str] = frozenset())
         }},
         "aws": {"type": ["object", "null"], "additionalProperties": False,
                 "properties": {"conn_id": optional_text, "region_name": optional_text}},
+        # one duration (900, 15m, 2h) for every table, or schema.table glob -> duration
+        "freshness_slo": {"type": ["string", "number", "object", "null"],
+                          "additionalProperties": {"type": ["string", "number"]}},
         "csv": {"type": ["object", "null"], "additionalProperties": False,
                 "properties": {"delimiter": {"type": "string", "minLength": 1}, "null_value": {"type": "string"}}},
     }

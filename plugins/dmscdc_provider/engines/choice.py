@@ -110,7 +110,8 @@ class EngineConfig:
         """``plan`` with the engine that merges it and why (``TablePlan.engine``/``engine_reason``)."""
         if self.engine != AUTO:
             return replace(plan, engine=self.engine, engine_reason=f"engine {self.engine} configured")
-        from dmscdc_provider.engines.read_estimate import estimate_read_bytes, format_size
+        from dmscdc_provider.engines.read_estimate import estimate_read_bytes
+        from dmscdc_provider.report import format_size
 
         estimate = estimate_read_bytes(plan, aws_conn_id, region_name, stop_above=self.inprocess_max_bytes)
         limit = format_size(self.inprocess_max_bytes)

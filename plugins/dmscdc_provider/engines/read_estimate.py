@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from dmscdc_provider.engines import hive_paths
 from dmscdc_provider.plan import TablePlan
+from dmscdc_provider.report import format_size
 from dmscdc_provider.storage import open_storage
 from dmscdc_provider.table_formats import table_format_for_plan
 
@@ -30,14 +31,6 @@ if TYPE_CHECKING:
     from dmscdc_provider.table_formats import LakeFile
 
 log = logging.getLogger(__name__)
-
-
-def format_size(size: int) -> str:
-    """``1.5 GiB``, ``20.0 MiB``: sizes in progress lines and reasons."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} B"
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,9 @@ def pull_outcomes(context: Context, merge_task_id: str) -> list[dict]:
 
 
 def asset_event_extra(outcome: dict) -> dict:
-    """What a lake table's Asset event tells a consumer: which merge, how much changed, and the
-    table's new watermark (by controller attribute names)."""
+    """What a lake table's Asset event tells a consumer: which merge, how much changed, the
+    table's new watermark (by controller attribute names) and the merge's figures (lag, backlog,
+    rows by kind; docs/observability.md)."""
     summary = outcome.get("summary") or {}
     return {
         "table": outcome["table"],
@@ -51,6 +52,7 @@ def asset_event_extra(outcome: dict) -> dict:
         "files_added": summary.get("files_added", 0),
         "files_removed": summary.get("files_removed", 0),
         "watermark": outcome.get("watermark"),
+        "figures": summary.get("figures"),
     }
 
 

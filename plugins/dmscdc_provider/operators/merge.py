@@ -15,6 +15,8 @@ from dmscdc_provider.engines import RemoteMergeEngine
 from dmscdc_provider.engines.choice import AUTO, EngineConfig
 from dmscdc_provider.hooks.dmscdc import DmsCdcHook
 from dmscdc_provider.links import DmsCdcEmrServerlessJobRunLink, DmsCdcEmrStepLink, DmsCdcGlueJobRunLink, persist_job_link
+from dmscdc_provider.observability.figures import describe_figures
+from dmscdc_provider.observability.metrics import emit_merge_metrics
 from dmscdc_provider.plan import TablePlan, plan_from_message
 from dmscdc_provider.planner import plan_applied_by_state, raw_changes_since_planning
 from dmscdc_provider.report import describe_failure
@@ -92,6 +94,9 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
     :param deferrable: with a remote engine, wait for the job in the triggerer.
     :param poll_interval: seconds between job status checks while deferred.
     :param progress_interval: seconds between progress lines while a step lasts.
+    :param source: the source's name, the ``source`` tag of the merge's metrics (default: the DAG id).
+    :param glue_catalog: where the ``glue_tables`` catalog refresh registers the lake tables
+        (``database``, ``table_name_format``), for the OpenLineage symlink to the Glue table.
     """
 
     aws_hook_class = DmsCdcHook
@@ -114,6 +119,8 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         poll_interval: float = 30.0,
         progress_interval: float = PROGRESS_INTERVAL_SECONDS,
         do_xcom_push: bool = False,
+        source: str | None = None,
+        glue_catalog: dict | None = None,
         **kwargs,
     ):
         super().__init__(do_xcom_push=do_xcom_push, **kwargs)
@@ -126,6 +133,8 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.progress_interval = progress_interval
+        self.source = source
+        self.glue_catalog = glue_catalog
         self._table_plan: TablePlan | None = None
         self._remote_job: tuple | None = None  # (engine, job_ref) while a remote job runs, for on_kill
 
@@ -209,6 +218,34 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
             store.close()
         return self._report(context, outcome)
 
+    def get_openlineage_facets_on_complete(self, task_instance):
+        """OpenLineage (with ``apache-airflow-providers-openlineage``): the table's DMS raw folder in,
+        the lake table out with its schema, identity column lineage and its Glue table as a symlink."""
+        from dmscdc_provider.observability.lineage import glue_table, lake_columns, merge_lineage
+        from dmscdc_provider.table_formats import table_format_for_plan
+
+        plan = self.table_plan
+        try:
+            table_format = table_format_for_plan(plan, self.hook.open_storage(plan.lake_root),
+                                                 aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+            columns = lake_columns(plan, table_format, self.aws_conn_id, self.region_name)
+        except Exception as error:  # lineage without a schema beats no lineage
+            self.log.warning("%s: OpenLineage: the lake table's schema could not be read: %s", plan.table, error)
+            columns = []
+        symlink = None
+        database_table = glue_table(plan, self.glue_catalog)
+        if database_table:
+            try:
+                region = self.hook.region_name
+                if not region:
+                    raise ValueError("no AWS region is configured")
+                symlink = (f"arn:aws:glue:{region}:{self.hook.account_id}",
+                           f"table/{database_table[0]}/{database_table[1]}")
+            except Exception as error:
+                self.log.warning("%s: OpenLineage: no symlink to the Glue table %s.%s (the region or account id "
+                                 "could not be read: %s)", plan.table, *database_table, error)
+        return merge_lineage(plan, columns, symlink)
+
     def _job_submitted(self, context: Context, engine, job_ref: str) -> None:
         """Remember the running job (for on_kill) and link it from the task (Extra Links)."""
         self._remote_job = (engine, job_ref)
@@ -258,6 +295,10 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         context["ti"].xcom_push(key=OUTCOME_KEY, value=document)
         if outcome.status == SUCCEEDED:
             self.log.info("%s", describe_success(outcome, plan))
+            figures = (outcome.summary or {}).get("figures")
+            if figures:
+                self.log.info("%s", describe_figures(plan.table, figures))
+                emit_merge_metrics(self.source or context["ti"].dag_id, plan.table, figures)
             return document
         if outcome.status == CONFLICT:
             store = self.hook.open_store(self.state_uri)

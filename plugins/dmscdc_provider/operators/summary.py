@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException, BaseOperator
 
+from dmscdc_provider.observability.freshness import FreshnessObjectives, behind_seconds, format_duration
 from dmscdc_provider.operators.catalog import pull_outcomes
 from dmscdc_provider.operators.merge import SUPERSEDED
 from dmscdc_provider.operators.plan import REPORT_KEY
@@ -53,16 +55,46 @@ class DmsCdcRunSummaryOperator(BaseOperator):
     ``trigger_rule="all_done"``, is what marks such a run failed. It skips itself when
     nothing was planned and nothing failed (the sensor found no new files).
 
+    With freshness objectives, it also fails when a planned table is left further behind raw than
+    its objective allows (``observability.freshness``): a merged table by the age of the oldest file
+    raw held beyond its new watermark, a table whose merge failed by the age of the oldest file it
+    planned. Failing runs the DAG's failure callbacks, which can page or post to a channel.
+
     :param plan_task_id: the plan task of this DAG.
     :param merge_task_id: the mapped merge task of this DAG.
+    :param freshness_slo: ``schema.table`` glob -> seconds a table may be behind raw after a run
+        (the first glob that matches decides); empty: no objective.
     """
 
     ui_color = "#f0f0f0"
 
-    def __init__(self, *, plan_task_id: str = "plan", merge_task_id: str = "merge", **kwargs):
+    def __init__(self, *, plan_task_id: str = "plan", merge_task_id: str = "merge",
+                 freshness_slo: dict[str, float] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.plan_task_id = plan_task_id
         self.merge_task_id = merge_task_id
+        self.freshness_slo = dict(freshness_slo or {})
+
+    def _over_objective(self, plans: list[dict], outcomes: dict[str, dict]) -> list[str]:
+        """One sentence per planned table left behind raw beyond its freshness objective."""
+        objectives = FreshnessObjectives(tuple(self.freshness_slo.items()))
+        now = datetime.now(timezone.utc)
+        over = []
+        for entry in plans:
+            plan = entry["plan"]
+            objective = objectives.for_table(plan["table"])
+            outcome = outcomes.get(plan["table"]) or {}
+            if objective is None or outcome.get("status") == SUPERSEDED:
+                continue
+            if outcome.get("status") == SUCCEEDED:
+                oldest = ((outcome.get("summary") or {}).get("figures") or {}).get("oldest_pending_at")
+            else:  # not merged: its planned files are still pending (known when the plan came inline)
+                oldest = min(plan.get("file_versions", {}).values(), key=datetime.fromisoformat, default=None)
+            behind = behind_seconds(oldest, now)
+            if behind > objective:
+                over.append(f"{plan['table']}: {format_duration(behind)} behind raw (the oldest file it has not "
+                            f"applied arrived {oldest}), over its freshness objective of {format_duration(objective)}")
+        return over
 
     def _upstream_states(self, context: Context, plans: list[dict]) -> UpstreamStates:
         ti = context["ti"]
@@ -116,14 +148,23 @@ class DmsCdcRunSummaryOperator(BaseOperator):
         self.log.info("run summary. %s\n%s", describe_cutoff(parse_instant(report.get("cdc_before"))), "\n".join(lines))
         for warning in report.get("warnings", []):
             self.log.warning("%s: %s", warning["table"], warning["warning"])
+        over = self._over_objective(plans, outcomes) if self.freshness_slo else []
+        for sentence in over:
+            self.log.warning("%s", sentence)
         if failed:
             raise AirflowFailException(
                 "these tables failed; their state is unchanged. Fix the cause named for each, then clear "
                 "its failed merge instance (it repeats its plan), or clear this run's plan task when a planned "
                 "file was removed; the next run also plans them again from their watermark:\n" + "\n".join(failed)
-                + (f"\ntasks: {upstream.describe()}" if upstream.failed or upstream.not_run else ""))
+                + (f"\ntasks: {upstream.describe()}" if upstream.failed or upstream.not_run else "")
+                + ("\nover the freshness objective:\n" + "\n".join(over) if over else ""))
         if upstream.failed or upstream.not_run:
             raise AirflowFailException(f"tasks of this run failed ({upstream.describe()}); see their logs")
+        if over:
+            raise AirflowFailException(
+                "every planned table merged, but these are further behind raw than their freshness objective "
+                "allows (a backlog beyond this run's cutoff, or files arriving faster than the runs apply "
+                "them):\n" + "\n".join(over))
         if not report["planned"]:
             raise AirflowSkipException(
                 "nothing was planned in this run: every active table was up to date at its cutoff "

@@ -80,7 +80,10 @@ class TableFormat(Protocol):
         """Whether a column of type ``current`` may become ``widened`` (Arrow types)."""
 
     def publish_document(self, plan: "TablePlan", attempt_id: str, result: dict) -> dict:
-        """This format's part of the commit record: what ``publish`` needs, nothing it must recompute."""
+        """This format's part of the commit record: what ``publish`` needs, nothing it must recompute.
+
+        ``result`` is the engine's result with the merge's ``figures`` (``observability.figures``).
+        """
 
     def publish(self, pending: dict, on_step: StepCallback) -> None:
         """Make a recorded commit what readers see. Safe to repeat after a crash anywhere."""

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from dmscdc_provider.arrow_fs import arrow_filesystem, boto3_session
 from dmscdc_provider.engines import hive_paths
+from dmscdc_provider.observability.figures import snapshot_properties
 from dmscdc_provider.plan import ICEBERG_DATA_FOLDER, TablePlan
 from dmscdc_provider.report import one_line
 from dmscdc_provider.state.base import StoreUnavailableError
@@ -326,6 +327,7 @@ class IcebergFormat:
             "dmscdc.rows-read-deletes": str(rows_read.get("D", 0)),
             "dmscdc.rows-written": str(result.get("rows_written", 0)),
             "dmscdc.files-read": str(len(plan.files)),
+            **snapshot_properties(result.get("figures") or {}),
         }
         return {
             "iceberg_table": [absolute_location(plan.lake_root), plan.schema_name, plan.table_name],
