@@ -13,7 +13,9 @@ A file fails its table when (docs/bad-input.md):
 - a column's type cannot be reconciled with the type the same column has in the files
   before it or in the lake (``wider_type``): a key that turns from int to string, text vs
   number, a decimal that cannot hold both scales within 38 digits;
-- a primary key value or an ``Op`` is null (files without an ``Op`` column hold inserts).
+- a primary key value or an ``Op`` is null (files without an ``Op`` column hold inserts);
+- the table's commit-time column is missing, null, not a timestamp, or text that does not
+  parse as one (``YYYY-MM-DD HH:MM:SS[.ffffff]``, as DMS writes it in CSV).
 
 The engines keep their own cheap checks (unknown ``Op`` values, which need the rows); the
 type rule they apply when they combine files is this module's ``wider_type``
@@ -124,10 +126,12 @@ def check_plan_inputs(
 
 @dataclass(frozen=True)
 class _FileFacts:
-    """What the check learns of one file: its columns (as read) and null counts of key and Op columns."""
+    """What the check learns of one file: its columns (as read), null counts of key, Op and
+    commit-time columns, and the commit times when the file holds them as text."""
 
     schema: pa.Schema
     null_counts: dict[str, int]
+    commit_time_text: pa.ChunkedArray | None = None
 
 
 _REPLACE = ("Replace it with a good copy of the file DMS wrote (same name), or reload the table in "
@@ -151,6 +155,7 @@ class _PlanCheck:
             facts = self._read(path)
             self._require_columns(path, facts.schema)
             self._refuse_nulls(path, facts)
+            self._check_commit_times(path, facts)
             schemas.append((path, facts.schema))
         # Then together, in plan order, after the lake (an incremental merge keeps its files).
         seen = self._lake_columns() if self.plan.mode == "incremental" else {}
@@ -218,6 +223,31 @@ class _PlanCheck:
                 f"The file is damaged or was not written by DMS. {_REPLACE}",
             )
 
+    def _check_commit_times(self, path: str, facts: _FileFacts) -> None:
+        """The commit-time column orders changes and times history versions: every row needs one."""
+        column = self.plan.commit_time_column
+        if not column:
+            return
+        remedy = (f"Check the DMS endpoint's TimestampColumnName and the table's setting (`dmscdc configure "
+                  f"{self.plan.table} --commit-time-column ...`, or --no-commit-time-column); if the file is "
+                  f"damaged: {_REPLACE}")
+        if column not in facts.schema.names:
+            raise self.fail(path, column, f"commit-time column {column!r} does not exist (the file has "
+                            f"{', '.join(facts.schema.names)})", remedy)
+        data_type = as_read(facts.schema.field(column).type)
+        if not (pa.types.is_timestamp(data_type) or pa.types.is_date(data_type) or pa.types.is_string(data_type)):
+            raise self.fail(path, column, f"commit-time column {column!r} is {type_name(data_type)}, not a timestamp",
+                            remedy)
+        if facts.null_counts.get(column):
+            raise self.fail(path, column, f"commit-time column {column!r} is null in "
+                            f"{facts.null_counts[column]} row(s); changes without a commit time cannot be ordered",
+                            remedy)
+        if facts.commit_time_text is not None:
+            bad = _unparsable_times(facts.commit_time_text)
+            if bad is not None:
+                raise self.fail(path, column, f"commit-time column {column!r} holds {bad[1]} value(s) that are not "
+                                f"a timestamp, such as {bad[0]!r}", remedy)
+
     # -- the lake -------------------------------------------------------------------------------
     def _lake_columns(self) -> dict[str, tuple[pa.DataType, str]]:
         """Column types over the lake table's visible files (footers), partition columns aside:
@@ -282,7 +312,8 @@ class _PlanCheck:
             raise self.fail(path, None, f"cannot read the file ({cause})", _REPLACE) from error
 
     def _checked_columns(self, names: list[str]) -> list[str]:
-        return [c for c in [*self.key_columns, OP] if c in names]
+        commit_time = [self.plan.commit_time_column] if self.plan.commit_time_column else []
+        return [c for c in [*self.key_columns, OP, *commit_time] if c in names]
 
     def _read_parquet(self, filesystem: pafs.FileSystem, path: str) -> _FileFacts:
         with filesystem.open_input_file(path) as handle:
@@ -293,7 +324,11 @@ class _PlanCheck:
             if unknown:  # a writer that left the statistics out: read just those columns
                 table = parquet.read(columns=unknown)
                 counts.update({c: table.column(c).null_count for c in unknown})
-        return _FileFacts(schema, counts)
+            commit_time = self.plan.commit_time_column
+            text = None
+            if commit_time in schema.names and pa.types.is_string(as_read(schema.field(commit_time).type)):
+                text = parquet.read(columns=[commit_time]).column(commit_time)
+        return _FileFacts(schema, counts, text)
 
     def _read_csv(self, filesystem: pafs.FileSystem, path: str) -> _FileFacts:
         parse = pa_csv.ParseOptions(delimiter=self.plan.csv_delimiter, newlines_in_values=True)
@@ -308,7 +343,21 @@ class _PlanCheck:
             table = pa_csv.read_csv(stream, parse_options=parse, convert_options=convert)
         # CSV carries no types: every column is text, as every engine reads it.
         schema = pa.schema([(name, pa.string()) for name in names])
-        return _FileFacts(schema, {c: table.column(c).null_count for c in checked})
+        commit_time = self.plan.commit_time_column
+        text = table.column(commit_time) if commit_time in checked else None
+        return _FileFacts(schema, {c: table.column(c).null_count for c in checked}, text)
+
+
+def _unparsable_times(values: pa.ChunkedArray) -> tuple[str, int] | None:
+    """The first text that is not a timestamp as the engines read one, and how many there are."""
+    import duckdb
+
+    with duckdb.connect() as connection:
+        connection.register("times", pa.table({"t": values}))
+        first, count = connection.execute(
+            "SELECT any_value(t), count(*) FROM times WHERE t IS NOT NULL AND TRY_CAST(t AS TIMESTAMP) IS NULL"
+        ).fetchone()
+    return (first, count) if count else None
 
 
 def _widen(seen: dict[str, tuple[pa.DataType, str]], column: str, incoming: pa.DataType,

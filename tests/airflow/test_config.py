@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from datetime import datetime, timezone
 
@@ -305,3 +306,27 @@ def test_maintenance_adds_a_maintain_task_between_the_catalog_refresh_and_the_su
     assert (maintain.compact_below_bytes, maintain.expire_after_days, maintain.orphan_age_hours) == (16 * 2**20, 3, 24)
     assert maintain.upstream_task_ids == {"refresh_catalog"} and maintain.downstream_task_ids == {"summary"}
     assert "maintain" not in build_source_dag(load_source_config(write(tmp_path, "plain.yaml", MINIMAL))).task_ids
+
+
+def test_table_settings_set_change_semantics_per_table_glob(tmp_path):
+    config = load_source_config(write(tmp_path, "sales.yaml", MINIMAL + """
+table_settings:
+  sales.orders:
+    commit_time_column: commit_ts
+    keep_on_null: [notes]
+    history: true
+    history_columns: [status, amount]
+"""))
+    assert config.table_settings == {"sales.orders": {
+        "commit_time_column": "commit_ts", "keep_on_null": ["notes"], "history": True,
+        "history_columns": ["status", "amount"]}}
+
+
+@pytest.mark.parametrize("settings, message", [
+    ("  sales.orders: {history_columns: [a], history_except: [b]}",
+     "table_settings.sales.orders: a history table tracks either history_columns"),
+    ("  sales.orders: {history_since: 2024}", "unknown key(s) table_settings.sales.orders.history_since"),
+])
+def test_table_settings_errors_name_the_file_and_the_key(tmp_path, settings, message):
+    with pytest.raises(SourceConfigError, match=re.escape(message)):
+        load_source_config(write(tmp_path, "sales.yaml", MINIMAL + "table_settings:\n" + settings + "\n"))

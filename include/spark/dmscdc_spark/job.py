@@ -338,8 +338,8 @@ class _TableMerge:
         if plan.order_column and plan.order_column not in change_schema.fieldNames():
             self.warnings.append(
                 f"ordering column {plan.order_column!r} is in none of the files; "
-                "file order and row position decide"
-            )
+                + ("the commit-time column decides" if plan.sequence_column(change_schema.fieldNames()) else
+                   "file order and row position decide"))
         # CDC rows are read by three queries (counts and key bounds, the key scan, the write)
         # and are not cached: they are the size of the change, so re-reading them costs less
         # than building an in-memory cache that each query would then scan.
@@ -396,7 +396,8 @@ class _TableMerge:
         incoming: list[DataFrame] = []
         changed_keys = None
         if cdc is not None and keyed:
-            newest = rules.latest_change_per_key(cdc, plan.primary_key, plan.order_column)
+            sequenced, sequence = rules.with_sequence(cdc, plan.order_column, plan.commit_time_column)
+            newest = rules.latest_change_per_key(sequenced, plan.primary_key, sequence)
             incoming.append(rules.lake_rows(rules.live_rows(newest)))
             changed_keys = cdc.select(*plan.primary_key).distinct()
         elif cdc is not None:

@@ -15,6 +15,10 @@ class MergePlan:
     :param lake_files: the table's current data files (``{"path": relative to the table,
         "size"}``) when the table format pins them (Iceberg: the files of the current snapshot);
         None: the engine lists the table folder (plain Parquet).
+    :param commit_time_column: the column with each change's commit time (DMS
+        ``TimestampColumnName``): orders changes when no ``order_column`` is set.
+    :param keep_on_null: columns whose null in an update keeps the value the key had.
+    :param history: the history table to maintain (docs/plan-and-result.md), or None.
     """
 
     table: str
@@ -27,11 +31,19 @@ class MergePlan:
     primary_key: list[str] = field(default_factory=list)
     partition_key: list[str] = field(default_factory=list)
     order_column: str | None = None
+    commit_time_column: str | None = None
+    keep_on_null: list[str] = field(default_factory=list)
+    history: dict | None = None
     csv_delimiter: str = ","
     csv_null_value: str = "NULL"
     target_file_bytes: int = 128 * 1024 * 1024
     max_records_per_file: int = 5_000_000
     lake_files: list[dict] | None = None
+
+    def sequence_column(self, columns: list[str]) -> str | None:
+        """The column that orders changes before file order and row position: the order column
+        where the files carry it, else the commit-time column."""
+        return next((c for c in (self.order_column, self.commit_time_column) if c and c in columns), None)
 
     @classmethod
     def from_dict(cls, plan: dict) -> "MergePlan":

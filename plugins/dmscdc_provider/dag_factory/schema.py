@@ -104,6 +104,14 @@ def source_schema(sensor_class, merge_class, extra_keys: set[str] = frozenset())
         }},
         "aws": {"type": ["object", "null"], "additionalProperties": False,
                 "properties": {"conn_id": optional_text, "region_name": optional_text}},
+        "table_settings": {"type": ["object", "null"], "additionalProperties": {
+            "type": ["object", "null"], "additionalProperties": False, "properties": {
+                "commit_time_column": {"type": ["string", "null"]},
+                "keep_on_null": {"type": ["array", "string", "null"], "items": {"type": "string"}},
+                "history": {"type": "boolean"},
+                "history_columns": {"type": ["array", "string", "null"], "items": {"type": "string"}},
+                "history_except": {"type": ["array", "string", "null"], "items": {"type": "string"}},
+            }}},
         "csv": {"type": ["object", "null"], "additionalProperties": False,
                 "properties": {"delimiter": {"type": "string", "minLength": 1}, "null_value": {"type": "string"}}},
     }

@@ -514,8 +514,9 @@ class _TableMerge:
         change_schema = self._unify([(c.path, c.schema) for c in loads + cdc])
         if plan.order_column and plan.order_column not in change_schema.names:
             self.warnings.append(
-                f"ordering column {plan.order_column!r} is in none of the files; file order and row "
-                "position decide")
+                f"ordering column {plan.order_column!r} is in none of the files; "
+                + ("the commit-time column decides" if plan.sequence_column(change_schema.names) else
+                   "file order and row position decide"))
         counts = self._ops_by_file(described)
         rows_read = self._check_ops(counts)
         keyed = bool(plan.primary_key)
@@ -566,12 +567,23 @@ class _TableMerge:
         change, if it is not a delete)."""
         plan = self.plan
         keys = ", ".join(_q(k) for k in plan.primary_key)
-        ordering = [_q(plan.order_column)] if plan.order_column and plan.order_column in change_schema.names else []
-        newest_first = ", ".join(f"{c} DESC NULLS LAST" for c in ordering + [FILE_SEQ, ROW_POS])
+        newest_first = ", ".join(f"{c} DESC NULLS LAST" for c in self._sequence(change_schema))
         self.db.execute(f"CREATE TABLE changed_keys AS SELECT DISTINCT {keys} FROM changes")
         self.db.execute(
             f"CREATE TABLE incoming AS SELECT * FROM changes "
             f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {newest_first}) = 1 AND {_q(OP)} <> 'D'")
+
+    def _sequence(self, change_schema: pa.Schema) -> list[str]:
+        """SQL expressions that order changes, most significant first: the order column where the
+        files carry it, else the commit-time column (text, as CSV carries it, read as a timestamp),
+        then file order and row position."""
+        column = self.plan.sequence_column(change_schema.names)
+        if column is None:
+            return [FILE_SEQ, ROW_POS]
+        expression = _q(column)
+        if column != self.plan.order_column and pa.types.is_string(change_schema.field(column).type):
+            expression = f"CAST({expression} AS TIMESTAMP)"
+        return [expression, FILE_SEQ, ROW_POS]
 
     def _output_queries(self, schema: pa.Schema, loads: list[ChangeFile], change_schema: pa.Schema,
                         replaced: list[tuple[LakeFile, list[int]]], keyed: bool, has_cdc: bool) -> Iterator:
