@@ -289,6 +289,52 @@ def test_order_column_takes_precedence_over_the_commit_time_column(lake):
     assert names(lake.rows("s.t")) == {1: "newest"}
 
 
+NOTED = pa.schema([("id", pa.int64()), ("name", pa.string()), ("dept", pa.string()), ("notes", pa.string())])
+
+
+def noted(op, id_, name, notes, dept="a"):
+    return {"Op": op, "id": id_, "name": name, "dept": dept, "notes": notes}
+
+
+def notes_of(rows):
+    return {row["id"]: (row["name"], row["notes"]) for row in rows}
+
+
+def test_keep_on_null_keeps_the_lakes_value_when_an_update_carries_null(lake):
+    lake.configure("s.t", primary_key=["id"], partition_key=["dept"], keep_on_null=["notes"])
+    lake.load("s.t", [noted("I", i, f"n{i}", f"lob {i}") for i in range(1, 6)], NOTED)
+    lake.run_ok()
+    lake.cdc("s.t", [noted("U", 1, "renamed", None),                      # null: the lake's value stays
+                     noted("U", 2, "new lob", "lob 2b"),                  # a value: applied
+                     noted("I", 3, "re-inserted", None),                  # an insert keeps its null
+                     noted("U", 4, "moved", None, dept="b"),              # a partition move keeps it too
+                     noted("I", 6, "new", "lob 6"), noted("U", 6, "new, updated", None),   # earlier change
+                     noted("D", 5, "n5", "lob 5"), noted("I", 5, "reborn", None), noted("U", 5, "again", None)],
+             NOTED)
+    lake.run_ok()
+    assert notes_of(lake.rows("s.t")) == {
+        1: ("renamed", "lob 1"), 2: ("new lob", "lob 2b"), 3: ("re-inserted", None), 4: ("moved", "lob 4"),
+        5: ("again", None), 6: ("new, updated", "lob 6")}
+    assert {r["id"]: r["dept"] for r in lake.rows("s.t")}[4] == "b"
+
+
+def test_keep_on_null_in_a_full_load_keeps_the_load_rows_value(lake):
+    lake.configure("s.t", primary_key=["id"], keep_on_null=["notes"])
+    lake.load("s.t", [noted("I", 1, "loaded", "lob 1"), noted("I", 2, "loaded", "lob 2")], NOTED)
+    lake.cdc("s.t", [noted("U", 1, "updated", None)], NOTED)
+    lake.run_ok()
+    assert notes_of(lake.rows("s.t")) == {1: ("updated", "lob 1"), 2: ("loaded", "lob 2")}
+
+
+def test_without_keep_on_null_an_updates_null_is_applied(lake):
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [noted("I", 1, "loaded", "lob 1")], NOTED)
+    lake.run_ok()
+    lake.cdc("s.t", [noted("U", 1, "updated", None)], NOTED)
+    lake.run_ok()
+    assert notes_of(lake.rows("s.t")) == {1: ("updated", None)}
+
+
 def test_copy_on_write_rewrites_only_files_holding_changed_keys(lake):
     lake.configure("s.t", primary_key=["id"], partition_key=["dept"])
     lake.load("s.t", [item("I", i, f"n{i}", dept) for dept in "abcd" for i in range(ord(dept) * 10, ord(dept) * 10 + 5)],

@@ -396,19 +396,18 @@ class _TableMerge:
         incoming: list[DataFrame] = []
         changed_keys = None
         if cdc is not None and keyed:
-            sequenced, sequence = rules.with_sequence(cdc, plan.order_column, plan.commit_time_column)
-            newest = rules.latest_change_per_key(sequenced, plan.primary_key, sequence)
-            incoming.append(rules.lake_rows(rules.live_rows(newest)))
             changed_keys = cdc.select(*plan.primary_key).distinct()
         elif cdc is not None:
             incoming.append(rules.lake_rows(rules.inserts_only(cdc)))
 
         base: list[DataFrame] = []
         lake_sources: list[tuple[str, T.StructType]] = []
+        prior = None  # the rows the changes start from (keep-on-null columns)
         if plan.mode == "full":
             replaced = self._lake_files()
             if loads is not None:
                 load_rows = rules.lake_rows(rules.inserts_only(loads)) if not keyed else rules.lake_rows(loads)
+                prior = load_rows
                 if changed_keys is not None:
                     load_rows = rules.without_keys(load_rows, changed_keys, plan.primary_key)
                 base.append(load_rows)
@@ -417,10 +416,23 @@ class _TableMerge:
             replaced = self._files_holding_keys(changed_keys, key_types, bounds)
             if replaced:
                 frame, label = self._read_lake_files(replaced, change_schema)
+                prior = frame
                 base.append(rules.without_keys(frame, changed_keys, plan.primary_key))
                 lake_sources.append((label, frame.schema))
         else:
             replaced = []
+        if cdc is not None and keyed:
+            sequenced, sequence = rules.with_sequence(cdc, plan.order_column, plan.commit_time_column)
+            keep = [c for c in plan.keep_on_null if c in cdc.columns and c not in plan.primary_key]
+            if keep:
+                prior_rows = None
+                if prior is not None:
+                    prior_rows = prior.select(*plan.primary_key, *[F.col(c) if c in prior.columns else
+                                                                   F.lit(None).alias(c) for c in keep])
+                    prior_rows = prior_rows.join(changed_keys, on=plan.primary_key, how="left_semi")
+                sequenced = rules.keep_values_on_null(sequenced, plan.primary_key, sequence, keep, prior_rows)
+            newest = rules.latest_change_per_key(sequenced, plan.primary_key, sequence)
+            incoming.append(rules.lake_rows(rules.live_rows(newest)))
 
         # Lake files first: the lake's types win ties.
         schema = self._unify(lake_sources + [("the changes", change_schema)])

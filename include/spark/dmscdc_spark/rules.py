@@ -56,6 +56,36 @@ def with_sequence(changes: DataFrame, order_column: str | None, commit_time_colu
     return changes, column
 
 
+def keep_values_on_null(
+    changes: DataFrame, key_columns: list[str], sequence_column: str | None, keep: list[str],
+    prior: DataFrame | None,
+) -> DataFrame:
+    """A null that an update carries in a ``keep`` column becomes the value the key had: the last
+    value an earlier change gave it since the key's last insert or delete, else (no insert or
+    delete before it among ``changes``) its value in ``prior`` (the lake's rows, or a full load's
+    LOAD rows: key and ``keep`` columns). Inserts keep their nulls."""
+    op = F.col(OP)
+    oldest_first = [F.col(c).asc_nulls_first() for c in _order_columns(sequence_column, changes.columns)]
+    since = "_dmscdc_since_insert"
+    upto_here = Window.partitionBy(*key_columns).orderBy(*oldest_first).rowsBetween(
+        Window.unboundedPreceding, Window.currentRow)
+    frame = changes.withColumn(since, F.sum(F.when(op != "U", 1).otherwise(0)).over(upto_here))
+    run = Window.partitionBy(*key_columns, since).orderBy(*oldest_first).rowsBetween(
+        Window.unboundedPreceding, Window.currentRow)
+    for column in keep:
+        carried = F.last(F.when(op != "D", F.col(column)), ignorenulls=True).over(run)
+        frame = frame.withColumn(column, F.when(op == "U", carried).otherwise(F.col(column)))
+    if prior is not None:
+        renamed = prior.select(*key_columns, *[F.col(c).alias(f"_dmscdc_prior_{i}") for i, c in enumerate(keep)])
+        frame = frame.join(renamed, on=key_columns, how="left")
+        from_lake = (op == "U") & (F.col(since) == 0)
+        for i, column in enumerate(keep):
+            frame = frame.withColumn(column, F.when(from_lake, F.coalesce(F.col(column), F.col(f"_dmscdc_prior_{i}")))
+                                     .otherwise(F.col(column)))
+        frame = frame.drop(*[f"_dmscdc_prior_{i}" for i in range(len(keep))])
+    return frame.drop(since).select(*changes.columns)
+
+
 def live_rows(latest: DataFrame) -> DataFrame:
     """Rows the lake keeps: every newest change that is not a delete."""
     return latest.where(F.col(OP) != "D")

@@ -461,19 +461,22 @@ class _TableMerge:
         numbers = sorted(number for (number,) in found)
         return [(row_groups[n][0], row_groups[n][1]) for n in numbers]
 
-    def _read_parquet(self, path: str, row_groups: list[int] | None) -> pa.Table:
+    def _read_parquet(self, path: str, row_groups: list[int] | None, columns: list[str] | None = None) -> pa.Table:
+        """The file's rows (of ``row_groups`` only, if given; of the ``columns`` it has, if given)."""
         with self.files.open_input(path) as handle:
             parquet = pq.ParquetFile(handle, pre_buffer=True)  # coalesced reads: fewer S3 requests
+            if columns is not None:
+                columns = [c for c in columns if c in parquet.schema_arrow.names]
             if row_groups is None:
-                return parquet.read(use_threads=True)
-            return parquet.read_row_groups(row_groups, use_threads=True)
+                return parquet.read(columns=columns, use_threads=True)
+            return parquet.read_row_groups(row_groups, columns=columns, use_threads=True)
 
     def _read_lake_table(self, lake_file: LakeFile, schema: pa.Schema, row_groups: list[int] | None = None) -> pa.Table:
         """The rows of a lake file the merge rewrites (of ``row_groups`` only, if given), with its
         partition columns, conformed to ``schema``."""
         path = f"{self.plan.lake_table_path.rstrip('/')}/{lake_file.relative_path}"
         try:
-            table = self._read_parquet(path, row_groups)
+            table = self._read_parquet(path, row_groups, schema.names)
             for column, text in lake_file.partition_text.items():
                 if column in table.schema.names or column not in schema.names:
                     continue
@@ -526,13 +529,15 @@ class _TableMerge:
         if cdc:
             self._load_changes(cdc, change_schema)
             if keyed:
-                self._newest_changes(change_schema)
+                keys = ", ".join(_q(k) for k in plan.primary_key)
+                self.db.execute(f"CREATE TABLE changed_keys AS SELECT DISTINCT {keys} FROM changes")
             else:
                 self.db.execute(f"CREATE TABLE incoming AS SELECT * FROM changes WHERE {_q(OP)} = 'I'")
 
         replaced: list[LakeFile] = []
         replaced_row_groups: list[list[int]] = []
         lake_sources: list[tuple[str, pa.Schema]] = []
+        holding: list[tuple[LakeFile, pq.FileMetaData]] = []
         if plan.mode == "full":
             replaced = self._lake_files()
         elif cdc and keyed:
@@ -542,6 +547,9 @@ class _TableMerge:
             root = plan.lake_table_path.rstrip("/")
             lake_sources = [(f"{root}/{f.relative_path}", self._lake_file_schema(f, m, change_schema))
                             for f, m in holding]
+        if cdc and keyed:
+            self._keep_values_on_null(change_schema, loads, holding)
+            self._newest_changes(change_schema)
 
         # Lake files first: the lake's types win ties.
         schema = self._unify(lake_sources + [(c.path, c.schema) for c in loads + cdc],
@@ -568,10 +576,69 @@ class _TableMerge:
         plan = self.plan
         keys = ", ".join(_q(k) for k in plan.primary_key)
         newest_first = ", ".join(f"{c} DESC NULLS LAST" for c in self._sequence(change_schema))
-        self.db.execute(f"CREATE TABLE changed_keys AS SELECT DISTINCT {keys} FROM changes")
         self.db.execute(
             f"CREATE TABLE incoming AS SELECT * FROM changes "
             f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {newest_first}) = 1 AND {_q(OP)} <> 'D'")
+
+    def _keep_values_on_null(self, change_schema: pa.Schema, loads: list[ChangeFile],
+                             holding: list[tuple[LakeFile, pq.FileMetaData]]) -> None:
+        """In ``changes``, a null that an update carries in a keep-on-null column becomes the value
+        the key had: the last one an earlier change of this plan gave it since its last insert or
+        delete, else (no insert or delete before it in this plan) the lake's value (of the LOAD
+        rows, in a full load). Inserts keep their nulls."""
+        plan = self.plan
+        keep = [c for c in plan.keep_on_null if c in change_schema.names and c not in plan.primary_key]
+        if not keep:
+            return
+        keys = ", ".join(_q(k) for k in plan.primary_key)
+        oldest_first = ", ".join(f"{c} ASC NULLS FIRST" for c in self._sequence(change_schema))
+        op = _q(OP)
+        since_insert = (f"sum(CASE WHEN {op} <> 'U' THEN 1 ELSE 0 END) OVER (PARTITION BY {keys} ORDER BY "
+                        f"{oldest_first} ROWS UNBOUNDED PRECEDING)")
+        filled = ", ".join(
+            f"CASE WHEN {op} = 'U' THEN last_value(CASE WHEN {op} <> 'D' THEN {_q(c)} END IGNORE NULLS) OVER run "
+            f"ELSE {_q(c)} END AS {_q(c)}" for c in keep)
+        self.db.execute(
+            f"CREATE TABLE kept AS SELECT * REPLACE ({filled}) FROM "
+            f"(SELECT *, {since_insert} AS _dmscdc_since_insert FROM changes) "
+            f"WINDOW run AS (PARTITION BY {keys}, _dmscdc_since_insert ORDER BY {oldest_first} "
+            f"ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)")
+        unknown = " OR ".join(f"{_q(c)} IS NULL" for c in keep)
+        self.db.execute(f"CREATE TABLE keys_needing_lake AS SELECT DISTINCT {keys} FROM kept "
+                        f"WHERE _dmscdc_since_insert = 0 AND {op} = 'U' AND ({unknown})")
+        prior_schema = pa.schema([change_schema.field(c) for c in [*plan.primary_key, *keep]])
+        if self.db.sql("SELECT count(*) FROM keys_needing_lake").fetchall()[0][0]:
+            self.db.register("prior_stream", pa.RecordBatchReader.from_batches(
+                prior_schema, self._prior_batches(prior_schema, loads, holding)))
+            self.db.execute(f"CREATE TABLE prior AS SELECT * FROM prior_stream SEMI JOIN keys_needing_lake USING ({keys})")
+            self.db.unregister("prior_stream")
+        else:
+            self.db.execute(f"CREATE TABLE prior AS SELECT * FROM {_empty(prior_schema)}")
+        from_lake = ", ".join(
+            f"CASE WHEN k._dmscdc_since_insert = 0 AND k.{op} = 'U' THEN coalesce(k.{_q(c)}, p.{_q(c)}) "
+            f"ELSE k.{_q(c)} END AS {_q(c)}" for c in keep)
+        on = " AND ".join(f"k.{_q(c)} = p.{_q(c)}" for c in plan.primary_key)
+        self.db.execute("DROP TABLE changes")
+        self.db.execute(f"CREATE TABLE changes AS SELECT k.* EXCLUDE (_dmscdc_since_insert) REPLACE ({from_lake}) "
+                        f"FROM kept k LEFT JOIN prior p ON {on}")
+        self.db.execute("DROP TABLE kept")
+
+    def _prior_batches(self, schema: pa.Schema, loads: list[ChangeFile],
+                       holding: list[tuple[LakeFile, pq.FileMetaData]]) -> Iterator[pa.RecordBatch]:
+        """``schema``'s columns of the rows the merge starts from: the LOAD files of a full load,
+        else the lake files holding changed keys."""
+        if self.plan.mode == "full":
+            for change in loads:
+                try:
+                    for batch in self._raw_batches(change, schema.names):
+                        yield self._conform(batch, schema, change.path)
+                except (OSError, pa.ArrowException) as error:
+                    self._stream_error = self._unreadable(change.path, error)
+                    raise
+            return
+        for lake_file, _ in holding:
+            for batch in self._read_lake_table(lake_file, schema).to_batches():
+                yield batch
 
     def _sequence(self, change_schema: pa.Schema) -> list[str]:
         """SQL expressions that order changes, most significant first: the order column where the
