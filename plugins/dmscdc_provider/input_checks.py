@@ -149,6 +149,10 @@ class _PlanCheck:
 
     # -- the check ------------------------------------------------------------------------------
     def run(self) -> None:
+        if self.plan.history is not None and not self.plan.primary_key:
+            raise self.fail(None, None, "a history table needs a primary key: its versions are the versions of a key",
+                            f"Set the key (`dmscdc configure {self.plan.table} --primary-key ...`) or stop keeping "
+                            f"history (`--no-history`); the table's state is unchanged.")
         schemas = []
         for entry in self.plan.files:  # each file on its own first: the likeliest culprit
             path = entry["path"]

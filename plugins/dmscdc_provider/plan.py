@@ -118,6 +118,13 @@ class TablePlan:
             return join(self.lake_table_path, ICEBERG_DATA_FOLDER, attempt_id)
         return join(self.lake_root, STAGING_FOLDER, self.schema_name, self.table_name, attempt_id)
 
+    def staging_paths(self, attempt_id: str) -> list[str]:
+        """Every folder an attempt's engine writes: the table's staging path, and its history table's."""
+        paths = [self.staging_path(attempt_id)]
+        if self.history is not None:
+            paths.append(self.history_plan().staging_path(attempt_id))
+        return paths
+
     def history_plan(self) -> "TablePlan":
         """The plan as it applies to the table's history table (``<table>_history`` beside it): the
         table format commits both with one record."""

@@ -252,12 +252,16 @@ def start_attempt(
 
     table_format = table_format_for_plan(plan, storage, aws_conn_id=aws_conn_id, region_name=region_name)
     table_format.prepare(plan, state)
+    history_files = None
+    if plan.history is not None:
+        table_format.prepare(plan.history_plan(), state)
+        history_files = table_format.pinned_data_files(plan.history_plan())
     problem = check_plan_inputs(plan, table_format, aws_conn_id=aws_conn_id, region_name=region_name)
     if problem is not None:  # before anything is staged: the table's state stays where it was
         return done(FAILED, error=problem.to_error())
     attempt_id = f"{plan.plan_id}-{uuid.uuid4().hex[:8]}"
-    return AttemptStart(attempt_id=attempt_id,
-                        engine_plan=plan.engine_plan(attempt_id, table_format.pinned_data_files(plan)))
+    return AttemptStart(attempt_id=attempt_id, engine_plan=plan.engine_plan(
+        attempt_id, table_format.pinned_data_files(plan), history_files))
 
 
 def complete_attempt(
@@ -285,20 +289,23 @@ def complete_attempt(
     def outcome(status: str, **kwargs) -> TableOutcome:
         return TableOutcome(plan.table, status, plan.plan_id, seconds=time.monotonic() - started, **kwargs)
 
-    staging = plan.staging_path(attempt_id)
+    def discard_staged() -> None:
+        for staging in plan.staging_paths(attempt_id):
+            storage.delete_tree(staging)
+
     if result.get("status") != SUCCEEDED:
-        storage.delete_tree(staging)
+        discard_staged()
         return outcome(FAILED, error=result.get("error"), summary=_partial_summary(result))
     on_step("staged", {"files": len(result["files_added"])})
     try:
         table_format = table_format_for_plan(plan, storage, aws_conn_id=aws_conn_id, region_name=region_name)
         recorded = record(store, plan, commit_record(plan, attempt_id, result, table_format))
     except ConcurrentCommitError as error:
-        storage.delete_tree(staging)
+        discard_staged()
         return outcome(CONFLICT, note=f"{error}; another run committed this table first, nothing was changed")
     except StoreBusyError:
         # Nothing was recorded, so no later attempt can publish these files: drop them now.
-        storage.delete_tree(staging)
+        discard_staged()
         raise
     on_step("commit_recorded", {"version": recorded.version})
     committed = finish(store, storage, recorded, on_step, aws_conn_id=aws_conn_id, region_name=region_name)

@@ -86,6 +86,12 @@ def run_merge(spark: SparkSession, plan: dict) -> dict:
         spark.conf.set(key, value)
     files = HadoopFiles(spark)
     try:
+        if merge_plan.history is not None:
+            raise MergeInputError(
+                merge_plan.table, None, "the Spark engines do not maintain history tables (yet); a merge here would "
+                "update the table and leave its history behind",
+                "Merge this table with the in-process engine: engine auto chooses it for every table with history, "
+                "or run with --engine duckdb; the table's state was left unchanged.")
         result = _TableMerge(spark, files, merge_plan).run()
     except MergeInputError as error:
         # The result says the cause in one line; the library's whole trace stays at debug level.

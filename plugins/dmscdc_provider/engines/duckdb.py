@@ -110,10 +110,10 @@ class DuckDBMergeEngine:
             with self._connect(spill) as connection:
                 result = _TableMerge(connection, files, plan).run()
         except MergeInputError as error:
-            files.delete_tree(plan.staging_path)
+            _discard_staged(files, plan)
             result = {"status": "failed", "error": error.to_dict()}
         except (duckdb.OutOfMemoryException, MemoryError) as error:
-            files.delete_tree(plan.staging_path)
+            _discard_staged(files, plan)
             result = {"status": "failed", "error": {
                 "table": plan.table, "file": None,
                 "problem": f"the merge needs more memory than the duckdb engine's memory_limit "
@@ -148,6 +148,12 @@ class DuckDBMergeEngine:
         if self.threads:
             config["threads"] = self.threads
         return duckdb.connect(":memory:", config=config)
+
+
+def _discard_staged(files: ArrowFiles, plan: MergePlan) -> None:
+    files.delete_tree(plan.staging_path)
+    if plan.history is not None:
+        files.delete_tree(plan.history["staging_path"])
 
 
 def _first_line(error: BaseException) -> str:
@@ -344,8 +350,8 @@ class _TableMerge:
             return [LakeFile(f["path"], int(f["size"])) for f in self.plan.lake_files]
         return self.files.list_data_files(self.plan.lake_table_path)
 
-    def _footers(self, lake_files: list[LakeFile]) -> list[pq.FileMetaData]:
-        root = self.plan.lake_table_path.rstrip("/")
+    def _footers(self, lake_files: list[LakeFile], root: str | None = None) -> list[pq.FileMetaData]:
+        root = (root or self.plan.lake_table_path).rstrip("/")
 
         def footer(lake_file: LakeFile) -> pq.FileMetaData:
             path = f"{root}/{lake_file.relative_path}"
@@ -367,10 +373,18 @@ class _TableMerge:
                 schema = schema.append(pa.field(column, data_type))
         return schema
 
-    def _files_holding_keys(self, change_schema: pa.Schema) -> list[tuple[LakeFile, pq.FileMetaData]]:
+    def _files_holding_keys(self, change_schema: pa.Schema, root: str | None = None,
+                            lake_files: list[LakeFile] | None = None,
+                            open_only: str | None = None) -> list[tuple[LakeFile, pq.FileMetaData]]:
         """Lake files holding a changed key, found from folder names and footers, then the key
-        columns of the row groups the footers cannot rule out."""
-        lake_files = self._lake_files()
+        columns of the row groups the footers cannot rule out.
+
+        :param root: the table folder (default: the plan's table); ``lake_files`` its files.
+        :param open_only: a column whose null marks the rows that count (a history table's
+            ``__end_at``: its current versions); row groups without a null there are skipped.
+        """
+        if lake_files is None:
+            lake_files = self._lake_files()
         if not lake_files:
             return []
         keys = self.plan.primary_key
@@ -402,7 +416,7 @@ class _TableMerge:
             return False
 
         candidates = [lake_file for lake_file in lake_files if not folder_outside(lake_file)]
-        footers = self._footers(candidates)
+        footers = self._footers(candidates, root)
         row_groups: list[tuple[LakeFile, pq.FileMetaData, list[int]]] = []
         for lake_file, metadata in zip(candidates, footers):
             columns = {metadata.schema.column(i).path: i for i in range(metadata.num_columns)}
@@ -410,7 +424,10 @@ class _TableMerge:
             for index in range(metadata.num_row_groups):
                 group = metadata.row_group(index)
                 inside = True
-                for column in keys:
+                if open_only is not None and open_only in columns:
+                    stats = group.column(columns[open_only]).statistics
+                    inside = stats is None or not stats.has_null_count or stats.null_count > 0
+                for column in keys if inside else ():
                     if column in lake_file.partition_text:
                         continue
                     if column not in columns:
@@ -426,11 +443,12 @@ class _TableMerge:
                 row_groups.append((lake_file, metadata, keep))
         if not row_groups:
             return []
-        return self._exact_matches(row_groups, key_types)
+        return self._exact_matches(row_groups, key_types, root, open_only)
 
-    def _exact_matches(self, row_groups, key_types: dict) -> list[tuple[LakeFile, pq.FileMetaData]]:
+    def _exact_matches(self, row_groups, key_types: dict, root: str | None = None,
+                       open_only: str | None = None) -> list[tuple[LakeFile, pq.FileMetaData]]:
         keys = self.plan.primary_key
-        root = self.plan.lake_table_path.rstrip("/")
+        root = (root or self.plan.lake_table_path).rstrip("/")
         key_schema = pa.schema([pa.field(k, key_types[k]) for k in keys] + [pa.field("_dmscdc_file", pa.int32())])
 
         def batches():
@@ -441,7 +459,11 @@ class _TableMerge:
                     with self.files.open_input(path) as handle:
                         parquet = pq.ParquetFile(handle)
                         in_file = [k for k in keys if k not in folder_values and k in parquet.schema_arrow.names]
-                        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=groups, columns=in_file):
+                        marker = [open_only] if open_only in parquet.schema_arrow.names else []
+                        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=groups,
+                                                          columns=in_file + marker):
+                            if marker:  # only the rows that count
+                                batch = batch.filter(pc.is_null(batch.column(open_only))).drop_columns(marker)
                             for column in keys:
                                 if column in folder_values:
                                     value = hive_paths.typed_value(folder_values[column], key_types[column])
@@ -471,10 +493,11 @@ class _TableMerge:
                 return parquet.read(columns=columns, use_threads=True)
             return parquet.read_row_groups(row_groups, columns=columns, use_threads=True)
 
-    def _read_lake_table(self, lake_file: LakeFile, schema: pa.Schema, row_groups: list[int] | None = None) -> pa.Table:
+    def _read_lake_table(self, lake_file: LakeFile, schema: pa.Schema, row_groups: list[int] | None = None,
+                         root: str | None = None) -> pa.Table:
         """The rows of a lake file the merge rewrites (of ``row_groups`` only, if given), with its
-        partition columns, conformed to ``schema``."""
-        path = f"{self.plan.lake_table_path.rstrip('/')}/{lake_file.relative_path}"
+        partition columns, conformed to ``schema``; ``root``: its table folder (default the plan's)."""
+        path = f"{(root or self.plan.lake_table_path).rstrip('/')}/{lake_file.relative_path}"
         try:
             table = self._read_parquet(path, row_groups, schema.names)
             for column, text in lake_file.partition_text.items():
@@ -559,6 +582,11 @@ class _TableMerge:
         queries = self._output_queries(schema, loads, change_schema, list(zip(replaced, replaced_row_groups)),
                                        keyed, bool(cdc))
         written = StagedWriter(self.files, plan, schema).write_all(queries)
+        history = None
+        if plan.history is not None:
+            from dmscdc_provider.engines.duckdb_history import HistoryMerge
+
+            history = HistoryMerge(self, plan.history).run(schema, change_schema, loads, bool(cdc))
         return {
             "status": "succeeded",
             "rows_read": rows_read,
@@ -568,6 +596,7 @@ class _TableMerge:
             "files_removed": [f.relative_path for f in replaced],
             "partition_column_types": {c: arrow_schema.hive_type(schema.field(c).type) for c in plan.partition_key},
             "warnings": self.warnings,
+            **({"history": history} if history is not None else {}),
         }
 
     def _newest_changes(self, change_schema: pa.Schema) -> None:

@@ -1,0 +1,138 @@
+"""History tables (docs/merge-semantics.md, "History tables"), on every engine that maintains them
+and both table formats: every version of each row with ``__start_at`` and ``__end_at``."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pyarrow as pa
+import pytest
+
+from tests.core.harness import START, LakeHarness
+
+ROW = pa.schema([("id", pa.int64()), ("name", pa.string()), ("dept", pa.string()), ("note", pa.string()),
+                 ("ts", pa.timestamp("us"))])
+T0 = datetime(2024, 3, 1, 10, 0, 0)
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def row(op, id_, name, minutes, dept="a", note="-"):
+    return {"Op": op, "id": id_, "name": name, "dept": dept, "note": note, "ts": at(minutes)}
+
+
+@pytest.fixture
+def lake(tmp_path, table_format):
+    from dmscdc_provider.engines.duckdb import DuckDBMergeEngine
+
+    return LakeHarness(tmp_path, DuckDBMergeEngine(memory_limit="512MB", threads=2), table_format)
+
+
+def versions(lake, table="s.t_history"):
+    """(id, name, note, start minutes, end minutes or None), in key and time order."""
+    def minutes(moment):
+        return None if moment is None else (moment - T0).total_seconds() / 60
+
+    return [(r["id"], r["name"], r["note"], minutes(r["__start_at"]), minutes(r["__end_at"]))
+            for r in lake.rows(table, order_by="id, __start_at")]
+
+
+def test_the_worked_example_of_the_docs(lake):
+    lake.configure("s.t", primary_key=["id"], partition_key=["dept"], commit_time_column="ts",
+                   history={"except": ["note"]})
+    lake.load("s.t", [row("I", 1, "Ann", 0), row("I", 2, "Bob", 0)], ROW)
+    lake.run_ok()
+    lake.cdc("s.t", [row("U", 1, "Ann B.", 5, dept="b"),      # a new version, in another partition
+                     row("D", 2, "Bob", 6),                    # closes Bob's
+                     row("I", 3, "Cy", 7),
+                     row("U", 3, "Cy", 7.5, note="vip"),       # only an untracked column: in place
+                     row("U", 1, "Ann C.", 8, dept="b"), row("U", 1, "Ann D.", 8, dept="b")],  # one time: the last
+             ROW)
+    lake.run_ok()
+    lake.cdc("s.t", [row("I", 2, "Bob", 9)], ROW)              # a re-insert opens a new version
+    lake.run_ok()
+    assert versions(lake) == [
+        (1, "Ann", "-", 0, 5), (1, "Ann B.", "-", 5, 8), (1, "Ann D.", "-", 8, None),
+        (2, "Bob", "-", 0, 6), (2, "Bob", "-", 9, None),
+        (3, "Cy", "vip", 7, None)]
+    current = {(r["id"], r["name"], r["note"]) for r in lake.rows("s.t")}
+    assert current == {(v[0], v[1], v[2]) for v in versions(lake) if v[4] is None}
+
+
+def test_without_a_commit_time_column_versions_take_their_files_times(lake):
+    lake.configure("s.t", primary_key=["id"], history={})
+    lake.load("s.t", [row("I", 1, "Ann", 0)], ROW, modified=START)
+    lake.run_ok()
+    first = lake.cdc("s.t", [row("U", 1, "Ann B.", 0), row("U", 1, "Ann C.", 0)], ROW, at=START + timedelta(minutes=2))
+    lake.run_ok()
+    rows = lake.rows("s.t_history", order_by="__start_at")
+    assert [(r["name"], r["__start_at"], r["__end_at"]) for r in rows] == [
+        ("Ann", START.replace(tzinfo=None), START.replace(tzinfo=None) + timedelta(minutes=2)),
+        ("Ann C.", START.replace(tzinfo=None) + timedelta(minutes=2), None)]
+    assert first
+
+
+def test_a_reload_closes_missing_keys_and_opens_versions_only_for_changed_rows(lake):
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts", history={"columns": ["name"]})
+    lake.load("s.t", [row("I", 1, "Ann", 0), row("I", 2, "Bob", 0), row("I", 3, "Cy", 0)], ROW)
+    lake.run_ok()
+    lake.cdc("s.t", [row("U", 1, "Ann B.", 5)], ROW)
+    lake.run_ok()
+    # DMS reloads the table: Bob is gone, Cy's untracked note changed, Dee is new.
+    lake.load("s.t", [row("I", 1, "Ann B.", 10), row("I", 3, "Cy", 10, note="moved"), row("I", 4, "Dee", 10)], ROW,
+              modified=lake.tick(3600))
+    lake.run_ok()
+    assert versions(lake) == [
+        (1, "Ann", "-", 0, 5), (1, "Ann B.", "-", 5, None),
+        (2, "Bob", "-", 0, 10),
+        (3, "Cy", "moved", 0, None),
+        (4, "Dee", "-", 10, None)]
+
+
+def test_a_rerun_of_a_committed_plan_never_duplicates_a_version(lake):
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts", history={})
+    lake.load("s.t", [row("I", 1, "Ann", 0)], ROW)
+    lake.run_ok()
+    lake.cdc("s.t", [row("U", 1, "Ann B.", 5)], ROW)
+    planned = lake.planner().plan().plans[0]
+    from dmscdc_provider.runner import run_table
+
+    assert run_table(planned, lake.engine, lake.store, lake.storage).succeeded
+    assert run_table(planned, lake.engine, lake.store, lake.storage).succeeded
+    lake.run_ok()
+    assert versions(lake) == [(1, "Ann", "-", 0, 5), (1, "Ann B.", "-", 5, None)]
+
+
+def test_only_history_files_holding_current_versions_of_changed_keys_are_rewritten(lake):
+    lake.configure("s.t", primary_key=["id"], partition_key=["dept"], commit_time_column="ts", history={})
+    lake.load("s.t", [row("I", i, f"n{i}", 0, dept=d) for d, ids in (("a", range(1, 4)), ("b", range(4, 7)))
+                      for i in ids], ROW)
+    lake.run_ok()
+    lake.cdc("s.t", [row("U", 2, "changed", 5, dept="a")], ROW)
+    lake.run_ok()
+    after_first = lake.data_files("s.t_history")
+    lake.cdc("s.t", [row("U", 2, "again", 6, dept="a")], ROW)
+    lake.run_ok()
+    after_second = lake.data_files("s.t_history")
+    untouched = {p: v for p, v in after_first.items() if "dept=b/" in p}
+    assert untouched and all(after_second.get(p) == v for p, v in untouched.items())
+    assert [v for v in versions(lake) if v[0] == 2] == [(2, "n2", "-", 0, 5), (2, "changed", "-", 5, 6),
+                                                         (2, "again", "-", 6, None)]
+
+
+def test_a_history_table_needs_a_primary_key(lake):
+    lake.configure("s.t", history={})
+    lake.load("s.t", [row("I", 1, "Ann", 0)], ROW)
+    (outcome,) = lake.run().outcomes
+    assert outcome.status == "failed" and "needs a primary key" in outcome.error["problem"]
+
+
+def test_the_spark_engine_refuses_a_table_with_history(tmp_path, local_engine):
+    lake = LakeHarness(tmp_path, local_engine)
+    lake.configure("s.t", primary_key=["id"], history={})
+    lake.load("s.t", [row("I", 1, "Ann", 0)], ROW)
+    (outcome,) = lake.run().outcomes
+    assert outcome.status == "failed" and "do not maintain history tables" in outcome.error["problem"]
+    assert lake.rows("s.t") == [] and lake.state("s.t").last_full_load_date == "1900-01-01 00:00:00"
