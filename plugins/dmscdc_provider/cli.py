@@ -31,6 +31,7 @@ from dmscdc_provider.engines.choice import (
     AUTO, DEFAULT_INPROCESS_MAX_BYTES, IN_PROCESS_ENGINE, EngineConfig, engine_names, parse_size, spark_engine_names)
 from dmscdc_provider.planner import Planner, PlanningReport, controller_path
 from dmscdc_provider.report import describe_failure, one_line, outcome_line
+from dmscdc_provider.plan import HISTORY_SUFFIX
 from dmscdc_provider.state.base import ControllerStore, StateError, TableState, history_tracking, open_store
 from dmscdc_provider.storage import open_storage
 from dmscdc_provider.table_formats import DEFAULT_TABLE_FORMAT, TableFormatError, TableFormatName
@@ -370,8 +371,12 @@ def cmd_run(args) -> int:
         selected = [store.get(path) for path in planner.selected_paths()]
         active = [state for state in selected if state is not None and state.active]
         # Iceberg tables are in their own catalog (Glue on AWS, at once); the DuckDB catalog views them.
-        iceberg = [s.name for s in active if (s.table_format or args.table_format) == TableFormatName.ICEBERG]
-        tables = [s.name for s in active if s.name not in iceberg]
+        # A table's history table (<table>_history) is catalogued beside it, in its format.
+        with_history = [(s, name) for s in active for name in
+                        ([s.name, s.name + HISTORY_SUFFIX] if s.history is not None else [s.name])]
+        iceberg = [name for s, name in with_history
+                   if (s.table_format or args.table_format) == TableFormatName.ICEBERG]
+        tables = [name for _, name in with_history if name not in iceberg]
         if catalog_mode == "duckdb":
             catalog_settings.update(iceberg_tables=iceberg, iceberg_catalog=_iceberg_catalog(args))
         where = catalog_settings.get("path") or catalog_settings.get("database") or catalog_settings.get("crawler_name")

@@ -136,3 +136,67 @@ def test_the_spark_engine_refuses_a_table_with_history(tmp_path, local_engine):
     (outcome,) = lake.run().outcomes
     assert outcome.status == "failed" and "do not maintain history tables" in outcome.error["problem"]
     assert lake.rows("s.t") == [] and lake.state("s.t").last_full_load_date == "1900-01-01 00:00:00"
+
+
+AS_OF = """SELECT id, name FROM s.t_history
+WHERE __start_at <= TIMESTAMP '{moment}' AND (__end_at IS NULL OR __end_at > TIMESTAMP '{moment}')
+ORDER BY id"""
+
+
+def test_dmscdc_run_catalogs_the_history_table_and_the_docs_as_of_query_reads_it(tmp_path, capsys):
+    from dmscdc_provider.catalog import query
+    from dmscdc_provider.cli import main
+
+    lake = LakeHarness(tmp_path, None)
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts", history={})
+    lake.load("s.t", [row("I", 1, "Ann", 0), row("I", 2, "Bob", 0)], ROW)
+    lake.cdc("s.t", [row("U", 1, "Ann B.", 5), row("D", 2, "Bob", 6)], ROW)
+    catalog = str(tmp_path / "catalog.duckdb")
+    assert main(["run", "--raw", lake.raw, "--lake", lake.lake, "--state", f"sqlite://{lake.store.path}",
+                 "--catalog", catalog]) == 0
+    assert "s.t_history" in capsys.readouterr().out
+    assert query(catalog, AS_OF.format(moment=at(3)))[1] == [(1, "Ann"), (2, "Bob")]
+    assert query(catalog, AS_OF.format(moment=at(5)))[1] == [(1, "Ann B."), (2, "Bob")]
+    assert query(catalog, AS_OF.format(moment=at(6)))[1] == [(1, "Ann B.")]
+
+
+def build_history_source(lake: LakeHarness) -> None:
+    lake.configure("s.t", primary_key=["id"], partition_key=["dept"], commit_time_column="ts", history={})
+    lake.load("s.t", [row("I", i, f"n{i}", 0, dept="ab"[i % 2]) for i in range(10)], ROW)
+    lake.run_ok()
+    lake.cdc("s.t", [row("U", 0, "changed", 5, dept="a"), row("D", 3, "n3", 6, dept="b"),
+                     row("I", 100, "new", 7), row("U", 5, "moved", 8, dept="z")], ROW)
+
+
+# The history table is published first, then the table, then the controller clears the record.
+HISTORY_CRASH_POINTS = {
+    "parquet": [("commit_recorded", 1), ("file_published", 1), ("files_published", 1), ("files_removed", 1),
+                ("files_published", 2), ("files_removed", 2), ("state_committed", 1)],
+    "iceberg": [("commit_recorded", 1), ("snapshot_committed", 1), ("snapshot_committed", 2),
+                ("state_committed", 1)],
+}
+
+
+@pytest.mark.parametrize("table_format,step,occurrence",
+                         [(f, s, o) for f, points in HISTORY_CRASH_POINTS.items() for s, o in points])
+def test_a_crash_while_publishing_table_and_history_then_a_rerun_equals_one_clean_run(
+        tmp_path, tmp_path_factory, table_format, step, occurrence):
+    from dmscdc_provider.engines.duckdb import DuckDBMergeEngine
+    from dmscdc_provider.runner import run_table
+
+    from tests.core.test_crash_safety import SimulatedCrash, crash_at
+
+    engine = DuckDBMergeEngine(memory_limit="512MB", threads=2)
+    clean = LakeHarness(tmp_path_factory.mktemp("clean"), engine, table_format)
+    build_history_source(clean)
+    clean.run_ok()
+    lake = LakeHarness(tmp_path, engine, table_format)
+    build_history_source(lake)
+    (plan,) = lake.planner().plan().plans
+    with pytest.raises(SimulatedCrash):
+        run_table(plan, engine, lake.store, lake.storage, on_step=crash_at(step, occurrence))
+    lake.run_ok()
+    assert lake.rows("s.t") == clean.rows("s.t")
+    assert versions(lake) == versions(clean)
+    assert len(versions(lake)) == 10 + 3  # two updates and an insert open versions; none twice
+    assert lake.planner().plan().plans == []
