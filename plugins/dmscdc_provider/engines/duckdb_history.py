@@ -115,7 +115,9 @@ class HistoryMerge:
         names = ", ".join(_q(f.name) for f in schema)
         keys = self.plan.primary_key
         on = " AND ".join(f"h.{_q(k)} = c.{_q(k)}" for k in keys)
-        order = f" ORDER BY {', '.join(_q(c) for c in plan.partition_key)}" if plan.partition_key else ""
+        # By partition (one file per partition value), then by key and time: a key's versions sit
+        # together and files cover narrow key ranges, so the next merge's footers rule most out.
+        order = " ORDER BY " + ", ".join(_q(c) for c in [*plan.partition_key, *keys, START_AT])
         query = self.db.sql(
             f"SELECT {names} FROM (SELECT h.* FROM history_rows h ANTI JOIN "
             f"(SELECT DISTINCT {', '.join(_q(k) for k in keys)} FROM history_events WHERE {_PHASE} = 0) c "
