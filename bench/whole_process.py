@@ -168,16 +168,22 @@ def spark_job_argv(job: str, source: str, target: str) -> list[str]:
 
 
 # -- scenarios --------------------------------------------------------------------------------------
-def orders(workdir: str, rows: int, files: int, changes: int, repeats: int, spark_repeats: int) -> dict:
-    """Full load and incremental of the orders table at ``rows`` rows; the Spark baselines run
-    ``spark_repeats`` times."""
-    root = os.path.join(workdir, f"orders-n{rows}")
+def orders_source(workdir: str, scenario: str, rows: int, files: int) -> tuple[str, str, str]:
+    """A fresh folder for a scenario with the orders table's LOAD files: ``(root, raw, load_dir)``."""
+    root = os.path.join(workdir, f"{scenario}-n{rows}")
     shutil.rmtree(root, ignore_errors=True)
     raw = os.path.join(root, "raw")
     load_dir = os.path.join(raw, "bench", "orders")
-    print(f"orders N={rows:,}: writing {files} LOAD files ...", flush=True)
+    print(f"{scenario} N={rows:,}: writing {files} LOAD files ...", flush=True)
     timed([sys.executable, os.path.join(HERE, "run_bench.py"), "--write-load", load_dir,
            "--rows", str(rows), "--files", str(files)])
+    return root, raw, load_dir
+
+
+def orders(workdir: str, rows: int, files: int, changes: int, repeats: int, spark_repeats: int) -> dict:
+    """Full load and incremental of the orders table at ``rows`` rows; the Spark baselines run
+    ``spark_repeats`` times."""
+    root, raw, load_dir = orders_source(workdir, "orders", rows, files)
     load_mb = sum(os.path.getsize(os.path.join(load_dir, n)) for n in os.listdir(load_dir)) / 2**20
     result: dict = {"rows": rows, "load_files": files, "load_mb": round(load_mb, 1), "changes": changes}
 
@@ -244,13 +250,7 @@ def orders(workdir: str, rows: int, files: int, changes: int, repeats: int, spar
 def history(workdir: str, rows: int, files: int, changes: int, repeats: int) -> dict:
     """The incremental merge of the orders table (one CDC file of ``changes`` changes) with a
     history table against the same merge without one, same LOAD files, same run, alternating."""
-    root = os.path.join(workdir, f"history-n{rows}")
-    shutil.rmtree(root, ignore_errors=True)
-    raw = os.path.join(root, "raw")
-    load_dir = os.path.join(raw, "bench", "orders")
-    print(f"history N={rows:,}: writing {files} LOAD files ...", flush=True)
-    timed([sys.executable, os.path.join(HERE, "run_bench.py"), "--write-load", load_dir,
-           "--rows", str(rows), "--files", str(files)])
+    root, raw, load_dir = orders_source(workdir, "history", rows, files)
     bases, full = {}, {}
     for kind in ("plain", "history"):
         base = os.path.join(root, f"base-{kind}")

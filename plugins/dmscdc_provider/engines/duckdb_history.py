@@ -111,7 +111,11 @@ class HistoryMerge:
         schema = pa.schema(list(data) + [pa.field(START_AT, VERSION_TIME), pa.field(END_AT, VERSION_TIME)])
         self._read_history_rows(holding, schema)
         self._collect_events(data, change_schema, loads, has_cdc, full)
-        self._versions(data, change_schema)
+        if holding or has_cdc:
+            self._versions(data, change_schema)
+        else:  # a first full load: one LOAD row per key (a snapshot), each its key's first version
+            self.db.execute(f"CREATE TABLE history_versions AS SELECT {', '.join(_q(f.name) for f in data)}, "
+                            f"{_TIME} AS {_q(START_AT)}, CAST(NULL AS TIMESTAMP) AS {_q(END_AT)} FROM history_events")
         names = ", ".join(_q(f.name) for f in schema)
         keys = self.plan.primary_key
         on = " AND ".join(f"h.{_q(k)} = c.{_q(k)}" for k in keys)
