@@ -200,3 +200,35 @@ def test_a_crash_while_publishing_table_and_history_then_a_rerun_equals_one_clea
     assert versions(lake) == versions(clean)
     assert len(versions(lake)) == 10 + 3  # two updates and an insert open versions; none twice
     assert lake.planner().plan().plans == []
+
+
+def test_a_column_added_later_appears_in_the_history_with_nulls_for_older_versions(lake):
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts", history={})
+    lake.load("s.t", [row("I", 1, "Ann", 0)], ROW)
+    lake.run_ok()
+    wider = ROW.append(pa.field("email", pa.string()))
+    lake.cdc("s.t", [{**row("U", 1, "Ann", 5), "email": "ann@example.com"}], wider)
+    lake.run_ok()
+    rows = lake.rows("s.t_history", order_by="__start_at")
+    assert [(r["email"], r["__end_at"] is None) for r in rows] == [(None, False), ("ann@example.com", True)]
+
+
+def test_keep_on_null_fills_every_version_of_the_history(lake):
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts", keep_on_null=["note"], history={})
+    lake.load("s.t", [row("I", 1, "Ann", 0, note="lob")], ROW)
+    lake.run_ok()
+    lake.cdc("s.t", [row("U", 1, "Ann B.", 5, note=None), row("U", 1, "Ann C.", 6, note=None)], ROW)
+    lake.run_ok()
+    assert versions(lake) == [(1, "Ann", "lob", 0, 5), (1, "Ann B.", "lob", 5, 6), (1, "Ann C.", "lob", 6, None)]
+    assert [r["note"] for r in lake.rows("s.t")] == ["lob"]
+
+
+def test_a_full_refresh_with_changes_after_it_keeps_history_and_applies_them_in_order(lake):
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts", history={})
+    lake.load("s.t", [row("I", 1, "Ann", 0), row("I", 2, "Bob", 0)], ROW)
+    lake.run_ok()
+    lake.cdc("s.t", [row("U", 1, "Ann B.", 5)], ROW)
+    lake.run_ok()
+    lake.cdc("s.t", [row("D", 2, "Bob", 7)], ROW)
+    lake.run_ok(full_refresh=("s.t",))  # the LOAD rows again (time 0), then every CDC file after them
+    assert versions(lake) == [(1, "Ann", "-", 0, 5), (1, "Ann B.", "-", 5, None), (2, "Bob", "-", 0, 7)]
