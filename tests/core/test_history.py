@@ -24,10 +24,8 @@ def row(op, id_, name, minutes, dept="a", note="-"):
 
 
 @pytest.fixture
-def lake(tmp_path, table_format):
-    from dmscdc_provider.engines.duckdb import DuckDBMergeEngine
-
-    return LakeHarness(tmp_path, DuckDBMergeEngine(memory_limit="512MB", threads=2), table_format)
+def lake(tmp_path, engine, table_format):
+    return LakeHarness(tmp_path, engine, table_format)
 
 
 def versions(lake, table="s.t_history"):
@@ -129,15 +127,6 @@ def test_a_history_table_needs_a_primary_key(lake):
     assert outcome.status == "failed" and "needs a primary key" in outcome.error["problem"]
 
 
-def test_the_spark_engine_refuses_a_table_with_history(tmp_path, local_engine):
-    lake = LakeHarness(tmp_path, local_engine)
-    lake.configure("s.t", primary_key=["id"], history={})
-    lake.load("s.t", [row("I", 1, "Ann", 0)], ROW)
-    (outcome,) = lake.run().outcomes
-    assert outcome.status == "failed" and "do not maintain history tables" in outcome.error["problem"]
-    assert lake.rows("s.t") == [] and lake.state("s.t").last_full_load_date == "1900-01-01 00:00:00"
-
-
 AS_OF = """SELECT id, name FROM s.t_history
 WHERE __start_at <= TIMESTAMP '{moment}' AND (__end_at IS NULL OR __end_at > TIMESTAMP '{moment}')
 ORDER BY id"""
@@ -232,3 +221,22 @@ def test_a_full_refresh_with_changes_after_it_keeps_history_and_applies_them_in_
     lake.cdc("s.t", [row("D", 2, "Bob", 7)], ROW)
     lake.run_ok(full_refresh=("s.t",))  # the LOAD rows again (time 0), then every CDC file after them
     assert versions(lake) == [(1, "Ann", "-", 0, 5), (1, "Ann B.", "-", 5, None), (2, "Bob", "-", 0, 7)]
+
+
+@pytest.mark.parametrize("order", [("duckdb", "local", "duckdb"), ("local", "duckdb", "local")])
+def test_either_engine_continues_the_history_the_other_wrote(tmp_path, local_engine, order):
+    from dmscdc_provider.engines.duckdb import DuckDBMergeEngine
+
+    engines = {"local": local_engine, "duckdb": DuckDBMergeEngine(memory_limit="512MB", threads=2)}
+    lake = LakeHarness(tmp_path, engines[order[0]])
+    lake.configure("s.t", primary_key=["id"], partition_key=["dept"], commit_time_column="ts", history={})
+    lake.load("s.t", [row("I", 1, "Ann", 0), row("I", 2, "Bob", 0, dept="b")], ROW)
+    lake.run_ok()
+    lake.engine = engines[order[1]]
+    lake.cdc("s.t", [row("U", 1, "Ann B.", 5, dept="b"), row("D", 2, "Bob", 6, dept="b")], ROW)
+    lake.run_ok()
+    lake.engine = engines[order[2]]
+    lake.cdc("s.t", [row("U", 1, "Ann C.", 8, dept="b"), row("I", 2, "Bob", 9)], ROW)
+    lake.run_ok()
+    assert versions(lake) == [(1, "Ann", "-", 0, 5), (1, "Ann B.", "-", 5, 8), (1, "Ann C.", "-", 8, None),
+                              (2, "Bob", "-", 0, 6), (2, "Bob", "-", 9, None)]

@@ -86,17 +86,13 @@ def run_merge(spark: SparkSession, plan: dict) -> dict:
         spark.conf.set(key, value)
     files = HadoopFiles(spark)
     try:
-        if merge_plan.history is not None:
-            raise MergeInputError(
-                merge_plan.table, None, "the Spark engines do not maintain history tables (yet); a merge here would "
-                "update the table and leave its history behind",
-                "Merge this table with the in-process engine: engine auto chooses it for every table with history, "
-                "or run with --engine duckdb; the table's state was left unchanged.")
         result = _TableMerge(spark, files, merge_plan).run()
     except MergeInputError as error:
         # The result says the cause in one line; the library's whole trace stays at debug level.
         log.debug("%s: %s", merge_plan.table, error, exc_info=error)
         files.delete_tree(merge_plan.staging_path)
+        if merge_plan.history is not None:
+            files.delete_tree(merge_plan.history["staging_path"])
         result = {"status": "failed", "error": error.to_dict()}
     result.update(
         table=merge_plan.table,
@@ -320,10 +316,12 @@ class _TableMerge:
         # Hidden files (``_``/``.`` names) are invisible to readers and are never rewritten.
         return sorted((f for f in holding if not is_hidden(f.relative_path)), key=lambda f: f.relative_path)
 
-    def _read_lake_files(self, stored: list[StoredFile], change_schema: T.StructType) -> tuple[DataFrame, str]:
+    def _read_lake_files(self, stored: list[StoredFile], change_schema: T.StructType,
+                         root: str | None = None) -> tuple[DataFrame, str]:
         """The rows of the lake files a merge rewrites, with their partition columns; one scan
-        unless their types differ (a widened column), then one read per file."""
-        root = self.plan.lake_table_path.rstrip("/")
+        unless their types differ (a widened column), then one read per file. ``root``: their
+        table folder (default: the plan's table)."""
+        root = (root or self.plan.lake_table_path).rstrip("/")
         label = f"{root}/{stored[0].relative_path}" if len(stored) == 1 else f"the lake files under {root}"
         try:
             frame = read_lake_files(self.spark.read.option("mergeSchema", True), root,
@@ -394,6 +392,7 @@ class _TableMerge:
             cdc_counts, bounds = self._count_and_bound(cdc)
             self._check_ops(cdc_counts)
         load_ops = Observation("load_ops")
+        load_rows_read = loads  # before the observation, which one action reports
         if loads is not None:
             # LOAD rows are counted while they are written: no extra pass over the table.
             loads = loads.observe(load_ops, *_op_counters())
@@ -427,6 +426,7 @@ class _TableMerge:
                 lake_sources.append((label, frame.schema))
         else:
             replaced = []
+        sequenced = sequence = None
         if cdc is not None and keyed:
             sequenced, sequence = rules.with_sequence(cdc, plan.order_column, plan.commit_time_column)
             keep = [c for c in plan.keep_on_null if c in cdc.columns and c not in plan.primary_key]
@@ -466,6 +466,12 @@ class _TableMerge:
             "U": sum(c for _, op, c in cdc_counts if op == "U"), "D": sum(c for _, op, c in cdc_counts if op == "D")}
         # A write of no rows leaves one empty file (Spark keeps the schema); the table needs none.
         added = self._staged_files() if rows_written else []
+        history = None
+        if plan.history is not None:
+            from dmscdc_spark.history import HistoryMerge
+
+            history = HistoryMerge(self, plan.history).run(
+                schema, change_schema, load_rows_read if plan.mode == "full" else None, sequenced, sequence, changed_keys)
         return {
             "status": "succeeded",
             "rows_read": rows_read,
@@ -475,6 +481,7 @@ class _TableMerge:
             "files_removed": [f.relative_path for f in replaced],
             "partition_column_types": {c: schema[c].dataType.simpleString() for c in plan.partition_key},
             "warnings": self.warnings,
+            **({"history": history} if history is not None else {}),
         }
 
     def _lake_files(self) -> list[StoredFile]:

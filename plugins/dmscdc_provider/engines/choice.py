@@ -110,11 +110,6 @@ class EngineConfig:
         """``plan`` with the engine that merges it and why (``TablePlan.engine``/``engine_reason``)."""
         if self.engine != AUTO:
             return replace(plan, engine=self.engine, engine_reason=f"engine {self.engine} configured")
-        if plan.history is not None:
-            # The Spark engines refuse a plan with a history table (their job fails it as input).
-            return replace(plan, engine=IN_PROCESS_ENGINE,
-                           engine_reason="auto: the table keeps a history table, which only the in-process engine "
-                           "maintains")
         from dmscdc_provider.engines.read_estimate import estimate_read_bytes, format_size
 
         estimate = estimate_read_bytes(plan, aws_conn_id, region_name, stop_above=self.inprocess_max_bytes)

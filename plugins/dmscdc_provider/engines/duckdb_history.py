@@ -1,4 +1,5 @@
-"""The history table of a merge in the in-process engine (docs/merge-semantics.md, "History tables").
+"""The history table of a merge in the in-process engine (docs/merge-semantics.md, "History tables";
+``dmscdc_spark.history`` applies the same rules in the Spark engine).
 
 The history table ``<table>_history`` holds every version of each row with ``__start_at`` and
 ``__end_at`` (null: the current version). A merge rewrites only the history files that hold a
@@ -25,16 +26,11 @@ import pyarrow.parquet as pq
 
 from dmscdc_provider.engines import arrow_schema
 from dmscdc_provider.table_formats import LakeFile
+from dmscdc_spark.plan import END_AT, START_AT, HistoryColumns, HistoryPlan
 
-START_AT = "__start_at"
-END_AT = "__end_at"
-VERSION_TIME = pa.timestamp("us")
-_PHASE = "_dmscdc_phase"  # 0: the history's current version, 1: an event of this run
-_TIME = "_dmscdc_time"
-_AT = "_dmscdc_at"
-_OPENS = "_dmscdc_opens"
-_NEXT = "_dmscdc_next_at"
-_VERSION = "_dmscdc_version"
+VERSION_TIME = pa.timestamp("us")  # UTC wall-clock time, as the Spark engine's timestamp_ntz
+_PHASE, _TIME, _AT = HistoryColumns.PHASE, HistoryColumns.TIME, HistoryColumns.AT
+_OPENS, _NEXT, _VERSION = HistoryColumns.OPENS, HistoryColumns.NEXT, HistoryColumns.VERSION
 
 
 def _q(name: str) -> str:
@@ -57,22 +53,18 @@ class HistoryMerge:
 
     def __init__(self, merge, history: dict):
         self.merge, self.db, self.plan = merge, merge.db, merge.plan
-        self.root = history["lake_table_path"].rstrip("/")
-        self.staging_path = history["staging_path"]
-        self.pinned = history.get("lake_files")
-        self.tracked_only = list(history.get("columns") or [])
-        self.untracked = list(history.get("except") or [])
-        self.file_times = [_utc(t) for t in history.get("file_times") or []]
+        self.section = HistoryPlan.from_dict(history)
+        self.file_times = [_utc(t) for t in self.section.file_times]
 
     # -- the history table's files ------------------------------------------------------------
     def _lake_files(self) -> list[LakeFile]:
-        if self.pinned is not None:
-            return [LakeFile(f["path"], int(f["size"])) for f in self.pinned]
-        return self.merge.files.list_data_files(self.root)
+        if self.section.lake_files is not None:
+            return [LakeFile(f["path"], int(f["size"])) for f in self.section.lake_files]
+        return self.merge.files.list_data_files(self.section.lake_table_path)
 
     def _files_with_current_versions(self, lake_files: list[LakeFile]) -> list[tuple[LakeFile, pq.FileMetaData]]:
         """Every file with a row group whose footer does not rule out a current version."""
-        footers = self.merge._footers(lake_files, self.root)
+        footers = self.merge._footers(lake_files, self.section.lake_table_path)
         holding = []
         for lake_file, metadata in zip(lake_files, footers):
             columns = {metadata.schema.column(i).path: i for i in range(metadata.num_columns)}
@@ -98,11 +90,11 @@ class HistoryMerge:
         if full:
             holding = self._files_with_current_versions(lake_files) if lake_files else []
         elif has_cdc:
-            holding = merge._files_holding_keys(change_schema, self.root, lake_files, open_only=END_AT)
+            holding = merge._files_holding_keys(change_schema, self.section.lake_table_path, lake_files, open_only=END_AT)
         else:
             holding = []
         versions_schema = pa.schema(list(table_schema) + [pa.field(START_AT, VERSION_TIME), pa.field(END_AT, VERSION_TIME)])
-        sources = [(f"{self.root}/{f.relative_path}", merge._lake_file_schema(f, m, change_schema)) for f, m in holding]
+        sources = [(f"{self.section.lake_table_path}/{f.relative_path}", merge._lake_file_schema(f, m, change_schema)) for f, m in holding]
         schema = merge._unify(
             [("the merged table", versions_schema)] + sources,
             "The history table and the table disagree on the column's type; rebuild both with a full load "
@@ -129,7 +121,7 @@ class HistoryMerge:
             f"UNION ALL SELECT {names} FROM history_versions{order}")
         from dmscdc_provider.engines.duckdb import StagedWriter
 
-        written = StagedWriter(merge.files, replace(plan, staging_path=self.staging_path), schema).write_all([query])
+        written = StagedWriter(merge.files, replace(plan, staging_path=self.section.staging_path), schema).write_all([query])
         return {
             "rows_written": sum(f["rows"] for f in written),
             "files_added": written,
@@ -143,7 +135,7 @@ class HistoryMerge:
 
         self.db.execute(f"CREATE TABLE history_rows AS SELECT * FROM {_empty(schema)}")
         for lake_file, _ in holding:
-            self.db.register("history_file", self.merge._read_lake_table(lake_file, schema, None, self.root))
+            self.db.register("history_file", self.merge._read_lake_table(lake_file, schema, None, self.section.lake_table_path))
             self.db.execute("INSERT INTO history_rows SELECT * FROM history_file")
             self.db.unregister("history_file")
 
@@ -201,17 +193,6 @@ class HistoryMerge:
                 f"(SELECT {keys} FROM history_events WHERE {loaded}) l USING ({keys})", {"load_time": load_time})
         self.db.unregister("history_file_times")
 
-    def _tracked(self, data: pa.Schema) -> list[str]:
-        """Columns whose change opens a new version: those named, else every column but those
-        excepted and the ones that describe the change rather than the row (``Op``, the order
-        and commit-time columns)."""
-        from dmscdc_provider.engines.duckdb import OP
-
-        if self.tracked_only:
-            return [c for c in self.tracked_only if c in data.names]
-        describing = {OP, self.plan.order_column, self.plan.commit_time_column, *self.untracked}
-        return [c for c in data.names if c not in describing]
-
     def _versions(self, data: pa.Schema, change_schema: pa.Schema) -> None:
         """``history_versions``: each affected key's versions from its current one on."""
         from dmscdc_provider.engines.duckdb import OP
@@ -221,7 +202,7 @@ class HistoryMerge:
         oldest_first = ", ".join(f"{c} ASC NULLS FIRST" for c in sequence)
         newest_first = ", ".join(f"{c} DESC NULLS LAST" for c in sequence)
         op = _q(OP)
-        differs = " OR ".join(f"{_q(c)} IS DISTINCT FROM lag({_q(c)}) OVER by_time" for c in self._tracked(data))
+        differs = " OR ".join(f"{_q(c)} IS DISTINCT FROM lag({_q(c)}) OVER by_time" for c in self.section.tracked(data.names, self.plan))
         columns = ", ".join(_q(f.name) for f in data)
         self.db.execute(
             f"CREATE TABLE history_steps AS "
