@@ -303,7 +303,8 @@ def main() -> int:
                         "Spark, the blog in a new JVM, a plain Spark copy, many tables, the demo); cold: the Spark "
                         "merge alone, every run in a new JVM, clock started once it is up; warm: all Spark runs in "
                         "one JVM after a warm-up run of each")
-    parser.add_argument("--scenarios", default="orders,many,demo", help="whole mode: orders, many, demo")
+    parser.add_argument("--scenarios", default="orders,many,demo", help="whole mode: orders, many, demo, history (the incremental merge with a history "
+                        "table against the same merge without one)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: N=200k in 8 files, 2,000 changes, 10 tables, one repeat")
     parser.add_argument("--workdir", default=os.path.join("work", "bench"))

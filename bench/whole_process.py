@@ -169,16 +169,22 @@ def spark_job_argv(job: str, source: str, target: str) -> list[str]:
 
 
 # -- scenarios --------------------------------------------------------------------------------------
-def orders(workdir: str, rows: int, files: int, changes: int, repeats: int, spark_repeats: int) -> dict:
-    """Full load and incremental of the orders table at ``rows`` rows; the Spark baselines run
-    ``spark_repeats`` times."""
-    root = os.path.join(workdir, f"orders-n{rows}")
+def orders_source(workdir: str, scenario: str, rows: int, files: int) -> tuple[str, str, str]:
+    """A fresh folder for a scenario with the orders table's LOAD files: ``(root, raw, load_dir)``."""
+    root = os.path.join(workdir, f"{scenario}-n{rows}")
     shutil.rmtree(root, ignore_errors=True)
     raw = os.path.join(root, "raw")
     load_dir = os.path.join(raw, "bench", "orders")
-    print(f"orders N={rows:,}: writing {files} LOAD files ...", flush=True)
+    print(f"{scenario} N={rows:,}: writing {files} LOAD files ...", flush=True)
     timed([sys.executable, os.path.join(HERE, "run_bench.py"), "--write-load", load_dir,
            "--rows", str(rows), "--files", str(files)])
+    return root, raw, load_dir
+
+
+def orders(workdir: str, rows: int, files: int, changes: int, repeats: int, spark_repeats: int) -> dict:
+    """Full load and incremental of the orders table at ``rows`` rows; the Spark baselines run
+    ``spark_repeats`` times."""
+    root, raw, load_dir = orders_source(workdir, "orders", rows, files)
     load_mb = sum(os.path.getsize(os.path.join(load_dir, n)) for n in os.listdir(load_dir)) / 2**20
     result: dict = {"rows": rows, "load_files": files, "load_mb": round(load_mb, 1), "changes": changes}
 
@@ -239,6 +245,47 @@ def orders(workdir: str, rows: int, files: int, changes: int, repeats: int, spar
     result["auto_faster_than_blog"] = result["blog_new_jvm"]["seconds"] / result["auto"]["seconds"]
     result["auto_faster_than_spark_local"] = result["spark_local"]["seconds"] / result["auto"]["seconds"]
     result["full_load_vs_plain_copy"] = result["full_load"]["seconds"] / result["plain_spark_copy"]["seconds"]
+    return result
+
+
+def history(workdir: str, rows: int, files: int, changes: int, repeats: int) -> dict:
+    """The incremental merge of the orders table (one CDC file of ``changes`` changes) with a
+    history table against the same merge without one, same LOAD files, same run, alternating."""
+    root, raw, load_dir = orders_source(workdir, "history", rows, files)
+    bases, full = {}, {}
+    for kind in ("plain", "history"):
+        base = os.path.join(root, f"base-{kind}")
+        os.makedirs(base)
+        state = os.path.join(base, "state.sqlite")
+        configure(state, raw, ["bench.orders"])
+        if kind == "history":
+            from dmscdc_provider.planner import controller_path
+            from dmscdc_provider.state.base import open_store
+
+            store = open_store(f"sqlite://{state}")
+            store.update(controller_path(raw, "bench", "orders"), history={})
+            store.close()
+        full[kind] = dmscdc_run(raw, os.path.join(base, "lake"), state, watch_rss=True)
+        bases[kind] = base
+    from run_bench import write_orders_changes
+
+    write_orders_changes(os.path.join(load_dir, CDC_NAME), rows, changes)
+    runs: dict[str, list] = {"plain": [], "history": []}
+    for index in range(repeats):
+        for kind in ("plain", "history"):
+            lake, state = copy_run(bases[kind], os.path.join(root, f"{kind}-{index}"))  # the history table too
+            runs[kind].append(dmscdc_run(raw, lake, state, watch_rss=True))
+            shutil.rmtree(os.path.join(root, f"{kind}-{index}"))
+    result = {"rows": rows, "load_files": files, "changes": changes,
+              "full_load_plain": summarize([full["plain"]]), "full_load_history": summarize([full["history"]]),
+              "incremental_plain": {**summarize(runs["plain"]), "files_rewritten": files_rewritten(runs["plain"][0]["output"])},
+              "incremental_history": {**summarize(runs["history"]),
+                                      "files_rewritten": files_rewritten(runs["history"][0]["output"])}}
+    result["history_vs_plain"] = result["incremental_history"]["seconds"] / result["incremental_plain"]["seconds"]
+    print(f"  incremental without history {result['incremental_plain']['all_seconds']}, with history "
+          f"{result['incremental_history']['all_seconds']} -> {result['history_vs_plain']:.2f}x; full load "
+          f"{full['plain']['seconds']:.1f}s without, {full['history']['seconds']:.1f}s with", flush=True)
+    shutil.rmtree(root, ignore_errors=True)
     return result
 
 
@@ -331,6 +378,9 @@ def run(workdir: str, sizes: list[int], files: int, changes: int, repeats: int, 
         if len(sizes) > 1:
             results["auto_largest_vs_smallest"] = (results["orders"][str(sizes[-1])]["auto"]["seconds"]
                                                    / results["orders"][str(sizes[0])]["auto"]["seconds"])
+    if "history" in scenarios:
+        results["history"] = {str(rows): history(workdir, rows, files, changes, repeats) for rows in sizes}
+        save(results)
     if "many" in scenarios:
         results["many_tables"] = many_tables(workdir, tables, 2000, 20, repeats)
         save(results)
@@ -366,6 +416,10 @@ def report(results: dict) -> list[str]:
                      f"{entry['full_load_iceberg']['seconds']:.2f}s")
     if "auto_largest_vs_smallest" in results:
         lines.append(f"auto incremental at the largest N takes {results['auto_largest_vs_smallest']:.2f}x its time at the smallest")
+    for rows, entry in results.get("history", {}).items():
+        lines.append(f"N={int(rows):,}, {entry['changes']:,} changes: incremental with a history table "
+                     f"{entry['incremental_history']['seconds']:.2f}s, without {entry['incremental_plain']['seconds']:.2f}s "
+                     f"-> {entry['history_vs_plain']:.2f}x")
     if "many_tables" in results:
         many = results["many_tables"]
         lines.append(f"{many['tables']} tables: status {many['status']['seconds']:.2f}s, "

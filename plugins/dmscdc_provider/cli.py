@@ -32,7 +32,8 @@ from dmscdc_provider.engines.choice import (
     AUTO, DEFAULT_INPROCESS_MAX_BYTES, IN_PROCESS_ENGINE, EngineConfig, engine_names, parse_size, spark_engine_names)
 from dmscdc_provider.planner import Planner, PlanningReport, controller_path
 from dmscdc_provider.report import describe_failure, one_line, outcome_line
-from dmscdc_provider.state.base import ControllerStore, StateError, TableState, open_store
+from dmscdc_provider.plan import HISTORY_SUFFIX
+from dmscdc_provider.state.base import ControllerStore, StateError, TableState, history_tracking, open_store
 from dmscdc_provider.storage import open_storage
 from dmscdc_provider.table_formats import DEFAULT_TABLE_FORMAT, TableFormatError, TableFormatName
 
@@ -168,6 +169,28 @@ def build_parser() -> argparse.ArgumentParser:
     order = configure.add_mutually_exclusive_group()
     order.add_argument("--order-column", metavar="COL", help="column that orders changes, e.g. AR_H_CHANGE_SEQ")
     order.add_argument("--no-order-column", action="store_true", help="order by file and row position")
+    commit_time = configure.add_mutually_exclusive_group()
+    commit_time.add_argument("--commit-time-column", metavar="COL",
+                             help="the column DMS fills with each change's commit time (the endpoint's "
+                             "TimestampColumnName): orders changes when no order column is set, and times the "
+                             "versions of the history table; a null or unparsable value fails the table")
+    commit_time.add_argument("--no-commit-time-column", action="store_true", help="no commit-time column")
+    keep = configure.add_mutually_exclusive_group()
+    keep.add_argument("--keep-on-null", metavar="A,B",
+                      help="columns whose null in an update keeps the value the lake has (inserts keep their "
+                      "nulls): LOB columns in DMS limited-LOB mode, PostgreSQL TOAST columns")
+    keep.add_argument("--no-keep-on-null", action="store_true", help="a null in an update is applied as null")
+    history = configure.add_mutually_exclusive_group()
+    history.add_argument("--history", dest="history", action="store_true", default=None,
+                         help="also keep <schema>.<table>_history: every version of each row with __start_at and "
+                         "__end_at (null: current)")
+    history.add_argument("--no-history", dest="history", action="store_false",
+                         help="stop maintaining the history table (it is kept as it is)")
+    tracked = configure.add_mutually_exclusive_group()
+    tracked.add_argument("--history-columns", metavar="A,B",
+                         help="a change to these columns opens a new version; other changes rewrite the current "
+                         "version in place (default: every column)")
+    tracked.add_argument("--history-except", metavar="C,D", help="every column but these opens a new version")
     configure.add_argument("--table-format", choices=[f.value for f in TableFormatName],
                            help="this table's format (default: the run's --table-format); a Parquet table "
                            "switched to iceberg is converted in place by its next merge (no file rewritten)")
@@ -360,8 +383,12 @@ def cmd_run(args) -> int:
         selected = [store.get(path) for path in planner.selected_paths()]
         active = [state for state in selected if state is not None and state.active]
         # Iceberg tables are in their own catalog (Glue on AWS, at once); the DuckDB catalog views them.
-        iceberg = [s.name for s in active if (s.table_format or args.table_format) == TableFormatName.ICEBERG]
-        tables = [s.name for s in active if s.name not in iceberg]
+        # A table's history table (<table>_history) is catalogued beside it, in its format.
+        with_history = [(s, name) for s in active for name in
+                        ([s.name, s.name + HISTORY_SUFFIX] if s.history is not None else [s.name])]
+        iceberg = [name for s, name in with_history
+                   if (s.table_format or args.table_format) == TableFormatName.ICEBERG]
+        tables = [name for _, name in with_history if name not in iceberg]
         if catalog_mode == "duckdb":
             catalog_settings.update(iceberg_tables=iceberg, iceberg_catalog=_iceberg_catalog(args))
         where = catalog_settings.get("path") or catalog_settings.get("database") or catalog_settings.get("crawler_name")
@@ -494,6 +521,16 @@ def cmd_configure(args) -> int:
         changes["partition_key"] = () if args.no_partition_key else _columns(args.partition_key)
     if args.order_column or args.no_order_column:
         changes["order_column"] = None if args.no_order_column else args.order_column
+    if args.commit_time_column or args.no_commit_time_column:
+        changes["commit_time_column"] = None if args.no_commit_time_column else args.commit_time_column
+    if args.keep_on_null or args.no_keep_on_null:
+        changes["keep_on_null"] = () if args.no_keep_on_null else _columns(args.keep_on_null)
+    if args.history is False:
+        if args.history_columns or args.history_except:
+            raise CliError("--no-history takes no --history-columns or --history-except")
+        changes["history"] = None
+    elif args.history or args.history_columns or args.history_except:
+        changes["history"] = history_tracking(_columns(args.history_columns or ""), _columns(args.history_except or ""))
     if args.table_format:
         changes["table_format"] = args.table_format
     state = store.update(path, **changes) if changes else store.get(path)
@@ -503,9 +540,20 @@ def cmd_configure(args) -> int:
         print(f"{state.name}: {'active' if state.active else 'inactive'}, primary key "
               f"{','.join(state.primary_key) or 'null'}, partition key {','.join(state.partition_key) or 'null'}"
               + (f", ordered by {state.order_column}" if state.order_column else "")
+              + (f", commit time in {state.commit_time_column}" if state.commit_time_column else "")
+              + (f", keeps {','.join(state.keep_on_null)} on null" if state.keep_on_null else "")
+              + (f", history in {state.name}_history" + _tracked_text(state.history) if state.history is not None else "")
               + (f", {state.table_format} format" if state.table_format else ""))
     store.close()
     return 0
+
+
+def _tracked_text(history: dict) -> str:
+    if history.get("columns"):
+        return f" (tracking {','.join(history['columns'])})"
+    if history.get("except"):
+        return f" (tracking all but {','.join(history['except'])})"
+    return ""
 
 
 def cmd_query(args) -> int:

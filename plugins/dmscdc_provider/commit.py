@@ -55,6 +55,19 @@ def commit_record(plan: TablePlan, attempt_id: str, result: dict, table_format: 
     )
     if plan.replaced_files:  # copies read instead of the listed files: not late (planner.late_files)
         summary["replaced_files"] = plan.replaced_files
+    history = {}
+    if result.get("history") is not None:
+        # The history table's part of this one commit: the same format publishes it, first.
+        history_plan = plan.history_plan()
+        history = {"history": {
+            "table": history_plan.table,
+            "attempt_id": attempt_id,
+            "staging_path": history_plan.staging_path(attempt_id),
+            **table_format.publish_document(history_plan, attempt_id, result["history"]),
+        }}
+        summary["history"] = {"rows_written": result["history"]["rows_written"],
+                              "files_added": len(result["history"]["files_added"]),
+                              "files_removed": len(result["history"]["files_removed"])}
     return {
         "plan_id": plan.plan_id,
         "attempt_id": attempt_id,
@@ -65,6 +78,7 @@ def commit_record(plan: TablePlan, attempt_id: str, result: dict, table_format: 
         "new_last_full_load_date": plan.new_last_full_load_date,
         "new_last_incremental_file": plan.new_last_incremental_file,
         "summary": summary,
+        **history,
     }
 
 
@@ -90,6 +104,10 @@ def finish(
     if pending is None:
         return state
     table_format = table_format_for_record(pending, storage, aws_conn_id=aws_conn_id, region_name=region_name)
+    if pending.get("history") is not None:
+        # The history table first: a crash after it leaves the record, and the retry finds the
+        # history published (Parquet moves are idempotent, an Iceberg snapshot names its attempt).
+        table_format.publish(pending["history"], on_step)
     table_format.publish(pending, on_step)
     try:
         committed = store.replace(
@@ -108,4 +126,6 @@ def finish(
             raise
     on_step("state_committed", {"version": committed.version})
     table_format.clean_up(pending)
+    if pending.get("history") is not None:
+        table_format.clean_up(pending["history"])
     return committed

@@ -18,7 +18,9 @@ A file fails its table when (docs/bad-input.md):
   number, a decimal that cannot hold both scales within 38 digits;
 - a primary key value or an ``Op`` is null (files without an ``Op`` column hold inserts);
 - a partition value cannot be a folder name (``hive_paths.folder_problem``: a NUL character,
-  a name longer than a file system allows, the name of Hive's null partition).
+  a name longer than a file system allows, the name of Hive's null partition);
+- the table's commit-time column is missing, null, not a timestamp, or text that does not
+  parse as one (``YYYY-MM-DD HH:MM:SS[.ffffff]``, as DMS writes it in CSV).
 
 What it reads it also hands on (``InputCheck``): the table's column types, which every file the
 merge writes carries, and the lake files the merge widens a column of, which it rewrites
@@ -159,12 +161,14 @@ class _UnfitPartitionValue:
 
 @dataclass(frozen=True)
 class _FileFacts:
-    """What the check learns of one file: its columns (as read), null counts of key and Op
-    columns, and the first partition value no folder name can hold."""
+    """What the check learns of one file: its columns (as read), null counts of key, Op and
+    commit-time columns, the first partition value no folder name can hold, and the commit times
+    when the file holds them as text."""
 
     schema: pa.Schema
     null_counts: dict[str, int]
     unfit_partition_value: _UnfitPartitionValue | None = None
+    commit_time_text: pa.ChunkedArray | None = None
 
 
 _CASE_INSENSITIVE = "Athena and Glue match column names case-insensitively, so one table cannot hold both"
@@ -188,6 +192,10 @@ class _PlanCheck:
         """Check the plan; return the table's column types (Spark names: the table format's
         schema (Iceberg), else the lake files' (an incremental merge), partition columns aside)
         and the lake files whose columns the merge widens (``_files_to_widen``)."""
+        if self.plan.history is not None and not self.plan.primary_key:
+            raise self.fail(None, None, "a history table needs a primary key: its versions are the versions of a key",
+                            f"Set the key (`dmscdc configure {self.plan.table} --primary-key ...`) or stop keeping "
+                            f"history (`--no-history`); the table's state is unchanged.")
         schemas = []
         for entry in self.plan.files:  # each file on its own first: the likeliest culprit
             path = entry["path"]
@@ -196,6 +204,7 @@ class _PlanCheck:
             self._require_columns(path, facts.schema)
             self._refuse_nulls(path, facts)
             self._refuse_unfit_partition_value(path, facts.unfit_partition_value)
+            self._check_commit_times(path, facts)
             schemas.append((path, facts.schema))
         # Then together, in plan order, after the lake (an incremental merge keeps its files).
         seen = self._lake_columns() if self.plan.mode == "incremental" else {}
@@ -334,6 +343,31 @@ class _PlanCheck:
             "table's state is unchanged.",
         )
 
+    def _check_commit_times(self, path: str, facts: _FileFacts) -> None:
+        """The commit-time column orders changes and times history versions: every row needs one."""
+        column = self.plan.commit_time_column
+        if not column:
+            return
+        remedy = (f"Check the DMS endpoint's TimestampColumnName and the table's setting (`dmscdc configure "
+                  f"{self.plan.table} --commit-time-column ...`, or --no-commit-time-column); if the file is "
+                  f"damaged: {_REPLACE}")
+        if column not in facts.schema.names:
+            raise self.fail(path, column, f"commit-time column {column!r} does not exist (the file has "
+                            f"{', '.join(facts.schema.names)})", remedy)
+        data_type = as_read(facts.schema.field(column).type)
+        if not (pa.types.is_timestamp(data_type) or pa.types.is_date(data_type) or pa.types.is_string(data_type)):
+            raise self.fail(path, column, f"commit-time column {column!r} is {type_name(data_type)}, not a timestamp",
+                            remedy)
+        if facts.null_counts.get(column):
+            raise self.fail(path, column, f"commit-time column {column!r} is null in "
+                            f"{facts.null_counts[column]} row(s); changes without a commit time cannot be ordered",
+                            remedy)
+        if facts.commit_time_text is not None:
+            bad = _unparsable_times(facts.commit_time_text)
+            if bad is not None:
+                raise self.fail(path, column, f"commit-time column {column!r} holds {bad[1]} value(s) that are not "
+                                f"a timestamp, such as {bad[0]!r}", remedy)
+
     # -- the lake -------------------------------------------------------------------------------
     def _lake_columns(self) -> dict[str, tuple[pa.DataType, str]]:
         """Column types over the lake table's visible files (footers), partition columns aside:
@@ -399,7 +433,8 @@ class _PlanCheck:
             raise self.fail(path, None, f"cannot read the file ({cause})", _REPLACE) from error
 
     def _checked_columns(self, names: list[str]) -> list[str]:
-        return [c for c in [*self.key_columns, OP] if c in names]
+        commit_time = [self.plan.commit_time_column] if self.plan.commit_time_column else []
+        return [c for c in [*self.key_columns, OP, *commit_time] if c in names]
 
     def _text_partition_columns(self, schema: pa.Schema) -> list[str]:
         """Partition columns whose values are text (a number, date or time always fits a folder)."""
@@ -419,7 +454,11 @@ class _PlanCheck:
             unfit = _first_unfit_partition_value(
                 (column, batch.column(0)) for column in self._text_partition_columns(schema)
                 for batch in parquet.iter_batches(columns=[column], batch_size=PARTITION_BATCH_ROWS))
-        return _FileFacts(schema, counts, unfit)
+            commit_time = self.plan.commit_time_column
+            text = None
+            if commit_time in schema.names and pa.types.is_string(as_read(schema.field(commit_time).type)):
+                text = parquet.read(columns=[commit_time]).column(commit_time)
+        return _FileFacts(schema, counts, unfit, text)
 
     def _read_csv(self, filesystem: pafs.FileSystem, path: str) -> _FileFacts:
         parse = pa_csv.ParseOptions(delimiter=self.plan.csv_delimiter, newlines_in_values=True)
@@ -437,7 +476,9 @@ class _PlanCheck:
         with filesystem.open_input_stream(path) as stream:
             table = pa_csv.read_csv(stream, parse_options=parse, convert_options=convert)
         unfit = _first_unfit_partition_value((c, chunk) for c in text_columns for chunk in table.column(c).chunks)
-        return _FileFacts(schema, {c: table.column(c).null_count for c in checked}, unfit)
+        commit_time = self.plan.commit_time_column
+        text = table.column(commit_time) if commit_time in checked else None
+        return _FileFacts(schema, {c: table.column(c).null_count for c in checked}, unfit, text)
 
 
 def _first_unfit_partition_value(columns) -> _UnfitPartitionValue | None:
@@ -456,6 +497,18 @@ def _first_unfit_partition_value(columns) -> _UnfitPartitionValue | None:
             if problem is not None:
                 return _UnfitPartitionValue(column, value, problem)
     return None
+
+
+def _unparsable_times(values: pa.ChunkedArray) -> tuple[str, int] | None:
+    """The first text that is not a timestamp as the engines read one, and how many there are."""
+    import duckdb
+
+    with duckdb.connect() as connection:
+        connection.register("times", pa.table({"t": values}))
+        first, count = connection.execute(
+            "SELECT any_value(t), count(*) FROM times WHERE t IS NOT NULL AND TRY_CAST(t AS TIMESTAMP) IS NULL"
+        ).fetchone()
+    return (first, count) if count else None
 
 
 def _widen(seen: dict[str, tuple[pa.DataType, str]], column: str, incoming: pa.DataType,

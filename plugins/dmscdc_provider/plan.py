@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
+from dmscdc_provider.dms_files import cdc_name_time, file_name
 from dmscdc_provider.storage import join
 
 STAGING_FOLDER = "_dmscdc_staging"
+# A table's history table is ``<schema>.<table>_history`` (docs/merge-semantics.md, "History tables").
+HISTORY_SUFFIX = "_history"
 # Plans too large for an XCom, stored once by the planner and read by the merge task.
 PLANS_FOLDER = "_dmscdc_plans"
 PLAN_INLINE_LIMIT_BYTES = 4096
@@ -54,6 +57,10 @@ class TablePlan:
     :param backlog: what raw held beyond this plan's new watermark when it was listed (files after
         the cutoff): ``{"files", "bytes", "oldest_modified"}`` (``observability.figures.backlog_of``);
         the commit reports it as the pending figures.
+    :param commit_time_column: the column holding each change's commit time (DMS
+        ``TimestampColumnName``), or None.
+    :param keep_on_null: columns whose null in an update keeps the lake's value.
+    :param history: None, or the history table's tracked columns (``TableState.history``).
     """
 
     table: str
@@ -78,6 +85,9 @@ class TablePlan:
     file_versions: dict[str, str] = field(default_factory=dict)
     replaced_files: dict[str, str] = field(default_factory=dict)
     backlog: dict | None = None
+    commit_time_column: str | None = None
+    keep_on_null: list[str] = field(default_factory=list)
+    history: dict | None = None
 
     @property
     def schema_name(self) -> str:
@@ -112,8 +122,31 @@ class TablePlan:
             return join(self.lake_table_path, ICEBERG_DATA_FOLDER, attempt_id)
         return join(self.lake_root, STAGING_FOLDER, self.schema_name, self.table_name, attempt_id)
 
+    def staging_paths(self, attempt_id: str) -> list[str]:
+        """Every folder an attempt's engine writes: the table's staging path, and its history table's."""
+        paths = [self.staging_path(attempt_id)]
+        if self.history is not None:
+            paths.append(self.history_plan().staging_path(attempt_id))
+        return paths
+
+    def history_plan(self) -> "TablePlan":
+        """The plan as it applies to the table's history table (``<table>_history`` beside it): the
+        table format commits both with one record."""
+        return replace(self, table=self.table + HISTORY_SUFFIX, history=None)
+
+    def file_times(self) -> list[str]:
+        """Per planned file, the instant its rows happened when there is no commit-time column
+        (ISO, UTC): a CDC file's name time; for LOAD rows the full load's start (its earliest
+        LOAD file's last-modified time)."""
+        loads = [self.file_versions.get(f["path"]) for f in self.files if f["kind"] == "load"]
+        load_time = min((t for t in loads if t), default=None)
+        return [load_time if entry["kind"] == "load"
+                else cdc_name_time(file_name(entry["path"])).astimezone(timezone.utc).isoformat()
+                for entry in self.files]
+
     def engine_plan(self, attempt_id: str, lake_files: list | None = None,
-                    column_types: dict[str, str] | None = None, widen_files: list[str] = ()) -> dict:
+                    column_types: dict[str, str] | None = None, widen_files: list[str] = (),
+                    history_lake_files: list | None = None) -> dict:
         """The document the engines take (docs/plan-and-result.md).
 
         :param lake_files: the table's current data files (``LakeFile``), when the table format
@@ -122,8 +155,23 @@ class TablePlan:
             writes carries (``input_checks.check_plan_inputs`` finds them).
         :param widen_files: lake files (relative paths) the merge rewrites because it widens one
             of their columns (Parquet folders; found by the same check).
+        :param history_lake_files: the same for the history table.
         """
-        pinned = None if lake_files is None else [{"path": f.relative_path, "size": f.size} for f in lake_files]
+        def pin(files):
+            return None if files is None else [{"path": f.relative_path, "size": f.size} for f in files]
+
+        history = None
+        if self.history is not None:
+            history_plan = self.history_plan()
+            history = {
+                "lake_table_path": history_plan.lake_table_path,
+                "staging_path": history_plan.staging_path(attempt_id),
+                "lake_files": pin(history_lake_files),
+                "columns": list(self.history.get("columns") or []),
+                "except": list(self.history.get("except") or []),
+                "file_times": self.file_times(),
+            }
+        pinned = pin(lake_files)
         return {
             "table": self.table,
             "plan_id": self.plan_id,
@@ -135,6 +183,9 @@ class TablePlan:
             "primary_key": self.primary_key,
             "partition_key": self.partition_key,
             "order_column": self.order_column,
+            "commit_time_column": self.commit_time_column,
+            "keep_on_null": list(self.keep_on_null),
+            "history": history,
             "csv_delimiter": self.csv_delimiter,
             "csv_null_value": self.csv_null_value,
             "lake_files": pinned,

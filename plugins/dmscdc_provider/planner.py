@@ -29,7 +29,7 @@ from typing import Callable
 from dmscdc_provider.dms_files import DmsFile, classify, dms_sort_key, file_name
 from dmscdc_provider.observability.figures import backlog_of
 from dmscdc_provider.plan import TablePlan
-from dmscdc_provider.state.base import NEVER_LOADED, ControllerStore, TableState
+from dmscdc_provider.state.base import NEVER_LOADED, ControllerStore, TableState, history_tracking
 from dmscdc_provider.storage import Storage, join, local_path
 
 log = logging.getLogger(__name__)
@@ -310,6 +310,9 @@ def _plan(state, mode, files, lake_root, full_date, incremental_file, delimiter,
         primary_key=list(state.primary_key),
         partition_key=list(state.partition_key),
         order_column=state.order_column,
+        commit_time_column=state.commit_time_column,
+        keep_on_null=list(state.keep_on_null),
+        history=state.history,
         new_last_full_load_date=full_date,
         new_last_incremental_file=incremental_file,
         csv_delimiter=delimiter,
@@ -344,6 +347,38 @@ def state_after_pending(state: TableState) -> TableState:
     )
 
 
+TABLE_SETTING_KEYS = ("commit_time_column", "keep_on_null", "history", "history_columns", "history_except")
+
+
+def apply_table_settings(state: TableState, table_settings: dict[str, dict]) -> TableState:
+    """The state with the settings of every glob that matches the table applied, in order: a
+    ``commit_time_column``, ``keep_on_null`` columns, ``history`` (true/false) with
+    ``history_columns`` or ``history_except`` (docs/airflow.md, "Per-table settings")."""
+    for pattern, settings in table_settings.items():
+        if not table_matches(state.name, pattern):
+            continue
+        changes: dict = {}
+        if "commit_time_column" in settings:
+            changes["commit_time_column"] = settings["commit_time_column"] or None
+        if "keep_on_null" in settings:
+            changes["keep_on_null"] = _setting_columns(settings["keep_on_null"])
+        if settings.get("history") is False:
+            changes["history"] = None
+        elif settings.get("history") or "history_columns" in settings or "history_except" in settings:
+            changes["history"] = history_tracking(_setting_columns(settings.get("history_columns")),
+                                                  _setting_columns(settings.get("history_except")))
+        state = state.evolve(**changes)
+    return state
+
+
+def _setting_columns(value) -> tuple[str, ...]:
+    """A YAML list of columns, or a comma list."""
+    if not value:
+        return ()
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
 class Planner:
     """Lists a raw DMS location, registers new tables, and plans the active ones.
 
@@ -357,6 +392,8 @@ class Planner:
     :param table_format: the format of tables whose controller item names none (``parquet``,
         ``iceberg``).
     :param iceberg_catalog: the catalog of Iceberg tables (``sqlite:///PATH``, ``glue://DATABASE``).
+    :param table_settings: glob on ``schema.table`` -> change semantics that override the
+        controller item's (the DAG YAML's ``table_settings``; ``apply_table_settings``).
     """
 
     def __init__(
@@ -371,6 +408,7 @@ class Planner:
         choose_engine: Callable[[TablePlan], TablePlan] | None = None,
         table_format: str = "parquet",
         iceberg_catalog: str | None = None,
+        table_settings: dict[str, dict] | None = None,
     ):
         self.raw_root = raw_root
         self.lake_root = lake_root
@@ -383,6 +421,7 @@ class Planner:
         self.choose_engine = choose_engine
         self.table_format = table_format
         self.iceberg_catalog = iceberg_catalog
+        self.table_settings = dict(table_settings or {})
 
     def discover(self) -> list[tuple[str, str]]:
         """``(schema, table)`` folders under the raw root.
@@ -473,7 +512,7 @@ class Planner:
                     "readable by this worker. The table's state is unchanged.",
                 ))
                 continue
-            current = state_after_pending(state)
+            current = apply_table_settings(state_after_pending(state), self.table_settings)
             plan = plan_table(
                 current,
                 files,

@@ -268,12 +268,17 @@ def start_attempt(
 
     table_format = table_format_for_plan(plan, storage, aws_conn_id=aws_conn_id, region_name=region_name)
     table_format.prepare(plan, state)
+    history_files = None
+    if plan.history is not None:
+        table_format.prepare(plan.history_plan(), state)
+        history_files = table_format.pinned_data_files(plan.history_plan())
     checked = check_plan_inputs(plan, table_format, aws_conn_id=aws_conn_id, region_name=region_name)
     if checked.problem is not None:  # before anything is staged: the table's state stays where it was
         return done(FAILED, error=checked.problem.to_error())
     attempt_id = f"{plan.plan_id}-{uuid.uuid4().hex[:8]}"
     return AttemptStart(attempt_id=attempt_id, engine_plan=plan.engine_plan(
-        attempt_id, table_format.pinned_data_files(plan), checked.column_types, checked.widen_files))
+        attempt_id, table_format.pinned_data_files(plan), checked.column_types, checked.widen_files,
+        history_files))
 
 
 def complete_attempt(
@@ -302,9 +307,12 @@ def complete_attempt(
         return with_run_record(plan, storage, TableOutcome(
             plan.table, status, plan.plan_id, seconds=time.monotonic() - started, **kwargs))
 
-    staging = plan.staging_path(attempt_id)
+    def discard_staged() -> None:
+        for staging in plan.staging_paths(attempt_id):
+            storage.delete_tree(staging)
+
     if result.get("status") != SUCCEEDED:
-        storage.delete_tree(staging)
+        discard_staged()
         error = result.get("error") or {}
         if error.get("lake_file"):
             # A commit of another run replaces lake files after it is recorded: a lake file that
@@ -319,11 +327,11 @@ def complete_attempt(
         table_format = table_format_for_plan(plan, storage, aws_conn_id=aws_conn_id, region_name=region_name)
         recorded = record(store, plan, commit_record(plan, attempt_id, result, table_format))
     except ConcurrentCommitError as error:
-        storage.delete_tree(staging)
+        discard_staged()
         return outcome(CONFLICT, note=f"{error}; another run committed this table first, nothing was changed")
     except StoreBusyError:
         # Nothing was recorded, so no later attempt can publish these files: drop them now.
-        storage.delete_tree(staging)
+        discard_staged()
         raise
     on_step("commit_recorded", {"version": recorded.version})
     committed = finish(store, storage, recorded, on_step, aws_conn_id=aws_conn_id, region_name=region_name)

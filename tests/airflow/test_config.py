@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from datetime import datetime, timezone
 
@@ -324,3 +325,27 @@ def test_freshness_slo_is_one_duration_or_globs_in_file_order_and_reaches_the_su
     dag = build_source_dag(by_glob, on_failure_callback=page)
     assert dag.task_dict["summary"].freshness_slo == by_glob.freshness_slo
     assert dag.on_failure_callback == page or dag.on_failure_callback == [page]
+
+
+def test_table_settings_set_change_semantics_per_table_glob(tmp_path):
+    config = load_source_config(write(tmp_path, "sales.yaml", MINIMAL + """
+table_settings:
+  sales.orders:
+    commit_time_column: commit_ts
+    keep_on_null: [notes]
+    history: true
+    history_columns: [status, amount]
+"""))
+    assert config.table_settings == {"sales.orders": {
+        "commit_time_column": "commit_ts", "keep_on_null": ["notes"], "history": True,
+        "history_columns": ["status", "amount"]}}
+
+
+@pytest.mark.parametrize("settings, message", [
+    ("  sales.orders: {history_columns: [a], history_except: [b]}",
+     "table_settings.sales.orders: a history table tracks either history_columns"),
+    ("  sales.orders: {history_since: 2024}", "unknown key(s) table_settings.sales.orders.history_since"),
+])
+def test_table_settings_errors_name_the_file_and_the_key(tmp_path, settings, message):
+    with pytest.raises(SourceConfigError, match=re.escape(message)):
+        load_source_config(write(tmp_path, "sales.yaml", MINIMAL + "table_settings:\n" + settings + "\n"))

@@ -9,6 +9,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, AirflowSkipException
 from airflow.sdk import Asset, AssetAlias
@@ -671,6 +672,21 @@ class TestDmsCdcRefreshCatalogOperator:
 
         assert [extra["table"] for _, extra in context["outlet_events"][alias]] == ["sales.store"]
         assert announced_before.bound == "2024-03-03T00:00:00+00:00"  # only this run's time is read
+
+    def test_a_table_with_a_history_table_has_both_refreshed(self, source, tmp_path):
+        alias = AssetAlias("dmscdc_demo_lake")
+        for name in ("store", "store_history"):
+            (tmp_path / "lake" / "sales" / name).mkdir(parents=True)
+            pq.write_table(pa.table({"id": [1]}), tmp_path / "lake" / "sales" / name / "part-0.parquet")
+        with_history = {**outcome("sales.store"), "summary": {"history": {"rows_written": 1, "files_added": 1,
+                                                                          "files_removed": 0}}}
+        ti = FakeTaskInstance({("merge", "outcome"): [with_history]})
+        context = make_context(ti=ti, inlet_events={alias: InletEvents()})
+
+        catalog = str(tmp_path / "catalog.duckdb")
+        self.refresh_task(source, catalog, alias).execute(context)
+
+        assert query(catalog, "SELECT count(*) FROM sales.store_history")[1] == [(1,)]
 
     def test_on_airflow_3_0_the_announced_events_come_as_a_plain_list(self, source, tmp_path):
         alias = AssetAlias("dmscdc_demo_lake")

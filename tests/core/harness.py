@@ -60,13 +60,15 @@ class LakeHarness:
         schema, name = table.split(".")
         return controller_path(self.raw, schema, name)
 
-    def configure(self, table: str, primary_key=(), partition_key=(), order_column=None, active=True) -> None:
+    def configure(self, table: str, primary_key=(), partition_key=(), order_column=None, active=True,
+                  commit_time_column=None, keep_on_null=(), history=None) -> None:
         schema, name = table.split(".")
         path = self.path_of(table)
         if self.store.get(path) is None:
             self.store.register(TableState(path=path, schema=schema, table=name))
         self.store.update(path, active=active, primary_key=tuple(primary_key),
-                          partition_key=tuple(partition_key), order_column=order_column)
+                          partition_key=tuple(partition_key), order_column=order_column,
+                          commit_time_column=commit_time_column, keep_on_null=tuple(keep_on_null), history=history)
 
     def state(self, table: str) -> TableState:
         return self.store.get(self.path_of(table))

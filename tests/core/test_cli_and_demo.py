@@ -62,6 +62,21 @@ def test_configure_tables_plan_and_query_commands(tmp_path, local_engine, capsys
     assert main(["configure", "sales.item", *state, "--no-partition-key", "--no-order-column"]) == 0
     assert capsys.readouterr().out.strip() == "sales.item: active, primary key id, partition key null"
 
+    assert main(["configure", "sales.item", *state, "--commit-time-column", "ts", "--keep-on-null", "notes,doc",
+                 "--history", "--history-except", "ts"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "sales.item: active, primary key id, partition key null, commit time in ts, keeps notes,doc on null, "
+        "history in sales.item_history (tracking all but ts)")
+    current = lake.state("sales.item")
+    assert (current.commit_time_column, current.keep_on_null, current.history) == (
+        "ts", ("notes", "doc"), {"except": ["ts"]})
+    with pytest.raises(SystemExit):  # argparse: one or the other
+        main(["configure", "sales.item", *state, "--history-columns", "a", "--history-except", "b"])
+    assert "not allowed with argument --history-columns" in capsys.readouterr().err
+    assert main(["configure", "sales.item", *state, "--no-commit-time-column", "--no-keep-on-null",
+                 "--no-history"]) == 0
+    assert capsys.readouterr().out.strip() == "sales.item: active, primary key id, partition key null"
+
     assert main(["plan", *state]) == 0
     plans = json.loads(capsys.readouterr().out)["plans"]
     assert [(p["table"], p["mode"], len(p["files"])) for p in plans] == [("sales.item", "full", 1)]

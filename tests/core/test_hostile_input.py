@@ -5,6 +5,7 @@ the cause as the library states it; the table's state and lake files stay as the
 from __future__ import annotations
 
 import os
+from datetime import datetime
 
 import pyarrow as pa
 import pytest
@@ -177,3 +178,44 @@ def test_the_cli_shows_a_corrupt_files_cause_in_its_first_lines(lake, capsys):
     assert code == 1
     head = "\n".join((captured.out + captured.err).splitlines()[:20])
     assert "s.bad" in head and path in head and "Parquet file size is 0 bytes" in head
+
+
+STAMPED = pa.schema([("id", pa.int64()), ("name", pa.string()), ("ts", pa.timestamp("us"))])
+AT = datetime(2024, 3, 1, 10, 0, 0)
+
+# name -> (writes the hostile file into s.t and returns its path, words of the cause)
+HOSTILE_COMMIT_TIMES = {
+    "null_commit_time": (
+        lambda lake: lake.cdc("s.t", [{"Op": "U", "id": 1, "name": "x", "ts": None}], STAMPED),
+        "commit-time column 'ts' is null in 1 row(s)"),
+    "unparsable_commit_time_csv": (
+        lambda lake: lake.cdc("s.t", [{"Op": "U", "id": 1, "name": "x", "ts": "yesterday"}],
+                              pa.schema([("id", pa.int64()), ("name", pa.string()), ("ts", pa.string())]),
+                              extension="csv"),
+        "commit-time column 'ts' holds 1 value(s) that are not a timestamp, such as 'yesterday'"),
+    "commit_time_missing": (
+        lambda lake: lake.cdc("s.t", [{"Op": "U", "id": 1, "name": "x"}], ITEM),
+        "commit-time column 'ts' does not exist"),
+    "commit_time_a_number": (
+        lambda lake: lake.cdc("s.t", [{"Op": "U", "id": 1, "name": "x", "ts": 5}],
+                              pa.schema([("id", pa.int64()), ("name", pa.string()), ("ts", pa.int64())])),
+        "commit-time column 'ts' is int64, not a timestamp"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_COMMIT_TIMES))
+def test_a_null_or_unparsable_commit_time_fails_the_table_naming_file_and_column(tmp_path, engine, case):
+    lake = LakeHarness(tmp_path, engine)
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts")
+    lake.load("s.t", [{"Op": "I", "id": 1, "name": "one", "ts": AT}], STAMPED)
+    lake.run_ok()
+    write, cause = HOSTILE_COMMIT_TIMES[case]
+    path = write(lake)
+    state, files_before = lake.state("s.t"), lake.data_files("s.t")
+
+    (outcome,) = lake.run().outcomes
+
+    assert outcome.status == "failed"
+    assert (outcome.error["file"], outcome.error["column"]) == (path, "ts")
+    assert cause in outcome.error["problem"] and "TimestampColumnName" in outcome.error["remedy"]
+    assert lake.state("s.t") == state and lake.data_files("s.t") == files_before

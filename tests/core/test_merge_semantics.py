@@ -356,6 +356,92 @@ def test_order_column_takes_precedence_over_file_order(lake):
     assert names(lake.rows("s.t")) == {1: "newest"}
 
 
+STAMPED = pa.schema([("id", pa.int64()), ("name", pa.string()), ("ts", pa.timestamp("us"))])
+
+
+def at(second: int) -> datetime:
+    return datetime(2024, 3, 1, 10, 0, second)
+
+
+def test_commit_time_column_orders_changes_and_file_order_breaks_ties(lake):
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts")
+    lake.cdc("s.t", [{"Op": "U", "id": 1, "name": "committed last", "ts": at(9)},
+                     {"Op": "U", "id": 1, "name": "committed first", "ts": at(1)},
+                     {"Op": "I", "id": 2, "name": "tie, earlier row", "ts": at(5)},
+                     {"Op": "U", "id": 2, "name": "tie, later row", "ts": at(5)}], STAMPED)
+    # A later file whose commit time is older loses; a later file at the same time wins.
+    lake.cdc("s.t", [{"Op": "U", "id": 1, "name": "older commit in a later file", "ts": at(3)},
+                     {"Op": "U", "id": 2, "name": "tie, later file", "ts": at(5)}], STAMPED)
+    lake.run_ok()
+    assert names(lake.rows("s.t")) == {1: "committed last", 2: "tie, later file"}
+
+
+def test_commit_time_column_as_csv_text_orders_as_time(lake):
+    schema = pa.schema([("id", pa.int64()), ("name", pa.string()), ("ts", pa.string())])
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts")
+    # As text the "T" spelling sorts after the space; as time it is an hour earlier.
+    lake.cdc("s.t", [{"Op": "U", "id": 1, "name": "newest", "ts": "2024-03-01 11:00:00"},
+                     {"Op": "U", "id": 1, "name": "older", "ts": "2024-03-01T10:00:00.5"}], schema, extension="csv")
+    lake.run_ok()
+    assert names(lake.rows("s.t")) == {"1": "newest"}  # CSV carries no types
+
+
+def test_order_column_takes_precedence_over_the_commit_time_column(lake):
+    schema = pa.schema([("id", pa.int64()), ("name", pa.string()), ("ts", pa.timestamp("us")),
+                        ("AR_H_CHANGE_SEQ", pa.string())])
+    lake.configure("s.t", primary_key=["id"], order_column="AR_H_CHANGE_SEQ", commit_time_column="ts")
+    lake.cdc("s.t", [{"Op": "U", "id": 1, "name": "newest", "ts": at(1), "AR_H_CHANGE_SEQ": "0002"},
+                     {"Op": "U", "id": 1, "name": "older", "ts": at(2), "AR_H_CHANGE_SEQ": "0001"}], schema)
+    lake.run_ok()
+    assert names(lake.rows("s.t")) == {1: "newest"}
+
+
+NOTED = pa.schema([("id", pa.int64()), ("name", pa.string()), ("dept", pa.string()), ("notes", pa.string())])
+
+
+def noted(op, id_, name, notes, dept="a"):
+    return {"Op": op, "id": id_, "name": name, "dept": dept, "notes": notes}
+
+
+def notes_of(rows):
+    return {row["id"]: (row["name"], row["notes"]) for row in rows}
+
+
+def test_keep_on_null_keeps_the_lakes_value_when_an_update_carries_null(lake):
+    lake.configure("s.t", primary_key=["id"], partition_key=["dept"], keep_on_null=["notes"])
+    lake.load("s.t", [noted("I", i, f"n{i}", f"lob {i}") for i in range(1, 6)], NOTED)
+    lake.run_ok()
+    lake.cdc("s.t", [noted("U", 1, "renamed", None),                      # null: the lake's value stays
+                     noted("U", 2, "new lob", "lob 2b"),                  # a value: applied
+                     noted("I", 3, "re-inserted", None),                  # an insert keeps its null
+                     noted("U", 4, "moved", None, dept="b"),              # a partition move keeps it too
+                     noted("I", 6, "new", "lob 6"), noted("U", 6, "new, updated", None),   # earlier change
+                     noted("D", 5, "n5", "lob 5"), noted("I", 5, "reborn", None), noted("U", 5, "again", None)],
+             NOTED)
+    lake.run_ok()
+    assert notes_of(lake.rows("s.t")) == {
+        1: ("renamed", "lob 1"), 2: ("new lob", "lob 2b"), 3: ("re-inserted", None), 4: ("moved", "lob 4"),
+        5: ("again", None), 6: ("new, updated", "lob 6")}
+    assert {r["id"]: r["dept"] for r in lake.rows("s.t")}[4] == "b"
+
+
+def test_keep_on_null_in_a_full_load_keeps_the_load_rows_value(lake):
+    lake.configure("s.t", primary_key=["id"], keep_on_null=["notes"])
+    lake.load("s.t", [noted("I", 1, "loaded", "lob 1"), noted("I", 2, "loaded", "lob 2")], NOTED)
+    lake.cdc("s.t", [noted("U", 1, "updated", None)], NOTED)
+    lake.run_ok()
+    assert notes_of(lake.rows("s.t")) == {1: ("updated", "lob 1"), 2: ("loaded", "lob 2")}
+
+
+def test_without_keep_on_null_an_updates_null_is_applied(lake):
+    lake.configure("s.t", primary_key=["id"])
+    lake.load("s.t", [noted("I", 1, "loaded", "lob 1")], NOTED)
+    lake.run_ok()
+    lake.cdc("s.t", [noted("U", 1, "updated", None)], NOTED)
+    lake.run_ok()
+    assert notes_of(lake.rows("s.t")) == {1: ("updated", None)}
+
+
 def test_copy_on_write_rewrites_only_files_holding_changed_keys(lake):
     lake.configure("s.t", primary_key=["id"], partition_key=["dept"])
     lake.load("s.t", [item("I", i, f"n{i}", dept) for dept in "abcd" for i in range(ord(dept) * 10, ord(dept) * 10 + 5)],

@@ -156,3 +156,18 @@ def test_blogs_initial_watermark_means_every_cdc_file_is_new(tmp_path):
     cdc = lake.cdc("s.t", ROW, ITEM)
     lake.store.update(lake.path_of("s.t"), last_incremental_file=lake.path_of("s.t") + "0.parquet")
     assert [f["path"] for f in lake.planner().plan().plans[0].files] == [cdc]
+
+
+def test_table_settings_override_the_controller_item_for_matching_tables():
+    from dmscdc_provider.planner import apply_table_settings
+    from dmscdc_provider.state.base import TableState
+
+    state = TableState(path="p/s/t/", schema="s", table="t", commit_time_column="old", keep_on_null=("x",))
+    settings = {"s.*": {"commit_time_column": "ts", "keep_on_null": ["notes", "doc"], "history": True,
+                        "history_except": "ts"},
+                "other.*": {"history": True}}
+    applied = apply_table_settings(state, settings)
+    assert (applied.commit_time_column, applied.keep_on_null, applied.history) == (
+        "ts", ("notes", "doc"), {"except": ["ts"]})
+    assert apply_table_settings(applied, {"s.t": {"history": False}}).history is None
+    assert apply_table_settings(state, {"other.*": {"history": True}}) == state

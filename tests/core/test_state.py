@@ -52,3 +52,15 @@ def test_open_store_accepts_sqlite_uris_and_paths(tmp_path):
     assert open_store(str(tmp_path / "b.sqlite")).path == f"{tmp_path}/b.sqlite"
     with pytest.raises(ValueError, match="unsupported state store"):
         open_store("postgres://db/x")
+
+
+def test_change_semantics_settings_round_trip_through_the_item(store):
+    state = TableState(path="p/s/t/", schema="s", table="t", commit_time_column="ts",
+                       keep_on_null=("notes", "doc"), history={"columns": ["status"]})
+    store.register(state)
+    item = store.get(state.path).to_item()
+    assert (item["CommitTimeColumn"], item["KeepOnNull"], item["History"]) == (
+        "ts", "notes,doc", '{"columns": ["status"]}')
+    assert TableState.from_item(item) == store.get(state.path)
+    cleared = store.update(state.path, commit_time_column=None, keep_on_null=(), history=None).to_item()
+    assert not {"CommitTimeColumn", "KeepOnNull", "History"} & set(cleared)

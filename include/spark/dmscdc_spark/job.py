@@ -86,6 +86,8 @@ def run_merge(spark: SparkSession, plan: dict) -> dict:
         # The result says the cause in one line; the library's whole trace stays at debug level.
         log.debug("%s: %s", merge_plan.table, error, exc_info=error)
         files.delete_tree(merge_plan.staging_path)
+        if merge_plan.history is not None:
+            files.delete_tree(merge_plan.history["staging_path"])
         result = {"status": "failed", "error": error.to_dict()}
     result.update(
         table=merge_plan.table,
@@ -331,10 +333,12 @@ class _TableMerge:
         # Hidden files (``_``/``.`` names) are invisible to readers and are never rewritten.
         return sorted((f for f in holding if not is_hidden(f.relative_path)), key=lambda f: f.relative_path)
 
-    def _read_lake_files(self, stored: list[StoredFile], change_schema: T.StructType) -> tuple[DataFrame, str]:
+    def _read_lake_files(self, stored: list[StoredFile], change_schema: T.StructType,
+                         root: str | None = None) -> tuple[DataFrame, str]:
         """The rows of the lake files a merge rewrites, with their partition columns; one scan
-        unless their types differ (a widened column), then one read per file."""
-        root = self.plan.lake_table_path.rstrip("/")
+        unless their types differ (a widened column), then one read per file. ``root``: their
+        table folder (default: the plan's table)."""
+        root = (root or self.plan.lake_table_path).rstrip("/")
         label = f"{root}/{stored[0].relative_path}" if len(stored) == 1 else f"the lake files under {root}"
         try:
             frame = read_lake_files(self.spark.read.option("mergeSchema", True), root,
@@ -356,8 +360,8 @@ class _TableMerge:
         if plan.order_column and plan.order_column not in change_schema.fieldNames():
             self.warnings.append(
                 f"ordering column {plan.order_column!r} is in none of the files; "
-                "file order and row position decide"
-            )
+                + ("the commit-time column decides" if plan.sequence_column(change_schema.fieldNames()) else
+                   "file order and row position decide"))
         # CDC rows are read by three queries (counts and key bounds, the key scan, the write)
         # and are not cached: they are the size of the change, so re-reading them costs less
         # than building an in-memory cache that each query would then scan.
@@ -407,6 +411,7 @@ class _TableMerge:
             cdc_counts, bounds = self._count_and_bound(cdc)
             self._check_ops(cdc_counts)
         load_ops = Observation("load_ops")
+        load_rows_read = loads  # before the observation, which one action reports
         if loads is not None:
             # LOAD rows are counted while they are written: no extra pass over the table.
             loads = loads.observe(load_ops, *_op_counters())
@@ -415,18 +420,18 @@ class _TableMerge:
         incoming: list[DataFrame] = []
         changed_keys = None
         if cdc is not None and keyed:
-            newest = rules.latest_change_per_key(cdc, plan.primary_key, plan.order_column)
-            incoming.append(rules.lake_rows(rules.live_rows(newest)))
             changed_keys = cdc.select(*[rules.column(k) for k in plan.primary_key]).distinct()
         elif cdc is not None:
             incoming.append(rules.lake_rows(rules.inserts_only(cdc)))
 
         base: list[DataFrame] = []
         lake_sources: list[tuple[str, T.StructType]] = []
+        prior = None  # the rows the changes start from (keep-on-null columns)
         if plan.mode == "full":
             replaced = self._lake_files()
             if loads is not None:
                 load_rows = rules.lake_rows(rules.inserts_only(loads)) if not keyed else rules.lake_rows(loads)
+                prior = load_rows
                 if changed_keys is not None:
                     load_rows = rules.without_keys(load_rows, changed_keys, plan.primary_key)
                 base.append(load_rows)
@@ -438,9 +443,23 @@ class _TableMerge:
             replaced += self._files_to_widen(replaced)
             if replaced:
                 frame, label = self._read_lake_files(replaced, change_schema)
+                prior = frame
                 kept = rules.without_keys(frame, changed_keys, plan.primary_key) if changed_keys is not None else frame
                 base.append(kept)
                 lake_sources.append((label, frame.schema))
+        sequenced = sequence = None
+        if cdc is not None and keyed:
+            sequenced, sequence = rules.with_sequence(cdc, plan.order_column, plan.commit_time_column)
+            keep = [c for c in plan.keep_on_null if c in cdc.columns and c not in plan.primary_key]
+            if keep:
+                prior_rows = None
+                if prior is not None:
+                    prior_rows = prior.select(*[rules.column(k) for k in plan.primary_key], *[rules.column(c) if c in prior.columns else
+                                                                   F.lit(None).alias(c) for c in keep])
+                    prior_rows = prior_rows.join(changed_keys, on=plan.primary_key, how="left_semi")
+                sequenced = rules.keep_values_on_null(sequenced, plan.primary_key, sequence, keep, prior_rows)
+            newest = rules.latest_change_per_key(sequenced, plan.primary_key, sequence)
+            incoming.append(rules.lake_rows(rules.live_rows(newest)))
 
         # The table's types first, then the lake files': they win ties, and every file this merge
         # writes carries them, rewritten or not (docs/merge-semantics.md, "Columns and types").
@@ -478,6 +497,12 @@ class _TableMerge:
             "U": sum(c for _, op, c in cdc_counts if op == "U"), "D": sum(c for _, op, c in cdc_counts if op == "D")}
         # A write of no rows leaves one empty file (Spark keeps the schema); the table needs none.
         added = self._staged_files() if rows_written else []
+        history = None
+        if plan.history is not None:
+            from dmscdc_spark.history import HistoryMerge
+
+            history = HistoryMerge(self, plan.history).run(
+                schema, change_schema, load_rows_read if plan.mode == "full" else None, sequenced, sequence, changed_keys)
         return {
             "status": "succeeded",
             "rows_read": rows_read,
@@ -487,6 +512,7 @@ class _TableMerge:
             "files_removed": [f.relative_path for f in replaced],
             "partition_column_types": {c: schema[c].dataType.simpleString() for c in plan.partition_key},
             "warnings": self.warnings,
+            **({"history": history} if history is not None else {}),
         }
 
     def _files_to_widen(self, rewritten: list[StoredFile]) -> list[StoredFile]:

@@ -163,6 +163,7 @@ def build_source_dag(config: SourceConfig, on_failure_callback=None) -> DAG:
             inprocess_max_bytes=config.inprocess_max_bytes,
             table_format=config.table_format,
             iceberg_catalog=config.iceberg_catalog,
+            table_settings=config.table_settings,
             # Runs of a source plan and merge one at a time, in logical-date order: the plan task
             # waits (deferred, with a log line per check) while an earlier run runs or a later one is
             # merging, and fails saying what to do after one sensor timeout. Airflow counts a

@@ -103,6 +103,9 @@ class SourceConfig:
         ``s3://`` lake) or ``glue_crawler``.
     :param table_format: ``parquet`` (default) or ``iceberg`` for tables whose controller item
         names none (docs/table-formats.md).
+    :param table_settings: YAML ``table_settings``: glob on ``schema.table`` -> change semantics
+        that override the controller item's (``commit_time_column``, ``keep_on_null``,
+        ``history``, ``history_columns``, ``history_except``; docs/airflow.md).
     :param iceberg_catalog: YAML ``iceberg.catalog``: ``sqlite:///PATH`` (default for a local
         lake: ``<lake>/_dmscdc_iceberg.sqlite``) or ``glue://DATABASE`` (default for an S3 lake:
         the catalog database, else ``dmscdc_<source>``).
@@ -130,6 +133,7 @@ class SourceConfig:
     catalog_settings: dict = field(default_factory=dict)
     table_format: str = "parquet"
     iceberg_catalog: str | None = None
+    table_settings: dict = field(default_factory=dict)
     wait_for_changes: SensorConfig = field(default_factory=SensorConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
@@ -235,6 +239,15 @@ def _iceberg_catalog(iceberg: dict, document: dict, catalog_settings: dict) -> s
     return f"sqlite:///{local_path(str(document['lake']).rstrip('/'))}/_dmscdc_iceberg.sqlite"
 
 
+def _table_settings(settings: dict, path: str) -> dict:
+    """The checked ``table_settings``: ``history_columns`` and ``history_except`` exclude each other."""
+    for pattern, table in settings.items():
+        if (table or {}).get("history_columns") and (table or {}).get("history_except"):
+            raise SourceConfigError(f"{path}: table_settings.{pattern}: a history table tracks either "
+                                    "history_columns or every column but history_except, not both")
+    return {pattern: dict(table or {}) for pattern, table in settings.items()}
+
+
 def _start_date(value: Any, path: str) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
@@ -279,6 +292,7 @@ def parse_source_config(document: dict, path: str = "<config>") -> SourceConfig:
         freshness_slo = FreshnessObjectives.parse(document.pop("freshness_slo", None)).to_dict()
     except ValueError as error:
         raise SourceConfigError(f"{path}: freshness_slo: {error}") from None
+    table_settings = _table_settings(document.pop("table_settings", None) or {}, path)
     aws = document.pop("aws", None) or {}
     csv = document.pop("csv", None) or {}
     if "start_date" in document:
@@ -294,6 +308,7 @@ def parse_source_config(document: dict, path: str = "<config>") -> SourceConfig:
         catalog_mode=catalog_mode,
         catalog_settings=catalog_settings,
         iceberg_catalog=iceberg_catalog,
+        table_settings=table_settings,
         wait_for_changes=sensor,
         merge=merge,
         maintenance=maintenance,

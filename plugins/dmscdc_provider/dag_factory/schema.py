@@ -107,6 +107,14 @@ def source_schema(sensor_class, merge_class, extra_keys: set[str] = frozenset())
         # one duration (900, 15m, 2h) for every table, or schema.table glob -> duration
         "freshness_slo": {"type": ["string", "number", "object", "null"],
                           "additionalProperties": {"type": ["string", "number"]}},
+        "table_settings": {"type": ["object", "null"], "additionalProperties": {
+            "type": ["object", "null"], "additionalProperties": False, "properties": {
+                "commit_time_column": {"type": ["string", "null"]},
+                "keep_on_null": {"type": ["array", "string", "null"], "items": {"type": "string"}},
+                "history": {"type": "boolean"},
+                "history_columns": {"type": ["array", "string", "null"], "items": {"type": "string"}},
+                "history_except": {"type": ["array", "string", "null"], "items": {"type": "string"}},
+            }}},
         "csv": {"type": ["object", "null"], "additionalProperties": False,
                 "properties": {"delimiter": {"type": "string", "minLength": 1}, "null_value": {"type": "string"}}},
     }

@@ -99,10 +99,10 @@ class DuckDBMergeEngine:
             with self._connect(spill) as connection:
                 result = _TableMerge(connection, files, plan).run()
         except MergeInputError as error:
-            files.delete_tree(plan.staging_path)
+            _discard_staged(files, plan)
             result = {"status": "failed", "error": error.to_dict()}
         except (duckdb.OutOfMemoryException, MemoryError) as error:
-            files.delete_tree(plan.staging_path)
+            _discard_staged(files, plan)
             result = {"status": "failed", "error": {
                 "table": plan.table, "file": None,
                 "problem": f"the merge needs more memory than the duckdb engine's memory_limit "
@@ -154,6 +154,12 @@ def utc_connection(database: str = ":memory:", **options) -> duckdb.DuckDBPyConn
         connection.close()
         raise
     return connection
+
+
+def _discard_staged(files: ArrowFiles, plan: MergePlan) -> None:
+    files.delete_tree(plan.staging_path)
+    if plan.history is not None:
+        files.delete_tree(plan.history["staging_path"])
 
 
 def _first_line(error: BaseException) -> str:
@@ -353,8 +359,8 @@ class _TableMerge:
             return [LakeFile(f["path"], int(f["size"])) for f in self.plan.lake_files]
         return self.files.list_data_files(self.plan.lake_table_path)
 
-    def _footers(self, lake_files: list[LakeFile]) -> list[pq.FileMetaData]:
-        root = self.plan.lake_table_path.rstrip("/")
+    def _footers(self, lake_files: list[LakeFile], root: str | None = None) -> list[pq.FileMetaData]:
+        root = (root or self.plan.lake_table_path).rstrip("/")
 
         def footer(lake_file: LakeFile) -> pq.FileMetaData:
             path = f"{root}/{lake_file.relative_path}"
@@ -376,10 +382,18 @@ class _TableMerge:
                 schema = schema.append(pa.field(column, data_type))
         return schema
 
-    def _files_holding_keys(self, change_schema: pa.Schema) -> list[tuple[LakeFile, pq.FileMetaData]]:
+    def _files_holding_keys(self, change_schema: pa.Schema, root: str | None = None,
+                            lake_files: list[LakeFile] | None = None,
+                            open_only: str | None = None) -> list[tuple[LakeFile, pq.FileMetaData]]:
         """Lake files holding a changed key, found from folder names and footers, then the key
-        columns of the row groups the footers cannot rule out."""
-        lake_files = self._lake_files()
+        columns of the row groups the footers cannot rule out.
+
+        :param root: the table folder (default: the plan's table); ``lake_files`` its files.
+        :param open_only: a column whose null marks the rows that count (a history table's
+            ``__end_at``: its current versions); row groups without a null there are skipped.
+        """
+        if lake_files is None:
+            lake_files = self._lake_files()
         if not lake_files:
             return []
         keys = self.plan.primary_key
@@ -411,7 +425,7 @@ class _TableMerge:
             return False
 
         candidates = [lake_file for lake_file in lake_files if not folder_outside(lake_file)]
-        footers = self._footers(candidates)
+        footers = self._footers(candidates, root)
         row_groups: list[tuple[LakeFile, pq.FileMetaData, list[int]]] = []
         for lake_file, metadata in zip(candidates, footers):
             columns = {metadata.schema.column(i).path: i for i in range(metadata.num_columns)}
@@ -419,7 +433,10 @@ class _TableMerge:
             for index in range(metadata.num_row_groups):
                 group = metadata.row_group(index)
                 inside = True
-                for column in keys:
+                if open_only is not None and open_only in columns:
+                    stats = group.column(columns[open_only]).statistics
+                    inside = stats is None or not stats.has_null_count or stats.null_count > 0
+                for column in keys if inside else ():
                     if column in lake_file.partition_text:
                         continue
                     if column not in columns:
@@ -435,7 +452,7 @@ class _TableMerge:
                 row_groups.append((lake_file, metadata, keep))
         if not row_groups:
             return []
-        return self._exact_matches(row_groups, key_types)
+        return self._exact_matches(row_groups, key_types, root, open_only)
 
     def _files_to_widen(self, rewritten: list[LakeFile]) -> list[tuple[LakeFile, pq.FileMetaData]]:
         """The plan's ``widen_files`` the merge does not rewrite for a changed key: rewritten too."""
@@ -445,9 +462,10 @@ class _TableMerge:
         lake_files = [lake_file for lake_file in self._lake_files() if lake_file.relative_path in wanted]
         return list(zip(lake_files, self._footers(lake_files)))
 
-    def _exact_matches(self, row_groups, key_types: dict) -> list[tuple[LakeFile, pq.FileMetaData]]:
+    def _exact_matches(self, row_groups, key_types: dict, root: str | None = None,
+                       open_only: str | None = None) -> list[tuple[LakeFile, pq.FileMetaData]]:
         keys = self.plan.primary_key
-        root = self.plan.lake_table_path.rstrip("/")
+        root = (root or self.plan.lake_table_path).rstrip("/")
         key_schema = pa.schema([pa.field(k, key_types[k]) for k in keys] + [pa.field("_dmscdc_file", pa.int32())])
 
         def batches():
@@ -458,7 +476,11 @@ class _TableMerge:
                     with self.files.open_input(path) as handle:
                         parquet = pq.ParquetFile(handle)
                         in_file = [k for k in keys if k not in folder_values and k in parquet.schema_arrow.names]
-                        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=groups, columns=in_file):
+                        marker = [open_only] if open_only in parquet.schema_arrow.names else []
+                        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=groups,
+                                                          columns=in_file + marker):
+                            if marker:  # only the rows that count
+                                batch = batch.filter(pc.is_null(batch.column(open_only))).drop_columns(marker)
                             for column in keys:
                                 if column in folder_values:
                                     value = hive_paths.typed_value(folder_values[column], key_types[column],
@@ -479,19 +501,23 @@ class _TableMerge:
         numbers = sorted(number for (number,) in found)
         return [(row_groups[n][0], row_groups[n][1]) for n in numbers]
 
-    def _read_parquet(self, path: str, row_groups: list[int] | None) -> pa.Table:
+    def _read_parquet(self, path: str, row_groups: list[int] | None, columns: list[str] | None = None) -> pa.Table:
+        """The file's rows (of ``row_groups`` only, if given; of the ``columns`` it has, if given)."""
         with self.files.open_input(path) as handle:
             parquet = pq.ParquetFile(handle, pre_buffer=True)  # coalesced reads: fewer S3 requests
+            if columns is not None:
+                columns = [c for c in columns if c in parquet.schema_arrow.names]
             if row_groups is None:
-                return parquet.read(use_threads=True)
-            return parquet.read_row_groups(row_groups, use_threads=True)
+                return parquet.read(columns=columns, use_threads=True)
+            return parquet.read_row_groups(row_groups, columns=columns, use_threads=True)
 
-    def _read_lake_table(self, lake_file: LakeFile, schema: pa.Schema, row_groups: list[int] | None = None) -> pa.Table:
+    def _read_lake_table(self, lake_file: LakeFile, schema: pa.Schema, row_groups: list[int] | None = None,
+                         root: str | None = None) -> pa.Table:
         """The rows of a lake file the merge rewrites (of ``row_groups`` only, if given), with its
-        partition columns, conformed to ``schema``."""
-        path = f"{self.plan.lake_table_path.rstrip('/')}/{lake_file.relative_path}"
+        partition columns, conformed to ``schema``; ``root``: its table folder (default the plan's)."""
+        path = f"{(root or self.plan.lake_table_path).rstrip('/')}/{lake_file.relative_path}"
         try:
-            table = self._read_parquet(path, row_groups)
+            table = self._read_parquet(path, row_groups, schema.names)
             for column, text in lake_file.partition_text.items():
                 if column in table.schema.names or column not in schema.names:
                     continue
@@ -533,8 +559,9 @@ class _TableMerge:
         change_schema = self._unify([(c.path, c.schema) for c in loads + cdc])
         if plan.order_column and plan.order_column not in change_schema.names:
             self.warnings.append(
-                f"ordering column {plan.order_column!r} is in none of the files; file order and row "
-                "position decide")
+                f"ordering column {plan.order_column!r} is in none of the files; "
+                + ("the commit-time column decides" if plan.sequence_column(change_schema.names) else
+                   "file order and row position decide"))
         counts = self._ops_by_file(described)
         rows_read = self._check_ops(counts)
         keyed = bool(plan.primary_key)
@@ -544,13 +571,15 @@ class _TableMerge:
         if cdc:
             self._load_changes(cdc, change_schema)
             if keyed:
-                self._newest_changes(change_schema)
+                keys = ", ".join(_q(k) for k in plan.primary_key)
+                self.db.execute(f"CREATE TABLE changed_keys AS SELECT DISTINCT {keys} FROM changes")
             else:
                 self.db.execute(f"CREATE TABLE incoming AS SELECT * FROM changes WHERE {_q(OP)} = 'I'")
 
         replaced: list[LakeFile] = []
         replaced_row_groups: list[list[int]] = []
         lake_sources: list[tuple[str, pa.Schema]] = []
+        holding: list[tuple[LakeFile, pq.FileMetaData]] = []
         if plan.mode == "full":
             replaced = self._lake_files()
         else:
@@ -561,6 +590,9 @@ class _TableMerge:
             root = plan.lake_table_path.rstrip("/")
             lake_sources = [(f"{root}/{f.relative_path}", self._lake_file_schema(f, m, change_schema))
                             for f, m in holding]
+        if cdc and keyed:
+            self._keep_values_on_null(change_schema, loads, holding)
+            self._newest_changes(change_schema)
 
         # The table's types first, then the lake files': they win ties, and every file this merge
         # writes carries them, rewritten or not (docs/merge-semantics.md, "Columns and types").
@@ -574,6 +606,11 @@ class _TableMerge:
         writer = StagedWriter(self.files, plan, schema)
         written = writer.write_all(queries)
         self.warnings += [empty_partition_value_warning(c, rows) for c, rows in writer.empty_text_rows.items() if rows]
+        history = None
+        if plan.history is not None:
+            from dmscdc_provider.engines.duckdb_history import HistoryMerge
+
+            history = HistoryMerge(self, plan.history).run(schema, change_schema, loads, bool(cdc))
         return {
             "status": "succeeded",
             "rows_read": rows_read,
@@ -583,6 +620,7 @@ class _TableMerge:
             "files_removed": [f.relative_path for f in replaced],
             "partition_column_types": {c: arrow_schema.hive_type(schema.field(c).type) for c in plan.partition_key},
             "warnings": self.warnings,
+            **({"history": history} if history is not None else {}),
         }
 
     def _newest_changes(self, change_schema: pa.Schema) -> None:
@@ -590,12 +628,82 @@ class _TableMerge:
         change, if it is not a delete)."""
         plan = self.plan
         keys = ", ".join(_q(k) for k in plan.primary_key)
-        ordering = [_q(plan.order_column)] if plan.order_column and plan.order_column in change_schema.names else []
-        newest_first = ", ".join(f"{c} DESC NULLS LAST" for c in ordering + [FILE_SEQ, ROW_POS])
-        self.db.execute(f"CREATE TABLE changed_keys AS SELECT DISTINCT {keys} FROM changes")
+        newest_first = ", ".join(f"{c} DESC NULLS LAST" for c in self._sequence(change_schema))
         self.db.execute(
             f"CREATE TABLE incoming AS SELECT * FROM changes "
             f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {newest_first}) = 1 AND {_q(OP)} <> 'D'")
+
+    def _keep_values_on_null(self, change_schema: pa.Schema, loads: list[ChangeFile],
+                             holding: list[tuple[LakeFile, pq.FileMetaData]]) -> None:
+        """In ``changes``, a null that an update carries in a keep-on-null column becomes the value
+        the key had: the last one an earlier change of this plan gave it since its last insert or
+        delete, else (no insert or delete before it in this plan) the lake's value (of the LOAD
+        rows, in a full load). Inserts keep their nulls."""
+        plan = self.plan
+        keep = [c for c in plan.keep_on_null if c in change_schema.names and c not in plan.primary_key]
+        if not keep:
+            return
+        keys = ", ".join(_q(k) for k in plan.primary_key)
+        oldest_first = ", ".join(f"{c} ASC NULLS FIRST" for c in self._sequence(change_schema))
+        op = _q(OP)
+        since_insert = (f"sum(CASE WHEN {op} <> 'U' THEN 1 ELSE 0 END) OVER (PARTITION BY {keys} ORDER BY "
+                        f"{oldest_first} ROWS UNBOUNDED PRECEDING)")
+        filled = ", ".join(
+            f"CASE WHEN {op} = 'U' THEN last_value(CASE WHEN {op} <> 'D' THEN {_q(c)} END IGNORE NULLS) OVER run "
+            f"ELSE {_q(c)} END AS {_q(c)}" for c in keep)
+        self.db.execute(
+            f"CREATE TABLE kept AS SELECT * REPLACE ({filled}) FROM "
+            f"(SELECT *, {since_insert} AS _dmscdc_since_insert FROM changes) "
+            f"WINDOW run AS (PARTITION BY {keys}, _dmscdc_since_insert ORDER BY {oldest_first} "
+            f"ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)")
+        unknown = " OR ".join(f"{_q(c)} IS NULL" for c in keep)
+        self.db.execute(f"CREATE TABLE keys_needing_lake AS SELECT DISTINCT {keys} FROM kept "
+                        f"WHERE _dmscdc_since_insert = 0 AND {op} = 'U' AND ({unknown})")
+        prior_schema = pa.schema([change_schema.field(c) for c in [*plan.primary_key, *keep]])
+        if self.db.sql("SELECT count(*) FROM keys_needing_lake").fetchall()[0][0]:
+            self.db.register("prior_stream", pa.RecordBatchReader.from_batches(
+                prior_schema, self._prior_batches(prior_schema, loads, holding)))
+            self.db.execute(f"CREATE TABLE prior AS SELECT * FROM prior_stream SEMI JOIN keys_needing_lake USING ({keys})")
+            self.db.unregister("prior_stream")
+        else:
+            self.db.execute(f"CREATE TABLE prior AS SELECT * FROM {_empty(prior_schema)}")
+        from_lake = ", ".join(
+            f"CASE WHEN k._dmscdc_since_insert = 0 AND k.{op} = 'U' THEN coalesce(k.{_q(c)}, p.{_q(c)}) "
+            f"ELSE k.{_q(c)} END AS {_q(c)}" for c in keep)
+        on = " AND ".join(f"k.{_q(c)} = p.{_q(c)}" for c in plan.primary_key)
+        self.db.execute("DROP TABLE changes")
+        self.db.execute(f"CREATE TABLE changes AS SELECT k.* EXCLUDE (_dmscdc_since_insert) REPLACE ({from_lake}) "
+                        f"FROM kept k LEFT JOIN prior p ON {on}")
+        self.db.execute("DROP TABLE kept")
+
+    def _prior_batches(self, schema: pa.Schema, loads: list[ChangeFile],
+                       holding: list[tuple[LakeFile, pq.FileMetaData]]) -> Iterator[pa.RecordBatch]:
+        """``schema``'s columns of the rows the merge starts from: the LOAD files of a full load,
+        else the lake files holding changed keys."""
+        if self.plan.mode == "full":
+            for change in loads:
+                try:
+                    for batch in self._raw_batches(change, schema.names):
+                        yield self._conform(batch, schema, change.path)
+                except (OSError, pa.ArrowException) as error:
+                    self._stream_error = self._unreadable(change.path, error)
+                    raise
+            return
+        for lake_file, _ in holding:
+            for batch in self._read_lake_table(lake_file, schema).to_batches():
+                yield batch
+
+    def _sequence(self, change_schema: pa.Schema) -> list[str]:
+        """SQL expressions that order changes, most significant first: the order column where the
+        files carry it, else the commit-time column (text, as CSV carries it, read as a timestamp),
+        then file order and row position."""
+        column = self.plan.sequence_column(change_schema.names)
+        if column is None:
+            return [FILE_SEQ, ROW_POS]
+        expression = _q(column)
+        if column != self.plan.order_column and pa.types.is_string(change_schema.field(column).type):
+            expression = f"CAST({expression} AS TIMESTAMP)"
+        return [expression, FILE_SEQ, ROW_POS]
 
     def _output_queries(self, schema: pa.Schema, loads: list[ChangeFile], change_schema: pa.Schema,
                         replaced: list[tuple[LakeFile, list[int]]], keyed: bool, has_cdc: bool) -> Iterator:

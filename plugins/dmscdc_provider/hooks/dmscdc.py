@@ -78,6 +78,7 @@ class DmsCdcHook(AwsGenericHook):
         engines: EngineConfig | None = None,
         table_format: str = "parquet",
         iceberg_catalog: str | None = None,
+        table_settings: dict[str, dict] | None = None,
     ) -> Planner:
         """A planner over ``raw_root`` that writes plans for ``lake_root``; with ``engines``, each
         plan names its engine (Parquet footers are read with the task's connection)."""
@@ -86,7 +87,7 @@ class DmsCdcHook(AwsGenericHook):
             choose_engine = partial(engines.choose, aws_conn_id=self.aws_conn_id, region_name=self.region_name)
         return Planner(raw_root, lake_root, store, self.open_storage(raw_root), tables or None,
                        csv_delimiter, csv_null_value, choose_engine, table_format=table_format,
-                       iceberg_catalog=iceberg_catalog)
+                       iceberg_catalog=iceberg_catalog, table_settings=table_settings)
 
     def tables_with_changes(
         self,

@@ -13,6 +13,7 @@ from airflow.sdk import Asset, AssetAlias
 
 from dmscdc_provider.hooks.dmscdc import DmsCdcHook
 from dmscdc_provider.operators.merge import OUTCOME_KEY
+from dmscdc_provider.plan import HISTORY_SUFFIX
 from dmscdc_provider.runner import SUCCEEDED
 
 if TYPE_CHECKING:
@@ -106,7 +107,10 @@ class DmsCdcRefreshCatalogOperator(AwsBaseOperator[DmsCdcHook]):
             raise AirflowSkipException("no table merged in this run; the catalog is unchanged")
         by_format: dict[str, list[str]] = {}
         for outcome in outcomes:
-            by_format.setdefault(outcome.get("table_format") or "parquet", []).append(outcome["table"])
+            tables = by_format.setdefault(outcome.get("table_format") or "parquet", [])
+            tables.append(outcome["table"])
+            if (outcome.get("summary") or {}).get("history"):  # its history table, committed with it
+                tables.append(outcome["table"] + HISTORY_SUFFIX)
         refreshed = self.hook.refresh_lake_catalog(self.catalog_mode, self.lake_root, by_format,
                                                    self.catalog_settings, self.iceberg_catalog)
         self.log.info("%s catalog: refreshed %s", self.catalog_mode, ", ".join(refreshed) or "nothing")

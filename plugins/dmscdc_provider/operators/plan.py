@@ -79,6 +79,8 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
     :param inprocess_max_bytes: ``auto`` merges a table in-process when it reads less than this.
     :param table_format: format of tables whose controller item names none (``parquet``, ``iceberg``).
     :param iceberg_catalog: catalog of Iceberg tables (``sqlite:///PATH``, ``glue://DATABASE``).
+    :param table_settings: glob on ``schema.table`` -> change semantics (commit-time column,
+        keep-on-null columns, history) that override the controller item's.
     :param wait_timeout: seconds this task waits while another run of the source is planning or
         merging (``run_holding_the_source``) before it fails saying what to do.
     :param wait_check_interval: seconds between those checks (the task waits deferred in between);
@@ -108,6 +110,7 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         inprocess_max_bytes: int = DEFAULT_INPROCESS_MAX_BYTES,
         table_format: str = "parquet",
         iceberg_catalog: str | None = None,
+        table_settings: dict[str, dict] | None = None,
         wait_timeout: int = 3600,
         wait_check_interval: int = 30,
         **kwargs,
@@ -127,6 +130,7 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         self.inprocess_max_bytes = inprocess_max_bytes
         self.table_format = table_format
         self.iceberg_catalog = iceberg_catalog
+        self.table_settings = dict(table_settings or {})
         self.wait_timeout = wait_timeout
         self.wait_check_interval = wait_check_interval
 
@@ -169,7 +173,8 @@ class DmsCdcPlanOperator(AwsBaseOperator[DmsCdcHook]):
         try:
             planner = self.hook.planner(self.raw_root, self.lake_root, store, self.tables,
                                         self.csv_delimiter, self.csv_null_value, engines,
-                                        table_format=self.table_format, iceberg_catalog=self.iceberg_catalog)
+                                        table_format=self.table_format, iceberg_catalog=self.iceberg_catalog,
+                                        table_settings=self.table_settings)
             selected = [s for s in (store.get(p) for p in planner.selected_paths()) if s is not None]
             finished = finish_pending_commits(store, self.hook.open_storage(self.lake_root), selected,
                                               aws_conn_id=self.aws_conn_id, region_name=self.region_name)

@@ -4,7 +4,9 @@ Blog attributes keep their names and meanings (all strings, as the blog stores t
 ``path`` (key), ``ActiveFlag`` ("true"/"false"), ``PrimaryKey`` and ``PartitionKey``
 ("null" or a comma list), ``LastFullLoadDate`` ("YYYY-MM-DD HH:MM:SS"),
 ``LastIncrementalFile``. dmscdc adds attributes and never changes those meanings:
-``OrderColumn``, ``TableFormat`` (``parquet`` or ``iceberg``; absent: the run's default), ``StateVersion`` (bumped by every write; commits are conditional on it),
+``OrderColumn``, ``CommitTimeColumn``, ``KeepOnNull`` (a comma list), ``History`` (JSON: the
+history table's tracked columns), ``TableFormat`` (``parquet`` or ``iceberg``; absent: the run's
+default), ``StateVersion`` (bumped by every write; commits are conditional on it),
 ``PendingCommit`` (the commit record of a merge being published) and ``LastRun``.
 See docs/crash-safety.md for how PendingCommit makes a merge crash-safe.
 """
@@ -52,6 +54,13 @@ class TableState:
     :param last_full_load_date: LastModified of the newest LOAD file loaded (UTC).
     :param last_incremental_file: the last CDC file applied (path as stored).
     :param order_column: optional column that orders changes (e.g. AR_H_CHANGE_SEQ).
+    :param commit_time_column: the column DMS fills with each change's commit time
+        (``TimestampColumnName``): orders changes when there is no order column, and times the
+        versions of the history table.
+    :param keep_on_null: columns whose null in an update keeps the lake's value (LOB columns DMS
+        sends as null in limited-LOB mode, PostgreSQL TOAST values).
+    :param history: None (no history table), or the history table's tracked columns:
+        ``{}`` all, ``{"columns": [...]}`` these, ``{"except": [...]}`` all but these.
     :param table_format: ``parquet`` or ``iceberg`` for this table; None: the run's default.
     :param version: StateVersion; every write bumps it.
     :param pending_commit: commit record of a merge that is being published, or None.
@@ -67,6 +76,9 @@ class TableState:
     last_full_load_date: str = NEVER_LOADED
     last_incremental_file: str | None = None
     order_column: str | None = None
+    commit_time_column: str | None = None
+    keep_on_null: tuple[str, ...] = ()
+    history: dict | None = None
     table_format: str | None = None
     version: int = 0
     pending_commit: dict | None = None
@@ -91,6 +103,12 @@ class TableState:
         }
         if self.order_column:
             item["OrderColumn"] = self.order_column
+        if self.commit_time_column:
+            item["CommitTimeColumn"] = self.commit_time_column
+        if self.keep_on_null:
+            item["KeepOnNull"] = ",".join(self.keep_on_null)
+        if self.history is not None:
+            item["History"] = json.dumps(self.history, sort_keys=True)
         if self.table_format:
             item["TableFormat"] = self.table_format
         if self.pending_commit is not None:
@@ -114,6 +132,9 @@ class TableState:
             last_full_load_date=str(item.get("LastFullLoadDate") or NEVER_LOADED),
             last_incremental_file=_optional(item.get("LastIncrementalFile")),
             order_column=_optional(item.get("OrderColumn")),
+            commit_time_column=_optional(item.get("CommitTimeColumn")),
+            keep_on_null=_column_list(item.get("KeepOnNull")),
+            history=_json_or_none(item.get("History")),
             table_format=_optional(item.get("TableFormat")),
             version=int(item.get("StateVersion", 0)),
             pending_commit=_json_or_none(item.get("PendingCommit")),
@@ -122,6 +143,18 @@ class TableState:
 
     def evolve(self, **changes) -> "TableState":
         return replace(self, **changes)
+
+
+def history_tracking(columns=(), except_columns=()) -> dict:
+    """The ``history`` of a table whose history table tracks ``columns`` (empty: every column),
+    or every column but ``except_columns``; naming both is refused."""
+    if columns and except_columns:
+        raise ValueError("a history table tracks either the columns named or every column but those named, not both")
+    if columns:
+        return {"columns": list(columns)}
+    if except_columns:
+        return {"except": list(except_columns)}
+    return {}
 
 
 def _column_list(value) -> tuple[str, ...]:

@@ -33,7 +33,7 @@ BLOG_TABLE_NAME = "DMSCDC_Controller"
 # The blog's placeholder file name for "no CDC file applied yet".
 NO_INCREMENTAL_FILE = "0.parquet"
 # Attributes dmscdc removes when its state has no value for them.
-OPTIONAL_ATTRIBUTES = ("OrderColumn", "TableFormat", "PendingCommit", "LastRun")
+OPTIONAL_ATTRIBUTES = ("OrderColumn", "CommitTimeColumn", "KeepOnNull", "History", "TableFormat", "PendingCommit", "LastRun")
 # DynamoDB items hold at most 400 KB; commit records of merges that add or remove thousands of
 # files come close, so large ones are stored gzip-compressed as a binary attribute.
 COMPRESS_ABOVE_BYTES = 64 * 1024
