@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dmscdc_spark.errors import one_line as whole_cause
 
 if TYPE_CHECKING:
     from dmscdc_provider.runner import TableOutcome
@@ -37,6 +36,9 @@ def remedy_for_crash(cause: str) -> str:
 def one_line(error: BaseException) -> str:
     """An exception's cause in one line: its first line, and the lines after it ends in ``:``
     (engines already reduce a Spark failure to its cause)."""
+    # Imported here: parsing the DAG files imports this module, and the scheduler has no Spark package.
+    from dmscdc_spark.errors import one_line as whole_cause
+
     return whole_cause(str(error)) or type(error).__name__
 
 

@@ -36,6 +36,9 @@ class AirflowStack:
         self.env = {
             **os.environ,
             "AIRFLOW_HOME": str(home),
+            # SQLite allows one writer: the scheduler, executor and CLI wait up to a minute for
+            # each other (Python's default is 5 s, too short on a busy 2-core machine).
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db?timeout=60",
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
