@@ -201,6 +201,7 @@ class _PlanCheck:
             path = entry["path"]
             facts = self._read(path)
             self._refuse_case_twins(path, facts.schema)
+            self._refuse_time_of_day(path, facts.schema)
             self._require_columns(path, facts.schema)
             self._refuse_nulls(path, facts)
             self._refuse_unfit_partition_value(path, facts.unfit_partition_value)
@@ -277,6 +278,18 @@ class _PlanCheck:
                     "Drop or rename one of them at the source or with a DMS transformation rule (remove-column, "
                     "rename), then replace this file with a corrected copy (same name) or reload the table in DMS "
                     "(reload-target); the table's state is unchanged.")
+
+    def _refuse_time_of_day(self, path: str, schema: pa.Schema) -> None:
+        """A time-of-day column (Parquet TIME, Arrow time32/time64): Spark 3.5 cannot read one and
+        Athena has no such column type, so no engine could merge it the same way."""
+        for field in schema:
+            if pa.types.is_time(field.type):
+                raise self.fail(
+                    path, field.name, f"column {field.name!r} is a time of day ({field.type}), which Spark and "
+                    "Athena cannot read from Parquet",
+                    "Have DMS write it as text with a transformation rule (change-data-type to string) and reload "
+                    "the table in DMS (reload-target), or replace this file with a corrected copy (same name); "
+                    "the table's state is unchanged.")
 
     def _refuse_other_spelling(self, spelled: dict[str, tuple[str, str]], path: str, column: str) -> None:
         """A file's column spelled otherwise than the same column before it (lake or earlier file)."""

@@ -25,7 +25,7 @@ import random
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Callable
 
@@ -49,9 +49,6 @@ KNOWN_DEFECT_CASES = {
     "partition_edge_values": "'' , -0.0, NUL and strings longer than a file name as partition values",
     "dates_before_1582": "dates and timestamps before the Gregorian calendar (Spark rebases them)",
     "case_only_column_names": "two columns whose names differ only by case",
-    # Found by this test: Spark 3.5 cannot read a Parquet TIME column ("Illegal Parquet type: INT64
-    # (TIME(MICROS,false))") and the in-process engine crashes on it ("no DuckDB type for time64[us]").
-    "time_of_day_columns": "a column of DMS's TIME type (Parquet TIME, Arrow time64)",
     # Found by this test: in a Parquet folder, a merge that rewrites no lake file writes the changes'
     # type (timestamp without zone) where the lake's files have the column with zone. With this case
     # on, the in-process engine in a non-UTC process also shifts such values in Iceberg tables (the
@@ -136,8 +133,6 @@ DATA_COLUMNS = [
     Column("dash-name$", pa.int32(), _integers(-5, 5)),
     Column("dot.name", pa.string(), _pick("x", "y.z")),
 ]
-TIME_COLUMNS = [Column("clock", pa.time64("us"), lambda rng: time(rng.randrange(24), rng.randrange(60),
-                                                                 rng.randrange(60), rng.randrange(10**6)))]
 CASE_ONLY_COLUMNS = [Column("Twin", pa.int32(), _integers(0, 9)), Column("twin", pa.int32(), _integers(10, 19))]
 # Schema drift the merge allows: a column that appears, one the source stops sending, an int that
 # widens, a timestamp that loses its time zone (the lake keeps its type; Arrow writes an instant
@@ -183,8 +178,7 @@ class TypedShape:
         self.partition_key = [c.name for c in self.partitions]
         if keyed and self.key_scheme == "composite" and rng.random() < 0.5:
             self.partition_key.append("k_int")  # a key column that is also a partition column
-        data = (DATA_COLUMNS + (CASE_ONLY_COLUMNS if "case_only_column_names" in ENABLED_CASES else [])
-                + (TIME_COLUMNS if "time_of_day_columns" in ENABLED_CASES else []))
+        data = DATA_COLUMNS + (CASE_ONLY_COLUMNS if "case_only_column_names" in ENABLED_CASES else [])
         drifting = [DROPPED_LATER, WIDENED] + ([ZONE_DROPPED] if "timestamp_losing_its_zone" in ENABLED_CASES else [])
         self.data = [c for c in data if c.name not in self.partition_key] + drifting
         self.primary_key = [c.name for c, _ in self.keys] if keyed else []

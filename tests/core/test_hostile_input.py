@@ -5,7 +5,7 @@ the cause as the library states it; the table's state and lake files stay as the
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import datetime, time
 
 import pyarrow as pa
 import pytest
@@ -91,6 +91,11 @@ HOSTILE = {
         lambda lake: lake.cdc("s.bad", [{"Op": "U", "ID": 1, "name": "x"}],
                               pa.schema([("ID", pa.int64()), ("name", pa.string())])),
         "primary key column 'id' does not exist; the file has 'ID', which differs only in case", "id"),
+    # DMS's TIME type: Spark 3.5 cannot read a Parquet TIME column, nor Athena type one.
+    "time_of_day_column": (
+        lambda lake: lake.cdc("s.bad", [{"Op": "U", "id": 1, "name": "x", "opens": time(9, 30)}],
+                              ITEM.append(pa.field("opens", pa.time64("us")))),
+        "column 'opens' is a time of day (time64[us])", "opens"),
 }
 
 
