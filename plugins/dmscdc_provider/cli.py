@@ -226,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     snapshots.add_argument("--json", action="store_true")
 
     rollback = commands.add_parser(
-        "rollback", help="make an older snapshot of an Iceberg table current and move its watermark back with it")
+        "rollback", help="make an older snapshot of an Iceberg table current and move its watermark and its history "
+             "table (the snapshot the same merge committed) back with it")
     rollback.add_argument("table", metavar="SCHEMA.TABLE")
     rollback.add_argument("--to", required=True, metavar="SNAPSHOT", help="snapshot id (see `dmscdc snapshots`)")
     rollback.add_argument("--raw", required=True)
@@ -640,17 +641,24 @@ def cmd_maintain(args) -> int:
 def cmd_rollback(args) -> int:
     from dmscdc_provider.table_formats.iceberg import rollback_table
 
+    from dmscdc_provider.table_formats.iceberg import IcebergFormat
+
     table = _iceberg_table(args)
     schema, name = args.table.split(".", 1)
+    history_table = IcebergFormat(open_storage(args.lake), _iceberg_catalog(args)).load(
+        args.lake, schema, name + HISTORY_SUFFIX)
     store = _store(args)
     try:
         state = store.get(controller_path(args.raw, schema, name))
         if state is None:
             raise CliError(f"{args.table} has no controller item under {args.raw}")
-        restored = rollback_table(table, store, state, args.to)
+        restored = rollback_table(table, store, state, args.to, history_table)
     finally:
         store.close()
-    print(f"{args.table}: snapshot {args.to} is current; watermark LastFullLoadDate {restored.last_full_load_date}, "
+    history = (f"; {args.table}{HISTORY_SUFFIX} is at snapshot {restored.last_run['history_rolled_back_to']}"
+               if history_table is not None else "")
+    print(f"{args.table}: snapshot {args.to} is current{history}; watermark LastFullLoadDate "
+          f"{restored.last_full_load_date}, "
           f"LastIncrementalFile {(restored.last_incremental_file or 'null').rsplit('/', 1)[-1]}; "
           "the next run applies the DMS files after it again")
     return 0

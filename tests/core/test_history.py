@@ -240,3 +240,51 @@ def test_either_engine_continues_the_history_the_other_wrote(tmp_path, local_eng
     lake.run_ok()
     assert versions(lake) == [(1, "Ann", "-", 0, 5), (1, "Ann B.", "-", 5, 8), (1, "Ann C.", "-", 8, None),
                               (2, "Bob", "-", 0, 6), (2, "Bob", "-", 9, None)]
+
+
+def test_a_rollback_takes_the_history_back_with_the_table_and_the_rerun_equals_a_clean_run(tmp_path, engine):
+    from dmscdc_provider.table_formats.iceberg import rollback_table
+
+    lake = LakeHarness(tmp_path, engine, "iceberg")
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts", history={})
+    lake.load("s.t", [row("I", 1, "Ann", 0), row("I", 2, "Bob", 0)], ROW)
+    lake.run_ok()
+    lake.cdc("s.t", [row("U", 1, "Ann B.", 5)], ROW)
+    lake.run_ok()
+    after_first_change = lake.iceberg_table("s.t").current_snapshot()
+    versions_then = versions(lake)
+    lake.cdc("s.t", [row("U", 1, "Ann C.", 8), row("D", 2, "Bob", 9)], ROW)
+    lake.run_ok()
+    clean = versions(lake)
+
+    restored = rollback_table(lake.iceberg_table("s.t"), lake.store, lake.state("s.t"),
+                              str(after_first_change.snapshot_id), lake.iceberg_table("s.t_history"))
+
+    history_snapshot = lake.iceberg_table("s.t_history").current_snapshot()
+    assert history_snapshot.summary["dmscdc.attempt-id"] == after_first_change.summary["dmscdc.attempt-id"]
+    assert restored.last_run["history_rolled_back_to"] == history_snapshot.snapshot_id
+    assert versions(lake) == versions_then
+    lake.run_ok()
+    assert versions(lake) == clean == [(1, "Ann", "-", 0, 5), (1, "Ann B.", "-", 5, 8), (1, "Ann C.", "-", 8, None),
+                                       (2, "Bob", "-", 0, 9)]
+
+
+def test_a_rollback_to_before_the_history_was_switched_on_is_refused_and_moves_nothing(tmp_path, engine):
+    from dmscdc_provider.table_formats import TableFormatError
+    from dmscdc_provider.table_formats.iceberg import rollback_table
+
+    lake = LakeHarness(tmp_path, engine, "iceberg")
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts")
+    lake.load("s.t", [row("I", 1, "Ann", 0)], ROW)
+    lake.run_ok()
+    before_history = lake.iceberg_table("s.t").current_snapshot().snapshot_id
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts", history={})
+    lake.cdc("s.t", [row("U", 1, "Ann B.", 5)], ROW)
+    lake.run_ok()
+    state = lake.state("s.t")
+
+    with pytest.raises(TableFormatError, match="history table has no snapshot at or before"):
+        rollback_table(lake.iceberg_table("s.t"), lake.store, state, str(before_history),
+                       lake.iceberg_table("s.t_history"))
+    assert lake.state("s.t").last_incremental_file == state.last_incremental_file
+    assert lake.iceberg_table("s.t").current_snapshot().snapshot_id != before_history
