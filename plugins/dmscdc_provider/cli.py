@@ -207,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     _iceberg_catalog_option(query_cmd)
 
     maintain = commands.add_parser(
-        "maintain", help="Iceberg tables: compact small files, expire old snapshots, remove files no snapshot names")
+        "maintain", help="Iceberg tables: compact small files, expire old snapshots, remove files no snapshot names "
+                    "(history tables: expire and remove, not compacted)")
     _raw_options(maintain, csv=False)
     maintain.add_argument("--lake", required=True)
     _format_options(maintain)

@@ -3,7 +3,8 @@ and both table formats: every version of each row with ``__start_at`` and ``__en
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import os
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pytest
@@ -288,3 +289,36 @@ def test_a_rollback_to_before_the_history_was_switched_on_is_refused_and_moves_n
                        lake.iceberg_table("s.t_history"))
     assert lake.state("s.t").last_incremental_file == state.last_incremental_file
     assert lake.iceberg_table("s.t").current_snapshot().snapshot_id != before_history
+
+
+def test_maintain_expires_and_cleans_the_history_table_but_keeps_the_snapshot_each_kept_table_snapshot_needs(
+        tmp_path, engine):
+    from dmscdc_provider.table_formats.iceberg import rollback_table
+    from dmscdc_provider.table_formats.maintenance import maintain_table
+
+    lake = LakeHarness(tmp_path, engine, "iceberg")
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts", history={})
+    lake.load("s.t", [row("I", 1, "Ann", 0)], ROW)
+    lake.run_ok()
+    for step in range(1, 4):
+        lake.cdc("s.t", [row("U", 1, f"Ann {step}", step)], ROW)
+        lake.run_ok()
+    before = versions(lake)
+    stale = tmp_path / "lake" / "s" / "t_history" / "data" / "killed-attempt" / "part-0.parquet"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"not referenced")
+    os.utime(stale, (0, 0))
+    table = lake.iceberg_table("s.t")
+    # The table keeps its last two snapshots: expire the ones before them.
+    second_newest = sorted(table.snapshots(), key=lambda s: s.timestamp_ms)[-2]
+    report = maintain_table(lake.state("s.t"), lake.lake, lake.iceberg_catalog, lake.store, lake.storage,
+                            compact_below_bytes=0, expire_after=timedelta(0), orphan_age=timedelta(hours=1),
+                            now=datetime.fromtimestamp(second_newest.timestamp_ms / 1000, timezone.utc))
+
+    history = lake.iceberg_table("s.t_history")
+    assert "history table: expired 2 snapshot(s), removed 1 unreferenced file(s), not compacted" in report.notes
+    assert not stale.exists()
+    assert len(history.snapshots()) == 2 and versions(lake) == before
+    rollback_table(lake.iceberg_table("s.t"), lake.store, lake.state("s.t"), str(second_newest.snapshot_id),
+                   history)
+    assert versions(lake) == before[:-2] + [(1, "Ann 2", "-", 2, None)]
