@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     keep = configure.add_mutually_exclusive_group()
     keep.add_argument("--keep-on-null", metavar="A,B",
                       help="columns whose null in an update keeps the value the lake has (inserts keep their "
-                      "nulls): LOB columns in DMS limited-LOB mode, PostgreSQL TOAST columns")
+                      "nulls): LOB columns in DMS limited-LOB mode, PostgreSQL TOAST columns; a name that is no column "
+                      "fails the table's input check")
     keep.add_argument("--no-keep-on-null", action="store_true", help="a null in an update is applied as null")
     history = configure.add_mutually_exclusive_group()
     history.add_argument("--history", dest="history", action="store_true", default=None,
@@ -189,8 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     tracked = configure.add_mutually_exclusive_group()
     tracked.add_argument("--history-columns", metavar="A,B",
                          help="a change to these columns opens a new version; other changes rewrite the current "
-                         "version in place (default: every column)")
-    tracked.add_argument("--history-except", metavar="C,D", help="every column but these opens a new version")
+                         "version in place (default: every column; a name that is no column fails the table's input check)")
+    tracked.add_argument("--history-except", metavar="C,D", help="every column but these opens a new version (a name that is no column fails the "
+                         "table's input check)")
     configure.add_argument("--table-format", choices=[f.value for f in TableFormatName],
                            help="this table's format (default: the run's --table-format); a Parquet table "
                            "switched to iceberg is converted in place by its next merge (no file rewritten)")

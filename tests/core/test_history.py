@@ -322,3 +322,35 @@ def test_maintain_expires_and_cleans_the_history_table_but_keeps_the_snapshot_ea
     rollback_table(lake.iceberg_table("s.t"), lake.store, lake.state("s.t"), str(second_newest.snapshot_id),
                    history)
     assert versions(lake) == before[:-2] + [(1, "Ann 2", "-", 2, None)]
+
+
+@pytest.mark.parametrize("setting, option", [
+    ({"keep_on_null": ["nmae"], "history": {}}, "--keep-on-null"),
+    ({"history": {"columns": ["name", "nmae"]}}, "--history-columns"),
+    ({"history": {"except": ["nmae"]}}, "--history-except"),
+])
+def test_a_column_setting_naming_no_column_fails_the_table_before_anything_is_staged(lake, setting, option):
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts", **setting)
+    lake.load("s.t", [row("I", 1, "Ann", 0)], ROW)
+    state = lake.state("s.t")
+
+    (outcome,) = lake.run().outcomes
+
+    error = outcome.error
+    assert outcome.status == "failed" and error["column"] == "nmae" and error["file"] is None
+    assert error["problem"] == (f"{option} names column(s) 'nmae' that neither the planned files nor the lake table "
+                                "have (the files have Op, id, name, dept, note, ts)")
+    assert f"dmscdc configure s.t {option}" in error["remedy"]
+    assert lake.state("s.t") == state and not lake.data_files("s.t")
+    assert not lake.unpublished_files("s.t")
+
+
+def test_a_column_setting_naming_a_column_only_the_lake_table_has_is_accepted(lake):
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts", keep_on_null=["note"],
+                   history={"except": ["note"]})
+    lake.load("s.t", [row("I", 1, "Ann", 0, note="kept")], ROW)
+    lake.run_ok()
+    lake.cdc("s.t", [{"Op": "U", "id": 1, "name": "Ann B.", "dept": "a", "ts": at(5)}],
+             pa.schema([f for f in ROW if f.name != "note"]))
+    lake.run_ok()
+    assert [(name, start, end) for _, name, _, start, end in versions(lake)] == [("Ann", 0, 5), ("Ann B.", 5, None)]
