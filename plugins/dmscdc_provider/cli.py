@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     keep = configure.add_mutually_exclusive_group()
     keep.add_argument("--keep-on-null", metavar="A,B",
                       help="columns whose null in an update keeps the value the lake has (inserts keep their "
-                      "nulls): LOB columns in DMS limited-LOB mode, PostgreSQL TOAST columns")
+                      "nulls): LOB columns in DMS limited-LOB mode, PostgreSQL TOAST columns; a name that is no column "
+                      "fails the table's input check")
     keep.add_argument("--no-keep-on-null", action="store_true", help="a null in an update is applied as null")
     history = configure.add_mutually_exclusive_group()
     history.add_argument("--history", dest="history", action="store_true", default=None,
@@ -189,8 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     tracked = configure.add_mutually_exclusive_group()
     tracked.add_argument("--history-columns", metavar="A,B",
                          help="a change to these columns opens a new version; other changes rewrite the current "
-                         "version in place (default: every column)")
-    tracked.add_argument("--history-except", metavar="C,D", help="every column but these opens a new version")
+                         "version in place (default: every column; a name that is no column fails the table's input check)")
+    tracked.add_argument("--history-except", metavar="C,D", help="every column but these opens a new version (a name that is no column fails the "
+                         "table's input check)")
     configure.add_argument("--table-format", choices=[f.value for f in TableFormatName],
                            help="this table's format (default: the run's --table-format); a Parquet table "
                            "switched to iceberg is converted in place by its next merge (no file rewritten)")
@@ -207,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     _iceberg_catalog_option(query_cmd)
 
     maintain = commands.add_parser(
-        "maintain", help="Iceberg tables: compact small files, expire old snapshots, remove files no snapshot names")
+        "maintain", help="Iceberg tables: compact small files, expire old snapshots, remove files no snapshot names "
+                    "(history tables: expire and remove, not compacted)")
     _raw_options(maintain, csv=False)
     maintain.add_argument("--lake", required=True)
     _format_options(maintain)
@@ -226,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     snapshots.add_argument("--json", action="store_true")
 
     rollback = commands.add_parser(
-        "rollback", help="make an older snapshot of an Iceberg table current and move its watermark back with it")
+        "rollback", help="make an older snapshot of an Iceberg table current and move its watermark and its history "
+             "table (the snapshot the same merge committed) back with it")
     rollback.add_argument("table", metavar="SCHEMA.TABLE")
     rollback.add_argument("--to", required=True, metavar="SNAPSHOT", help="snapshot id (see `dmscdc snapshots`)")
     rollback.add_argument("--raw", required=True)
@@ -640,17 +644,24 @@ def cmd_maintain(args) -> int:
 def cmd_rollback(args) -> int:
     from dmscdc_provider.table_formats.iceberg import rollback_table
 
+    from dmscdc_provider.table_formats.iceberg import IcebergFormat
+
     table = _iceberg_table(args)
     schema, name = args.table.split(".", 1)
+    history_table = IcebergFormat(open_storage(args.lake), _iceberg_catalog(args)).load(
+        args.lake, schema, name + HISTORY_SUFFIX)
     store = _store(args)
     try:
         state = store.get(controller_path(args.raw, schema, name))
         if state is None:
             raise CliError(f"{args.table} has no controller item under {args.raw}")
-        restored = rollback_table(table, store, state, args.to)
+        restored = rollback_table(table, store, state, args.to, history_table)
     finally:
         store.close()
-    print(f"{args.table}: snapshot {args.to} is current; watermark LastFullLoadDate {restored.last_full_load_date}, "
+    history = (f"; {args.table}{HISTORY_SUFFIX} is at snapshot {restored.last_run['history_rolled_back_to']}"
+               if history_table is not None else "")
+    print(f"{args.table}: snapshot {args.to} is current{history}; watermark LastFullLoadDate "
+          f"{restored.last_full_load_date}, "
           f"LastIncrementalFile {(restored.last_incremental_file or 'null').rsplit('/', 1)[-1]}; "
           "the next run applies the DMS files after it again")
     return 0

@@ -180,7 +180,7 @@ _REPLACE = ("Replace it with a good copy of the file DMS wrote (same name), or r
 class _PlanCheck:
     def __init__(self, plan: TablePlan, files: ArrowFiles, lake_files: list[LakeFile], table_format: "TableFormat"):
         self.plan, self.files, self.lake_files, self.table_format = plan, files, lake_files, table_format
-        self.lake_footers: list[tuple[str, pa.Schema]] = []  # (path, schema) of each readable lake file
+        self.lake_footers: list[tuple[str, pa.Schema]] | None = None  # ``_lake_footers``, once read
         self.key_columns = list(plan.primary_key)
         self.required = {**{c: "partition key" for c in plan.partition_key}, **{c: "primary key" for c in plan.primary_key}}
 
@@ -223,8 +223,33 @@ class _PlanCheck:
                     raise self._type_conflict(path, field.name, *conflict, field.type)
                 if field.name in fixed:
                     self._check_format_allows(path, field.name, fixed[field.name], field.type)
+        self._refuse_unknown_setting_columns([name for _, schema in schemas for name in schema.names],
+                                             [*seen, *fixed])
         column_types = {name: spark_name(arrow_schema.spark_view(data_type)) for name, data_type in table_types.items()}
         return column_types, ([] if fixed else self._files_to_widen(seen))
+
+    def _refuse_unknown_setting_columns(self, file_columns: list[str], table_columns: list[str]) -> None:
+        """A column setting naming a column neither the planned files nor the lake table have is a
+        misspelling that would otherwise change nothing, silently: the table fails instead."""
+        settings = [("--keep-on-null", self.plan.keep_on_null)]
+        if self.plan.history is not None:
+            settings += [("--history-columns", self.plan.history.get("columns") or []),
+                         ("--history-except", self.plan.history.get("except") or [])]
+        known = {*file_columns, *table_columns, *self.plan.partition_key}
+        for option, names in settings:
+            unknown = [name for name in names if name not in known]
+            if unknown and self.plan.mode != "incremental":
+                # A reload's lake columns were not read yet: only a setting that needs them reads them.
+                known.update(name for _, schema in self._lake_footers() for name in schema.names)
+                unknown = [name for name in unknown if name not in known]
+            if unknown:
+                files_have = ", ".join(dict.fromkeys(file_columns))
+                raise self.fail(
+                    None, unknown[0],
+                    f"{option} names column(s) {', '.join(map(repr, unknown))} that neither the planned files nor "
+                    f"the lake table have (the files have {files_have})",
+                    f"Fix the setting with `dmscdc configure {self.plan.table} {option} ...` (spelled as the files "
+                    f"spell the columns), then run again; the table's state is unchanged.")
 
     def _files_to_widen(self, merged: dict[str, tuple[pa.DataType, str]]) -> list[str]:
         """Lake files with a column of another type than the merge writes (int where it writes
@@ -233,7 +258,7 @@ class _PlanCheck:
         its readers read older files through the table's promoted schema."""
         written = {name: arrow_schema.spark_view(data_type) for name, (data_type, _) in merged.items()}
         prefix = self.plan.lake_table_path.rstrip("/") + "/"
-        return [label[len(prefix):] for label, schema in self.lake_footers
+        return [label[len(prefix):] for label, schema in self.lake_footers or []
                 if any(field.name in written and arrow_schema.spark_view(as_read(field.type)) != written[field.name]
                        for field in schema if field.name not in self.plan.partition_key)]
 
@@ -382,11 +407,10 @@ class _PlanCheck:
                                 f"a timestamp, such as {bad[0]!r}", remedy)
 
     # -- the lake -------------------------------------------------------------------------------
-    def _lake_columns(self) -> dict[str, tuple[pa.DataType, str]]:
-        """Column types over the lake table's visible files (footers), partition columns aside:
-        they live in folder names, not in the files."""
-        if not self.lake_files:
-            return {}
+    def _lake_footers(self) -> list[tuple[str, pa.Schema]]:
+        """(path, schema) of each readable visible lake file, read once."""
+        if self.lake_footers is not None:
+            return self.lake_footers
         uri_prefix = self.plan.lake_table_path.rstrip("/") + "/"
         lake_files = [uri_prefix + lake_file.relative_path for lake_file in self.lake_files]
 
@@ -401,12 +425,18 @@ class _PlanCheck:
                             self.plan.table, label, _first_line(error))
                 return None
 
-        with ThreadPoolExecutor(min(FOOTER_READERS, len(lake_files))) as pool:
-            footers = [read for read in pool.map(footer, lake_files) if read is not None]
-        self.lake_footers = footers
+        self.lake_footers = []
+        if lake_files:
+            with ThreadPoolExecutor(min(FOOTER_READERS, len(lake_files))) as pool:
+                self.lake_footers = [read for read in pool.map(footer, lake_files) if read is not None]
+        return self.lake_footers
+
+    def _lake_columns(self) -> dict[str, tuple[pa.DataType, str]]:
+        """Column types over the lake table's visible files (footers), partition columns aside:
+        they live in folder names, not in the files."""
         seen: dict[str, tuple[pa.DataType, str]] = {}
         partition = set(self.plan.partition_key)
-        for label, schema in footers:
+        for label, schema in self._lake_footers():
             for column in self.key_columns:
                 if column not in partition and column not in schema.names:
                     raise self.fail(label, column, f"primary key column {column!r} is missing from this lake file",

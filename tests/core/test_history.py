@@ -3,7 +3,8 @@ and both table formats: every version of each row with ``__start_at`` and ``__en
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import os
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pytest
@@ -240,3 +241,116 @@ def test_either_engine_continues_the_history_the_other_wrote(tmp_path, local_eng
     lake.run_ok()
     assert versions(lake) == [(1, "Ann", "-", 0, 5), (1, "Ann B.", "-", 5, 8), (1, "Ann C.", "-", 8, None),
                               (2, "Bob", "-", 0, 6), (2, "Bob", "-", 9, None)]
+
+
+def test_a_rollback_takes_the_history_back_with_the_table_and_the_rerun_equals_a_clean_run(tmp_path, engine):
+    from dmscdc_provider.table_formats.iceberg import rollback_table
+
+    lake = LakeHarness(tmp_path, engine, "iceberg")
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts", history={})
+    lake.load("s.t", [row("I", 1, "Ann", 0), row("I", 2, "Bob", 0)], ROW)
+    lake.run_ok()
+    lake.cdc("s.t", [row("U", 1, "Ann B.", 5)], ROW)
+    lake.run_ok()
+    after_first_change = lake.iceberg_table("s.t").current_snapshot()
+    versions_then = versions(lake)
+    lake.cdc("s.t", [row("U", 1, "Ann C.", 8), row("D", 2, "Bob", 9)], ROW)
+    lake.run_ok()
+    clean = versions(lake)
+
+    restored = rollback_table(lake.iceberg_table("s.t"), lake.store, lake.state("s.t"),
+                              str(after_first_change.snapshot_id), lake.iceberg_table("s.t_history"))
+
+    history_snapshot = lake.iceberg_table("s.t_history").current_snapshot()
+    assert history_snapshot.summary["dmscdc.attempt-id"] == after_first_change.summary["dmscdc.attempt-id"]
+    assert restored.last_run["history_rolled_back_to"] == history_snapshot.snapshot_id
+    assert versions(lake) == versions_then
+    lake.run_ok()
+    assert versions(lake) == clean == [(1, "Ann", "-", 0, 5), (1, "Ann B.", "-", 5, 8), (1, "Ann C.", "-", 8, None),
+                                       (2, "Bob", "-", 0, 9)]
+
+
+def test_a_rollback_to_before_the_history_was_switched_on_is_refused_and_moves_nothing(tmp_path, engine):
+    from dmscdc_provider.table_formats import TableFormatError
+    from dmscdc_provider.table_formats.iceberg import rollback_table
+
+    lake = LakeHarness(tmp_path, engine, "iceberg")
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts")
+    lake.load("s.t", [row("I", 1, "Ann", 0)], ROW)
+    lake.run_ok()
+    before_history = lake.iceberg_table("s.t").current_snapshot().snapshot_id
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts", history={})
+    lake.cdc("s.t", [row("U", 1, "Ann B.", 5)], ROW)
+    lake.run_ok()
+    state = lake.state("s.t")
+
+    with pytest.raises(TableFormatError, match="history table has no snapshot at or before"):
+        rollback_table(lake.iceberg_table("s.t"), lake.store, state, str(before_history),
+                       lake.iceberg_table("s.t_history"))
+    assert lake.state("s.t").last_incremental_file == state.last_incremental_file
+    assert lake.iceberg_table("s.t").current_snapshot().snapshot_id != before_history
+
+
+def test_maintain_expires_and_cleans_the_history_table_but_keeps_the_snapshot_each_kept_table_snapshot_needs(
+        tmp_path, engine):
+    from dmscdc_provider.table_formats.iceberg import rollback_table
+    from dmscdc_provider.table_formats.maintenance import maintain_table
+
+    lake = LakeHarness(tmp_path, engine, "iceberg")
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts", history={})
+    lake.load("s.t", [row("I", 1, "Ann", 0)], ROW)
+    lake.run_ok()
+    for step in range(1, 4):
+        lake.cdc("s.t", [row("U", 1, f"Ann {step}", step)], ROW)
+        lake.run_ok()
+    before = versions(lake)
+    stale = tmp_path / "lake" / "s" / "t_history" / "data" / "killed-attempt" / "part-0.parquet"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"not referenced")
+    os.utime(stale, (0, 0))
+    table = lake.iceberg_table("s.t")
+    # The table keeps its last two snapshots: expire the ones before them.
+    second_newest = sorted(table.snapshots(), key=lambda s: s.timestamp_ms)[-2]
+    report = maintain_table(lake.state("s.t"), lake.lake, lake.iceberg_catalog, lake.store, lake.storage,
+                            compact_below_bytes=0, expire_after=timedelta(0), orphan_age=timedelta(hours=1),
+                            now=datetime.fromtimestamp(second_newest.timestamp_ms / 1000, timezone.utc))
+
+    history = lake.iceberg_table("s.t_history")
+    assert "history table: expired 2 snapshot(s), removed 1 unreferenced file(s), not compacted" in report.notes
+    assert not stale.exists()
+    assert len(history.snapshots()) == 2 and versions(lake) == before
+    rollback_table(lake.iceberg_table("s.t"), lake.store, lake.state("s.t"), str(second_newest.snapshot_id),
+                   history)
+    assert versions(lake) == before[:-2] + [(1, "Ann 2", "-", 2, None)]
+
+
+@pytest.mark.parametrize("setting, option", [
+    ({"keep_on_null": ["nmae"], "history": {}}, "--keep-on-null"),
+    ({"history": {"columns": ["name", "nmae"]}}, "--history-columns"),
+    ({"history": {"except": ["nmae"]}}, "--history-except"),
+])
+def test_a_column_setting_naming_no_column_fails_the_table_before_anything_is_staged(lake, setting, option):
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts", **setting)
+    lake.load("s.t", [row("I", 1, "Ann", 0)], ROW)
+    state = lake.state("s.t")
+
+    (outcome,) = lake.run().outcomes
+
+    error = outcome.error
+    assert outcome.status == "failed" and error["column"] == "nmae" and error["file"] is None
+    assert error["problem"] == (f"{option} names column(s) 'nmae' that neither the planned files nor the lake table "
+                                "have (the files have Op, id, name, dept, note, ts)")
+    assert f"dmscdc configure s.t {option}" in error["remedy"]
+    assert lake.state("s.t") == state and not lake.data_files("s.t")
+    assert not lake.unpublished_files("s.t")
+
+
+def test_a_column_setting_naming_a_column_only_the_lake_table_has_is_accepted(lake):
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts", keep_on_null=["note"],
+                   history={"except": ["note"]})
+    lake.load("s.t", [row("I", 1, "Ann", 0, note="kept")], ROW)
+    lake.run_ok()
+    lake.cdc("s.t", [{"Op": "U", "id": 1, "name": "Ann B.", "dept": "a", "ts": at(5)}],
+             pa.schema([f for f in ROW if f.name != "note"]))
+    lake.run_ok()
+    assert [(name, start, end) for _, name, _, start, end in versions(lake)] == [("Ann", 0, 5), ("Ann B.", 5, None)]

@@ -577,13 +577,40 @@ def snapshot_rows(table) -> list[dict]:
 
 
 
-def rollback_table(table, store, state, snapshot_id: str):
+def history_rollback_target(history_table, snapshot, table_name: str):
+    """The snapshot of the table's history table that goes with ``snapshot`` of the table: the one
+    the same attempt committed, else (history switched on or off between merges) the last one of
+    the history table's current history committed at or before ``snapshot``.
+
+    :raises IcebergCatalogError: the history table has no snapshot that old, so no state of it
+        goes with ``snapshot``.
+    """
+    from pyiceberg.table.snapshots import ancestors_of
+
+    attempt_id = snapshot.summary.get(ATTEMPT_PROPERTY) if snapshot.summary else None
+    same_attempt = committed_snapshot(history_table, attempt_id) if attempt_id else None
+    if same_attempt is not None:
+        return same_attempt
+    current = history_table.current_snapshot()
+    earlier = [s for s in (ancestors_of(current, history_table.metadata) if current else [])
+               if s.timestamp_ms <= snapshot.timestamp_ms]
+    if not earlier:
+        raise IcebergCatalogError(
+            f"{table_name}: its history table has no snapshot at or before snapshot {snapshot.snapshot_id} "
+            "(history was switched on later), so rolling back would leave versions the next run adds again; "
+            "roll back to a later snapshot, or rebuild both (`dmscdc run --full-refresh`)")
+    return max(earlier, key=lambda s: (s.timestamp_ms, s.sequence_number or 0))
+
+
+def rollback_table(table, store, state, snapshot_id: str, history_table=None):
     """Make an earlier snapshot of the current history current again and set the controller's
     watermarks to those it was committed with, so the next run applies the later DMS files again.
+    The table's history table (``history_table``, when it has one) goes back with it to the
+    snapshot ``history_rollback_target`` names, so the re-applied merges add no version twice.
 
-    The controller moves first (conditionally, as every commit does): a crash before the table
-    moves leaves a watermark that the next run re-applies from, and running the rollback again
-    finishes it.
+    The controller moves first (conditionally, as every commit does): a crash before the tables
+    move leaves a watermark that the next run re-applies from, and running the rollback again
+    finishes it. Both targets are found before anything moves: a refusal changes nothing.
 
     :param store: the controller store; ``state``: the table's item.
     :return: the table's new controller state.
@@ -603,11 +630,16 @@ def rollback_table(table, store, state, snapshot_id: str):
     if FULL_LOAD_PROPERTY not in summary:
         raise IcebergCatalogError(f"{state.name}: snapshot {snapshot_id} was not committed by dmscdc, so it names "
                                   "no watermark to go back to")
+    history_target = (history_rollback_target(history_table, snapshot, state.name)
+                      if history_table is not None else None)
     restored = store.replace(state.evolve(
         last_full_load_date=summary[FULL_LOAD_PROPERTY],
         last_incremental_file=summary.get(INCREMENTAL_PROPERTY) or None,
-        last_run={"rolled_back_to": snapshot.snapshot_id, "plan_id": summary.get(PLAN_PROPERTY)},
+        last_run={"rolled_back_to": snapshot.snapshot_id, "plan_id": summary.get(PLAN_PROPERTY),
+                  **({"history_rolled_back_to": history_target.snapshot_id} if history_target else {})},
     ), state.version)
+    if history_target is not None and history_table.current_snapshot().snapshot_id != history_target.snapshot_id:
+        history_table.manage_snapshots().rollback_to_snapshot(history_target.snapshot_id).commit()
     if current.snapshot_id != snapshot.snapshot_id:
         table.manage_snapshots().rollback_to_snapshot(snapshot.snapshot_id).commit()
     return restored

@@ -1,5 +1,6 @@
 """Keeping Iceberg tables small and fast: compact small files, expire old snapshots, remove the
-files no snapshot names (attempts that failed or were killed, files of expired snapshots).
+files no snapshot names (attempts that failed or were killed, files of expired snapshots); a
+table's history table is expired and cleaned with it, not compacted.
 
 Compaction is a commit like a merge's (docs/crash-safety.md): the files it writes are recorded in
 the controller by one conditional write, then published as one Iceberg snapshot, so it never races
@@ -21,11 +22,12 @@ import pyarrow.parquet as pq
 
 from dmscdc_provider.arrow_fs import ArrowFiles
 from dmscdc_provider.engines import arrow_schema, hive_paths
-from dmscdc_provider.plan import TablePlan
+from dmscdc_provider.plan import HISTORY_SUFFIX, TablePlan
 from dmscdc_provider.state.base import ControllerStore, TableState
 from dmscdc_provider.storage import Storage, join
 from dmscdc_provider.table_formats import LakeFile
-from dmscdc_provider.table_formats.iceberg import IcebergFormat, absolute_location, snapshot_data_files
+from dmscdc_provider.table_formats.iceberg import (
+    IcebergCatalogError, IcebergFormat, absolute_location, history_rollback_target, snapshot_data_files)
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +100,39 @@ def maintain_table(
     report.files_removed = _remove_unreferenced(table, absolute_location(join(lake_root, state.schema, state.table)),
                                                 now - orphan_age,
                                                 ArrowFiles(aws_conn_id, region_name))
+    history = iceberg.load(lake_root, state.schema, state.table + HISTORY_SUFFIX)
+    if history is not None:
+        _expire_and_clean_history(state, lake_root, table, history, now - expire_after, now - orphan_age,
+                                  ArrowFiles(aws_conn_id, region_name), report)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _expire_and_clean_history(state, lake_root, table, history, expire_before: dt.datetime,
+                              orphans_before: dt.datetime, files: ArrowFiles, report: MaintenanceReport) -> None:
+    """Expire the history table's snapshots and remove its unreferenced files as the table's.
+
+    Its snapshots are expired only up to the one that goes with the table's oldest remaining
+    snapshot (``history_rollback_target``), so a rollback to any snapshot the table keeps finds
+    its history. It is not compacted: a compaction of it would be a commit of its own, while
+    the table and its history are committed by one controller record (docs/table-formats.md).
+    """
+    oldest_kept = min(table.snapshots(), key=lambda s: (s.timestamp_ms, s.sequence_number or 0))
+    try:
+        goes_with_oldest = history_rollback_target(history, oldest_kept, state.name)
+        cutoff_ms = min(int(expire_before.timestamp() * 1000), goes_with_oldest.timestamp_ms)
+    except IcebergCatalogError:  # the history table is younger than every snapshot the table keeps
+        cutoff_ms = int(expire_before.timestamp() * 1000)
+    before = len(history.snapshots())
+    history.maintenance.expire_snapshots().older_than(
+        dt.datetime.fromtimestamp(cutoff_ms / 1000, dt.timezone.utc)).commit()
+    history = history.refresh()
+    expired = before - len(history.snapshots())
+    removed = _remove_unreferenced(history, absolute_location(join(lake_root, state.schema,
+                                                                   state.table + HISTORY_SUFFIX)),
+                                   orphans_before, files)
+    report.notes.append(f"history table: expired {expired} snapshot(s), removed {removed} unreferenced file(s), "
+                        "not compacted")
 
 
 def _compact(state, lake_root, iceberg_catalog, store, storage, iceberg, report, compact_below_bytes,
