@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timezone
+from types import SimpleNamespace
 
 import pytest
+from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_env import utc
 from dmscdc_provider.demo import prepare_demo_source
 from dmscdc_provider.operators.merge import DmsCdcMergeOperator
-from fakes import make_context
-from test_operators import plans_by_table, source  # noqa: F401 (the demo source fixture)
+from fakes import FakeTaskInstance, make_context
+from test_operators import BEFORE_CHANGES, plans_by_table, scripted_engine, source  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -90,3 +93,39 @@ def test_a_dag_run_emits_openlineage_events_naming_raw_and_lake_through_the_file
     [store_event] = [e for e in completes if e["outputs"][0]["name"] == lake_store]
     assert [(i["namespace"], i["name"]) for i in store_event["inputs"]] == [
         ("file", os.path.join(home, "raw", "sales", "store"))]
+
+
+class LineageTaskInstance(FakeTaskInstance):
+    """A task instance with what the OpenLineage macros read: try, map index and the DAG run."""
+
+    def __init__(self):
+        super().__init__()
+        self.task_id, self.try_number, self.map_index = "merge", 2, -1
+        self.dag_run = SimpleNamespace(conf={}, clear_number=0, logical_date=datetime(2026, 3, 1, tzinfo=timezone.utc),
+                                       run_after=datetime(2026, 3, 1, tzinfo=timezone.utc))
+
+    def get_template_context(self) -> dict:
+        return {"dag_run": self.dag_run}
+
+
+@pytest.mark.parametrize("inject", [True, False])
+def test_a_remote_spark_job_carries_the_merge_task_as_its_openlineage_parent_only_when_asked(
+        source, scripted_engine, inject):
+    from airflow.providers.openlineage.plugins.macros import lineage_root_run_id, lineage_run_id
+
+    plan = plans_by_table(source, BEFORE_CHANGES, engine=scripted_engine)["sales.store"]
+    op = DmsCdcMergeOperator(task_id="merge", aws_conn_id=None, plan=plan, state_uri=source["state_uri"],
+                             engine=scripted_engine, deferrable=True, openlineage_inject_parent_job_info=inject)
+    ti = LineageTaskInstance()
+    with pytest.raises(TaskDeferred):
+        op.execute(make_context(ti=ti))
+
+    engine, _ = op._remote_job  # the engine that started the job
+    assert getattr(engine, "spark_properties", {}) == ({
+        "spark.openlineage.parentJobNamespace": "default",
+        "spark.openlineage.parentJobName": "dmscdc_test.merge",
+        "spark.openlineage.parentRunId": lineage_run_id(ti),
+        "spark.openlineage.rootParentJobNamespace": "default",
+        "spark.openlineage.rootParentJobName": "dmscdc_test",
+        "spark.openlineage.rootParentRunId": lineage_root_run_id(ti),
+    } if inject else {})

@@ -246,3 +246,54 @@ def test_emr_retry_reattaches_to_the_pending_or_running_step(cluster_id):
 def test_emr_without_a_matching_cluster_is_a_clear_error(s3):
     with pytest.raises(RuntimeError, match="no active cluster named 'analytics'"):
         emr_engine().submit(engine_plan())
+
+
+# -- OpenLineage parent job information (DmsCdcMergeOperator's openlineage_inject_parent_job_info) --
+PARENT = {"spark.openlineage.parentJobNamespace": "default", "spark.openlineage.parentJobName": "dmscdc_sales.merge",
+          "spark.openlineage.parentRunId": "01931a8c-7e1f-7c5a-9d2b-3f4e5a6b7c8d"}
+
+
+def test_a_glue_run_carries_the_spark_properties_in_its_conf_argument_after_the_jobs_own(s3):
+    engine = glue_engine(default_arguments={"--conf": "spark.sql.shuffle.partitions=8"})
+    engine.spark_properties = PARENT
+    ref = parse_job_ref(engine.submit(engine_plan()))
+    arguments = boto3.client("glue", region_name=REGION).get_job_run(
+        JobName="dmscdc-merge", RunId=ref["run_id"])["JobRun"]["Arguments"]
+    assert arguments["--conf"] == ("spark.sql.shuffle.partitions=8 --conf spark.openlineage.parentJobNamespace=default"
+                                   " --conf spark.openlineage.parentJobName=dmscdc_sales.merge"
+                                   " --conf spark.openlineage.parentRunId=01931a8c-7e1f-7c5a-9d2b-3f4e5a6b7c8d")
+
+
+def test_a_glue_run_without_spark_properties_has_no_conf_argument(s3):
+    ref = parse_job_ref(glue_engine().submit(engine_plan()))
+    arguments = boto3.client("glue", region_name=REGION).get_job_run(
+        JobName="dmscdc-merge", RunId=ref["run_id"])["JobRun"]["Arguments"]
+    assert "--conf" not in arguments
+
+
+def test_an_emr_step_passes_the_spark_properties_to_spark_submit(cluster_id):
+    engine = emr_engine()
+    engine.spark_properties = PARENT
+    ref = parse_job_ref(engine.submit(engine_plan()))
+    arguments = boto3.client("emr", region_name=REGION).describe_step(
+        ClusterId=cluster_id, StepId=ref["step_id"])["Step"]["Config"]["Args"]
+    script = next(i for i, argument in enumerate(arguments) if argument.endswith("/submit.py"))
+    conf = [arguments[i + 1] for i, argument in enumerate(arguments[:script]) if argument == "--conf"]
+    assert conf == [f"{key}={value}" for key, value in PARENT.items()]
+
+
+def test_an_emr_serverless_run_adds_the_spark_properties_to_its_spark_defaults(application_id):
+    logs = {"monitoringConfiguration": {"s3MonitoringConfiguration": {"logUri": f"s3://{LAKE_BUCKET}/logs/"}}}
+    engine = EmrServerlessMergeEngine(
+        application_id=application_id, execution_role_arn=ROLE, artifacts_uri=ARTIFACTS, aws_conn_id=None,
+        configuration_overrides={**logs, "applicationConfiguration": [
+            {"classification": "spark-defaults", "properties": {"spark.executor.cores": "2"}}]})
+    engine.spark_properties = PARENT
+    ref = parse_job_ref(engine.submit(engine_plan()))
+    job_run = boto3.client("emr-serverless", region_name=REGION).get_job_run(
+        applicationId=application_id, jobRunId=ref["job_run_id"])["jobRun"]
+    overrides = job_run["configurationOverrides"]
+    assert overrides["monitoringConfiguration"] == logs["monitoringConfiguration"]
+    assert overrides["applicationConfiguration"] == [
+        {"classification": "spark-defaults", "properties": {"spark.executor.cores": "2", **PARENT}}]
+    assert engine.configuration_overrides["applicationConfiguration"][0]["properties"] == {"spark.executor.cores": "2"}

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pytest
 
+from dmscdc_provider.dms_writer import cdc_file_name, load_file_name
 from dmscdc_provider.engines.choice import EngineConfig
 from dmscdc_provider.engines.duckdb import DuckDBMergeEngine
+from dmscdc_provider.observability.figures import describe_figures
 from dmscdc_provider.runner import run_source
 
 from tests.core.harness import START, LakeHarness
+from tests.core.test_dms_csv import write_raw
 
 ITEM = pa.schema([("id", pa.int64()), ("name", pa.string())])
 
@@ -55,6 +58,7 @@ def test_a_merge_reports_lag_backlog_rows_by_kind_files_bytes_seconds_and_engine
     figures = lake.state("s.t").last_run["figures"]
     committed_at = datetime.fromisoformat(figures["committed_at"])
     assert figures["newest_applied_at"] == applied_at.isoformat()
+    assert figures["newest_commit_at"] is None  # no commit-time column: lag runs from the file's time
     assert figures["lag_seconds"] == pytest.approx((committed_at - applied_at).total_seconds(), abs=0.01)
     assert figures["pending_files"] == 2
     assert figures["pending_bytes"] == sum(path_size(p) for p in (first_pending, second_pending))
@@ -278,3 +282,50 @@ def test_reading_the_history_takes_the_days_asked_for_and_skips_a_record_being_w
     assert [(r["table"], r["mode"]) for r in records] == [("s.t", "full"), ("s.t", "incremental")]
     assert read_runs(lake.lake, "2001-01-01", {"s.other"}) == []
     assert read_runs(str(lake.root) + "/no-lake", today) == []
+
+
+TIMED = pa.schema([("id", pa.int64()), ("name", pa.string()), ("ts", pa.timestamp("us"))])
+COMMITTED = datetime(2024, 2, 1, 8, 0, 0)  # a day and more before the files' times (START on)
+
+
+def committed(minutes: int) -> datetime:
+    return COMMITTED + timedelta(minutes=minutes)
+
+
+def assert_lag_from_commit_time(lake: LakeHarness, table: str, newest: datetime) -> None:
+    figures = lake.state(table).last_run["figures"]
+    newest = newest.replace(tzinfo=timezone.utc)
+    assert figures["newest_commit_at"] == newest.isoformat()
+    committed_at = datetime.fromisoformat(figures["committed_at"])
+    assert figures["lag_seconds"] == pytest.approx((committed_at - newest).total_seconds(), abs=0.01)
+    assert "(commit time minus the newest source commit time)" in describe_figures(table, figures)
+
+
+def test_with_a_commit_time_column_lag_runs_from_the_newest_source_commit_time(tmp_path, engine):
+    """CSV text times (LOAD and CDC files) and Parquet timestamps, on each engine; the newest
+    commit time need not be in the last row or the last file."""
+    lake = LakeHarness(tmp_path, engine)
+    lake.configure("s.text", primary_key=["id"], commit_time_column="ts")
+    lake.configure("s.typed", primary_key=["id"], commit_time_column="ts")
+    write_raw(lake, "s.text", load_file_name(1, "csv"), f"id,name,ts\n1,a,{committed(5)}\n2,b,{committed(1)}\n")
+    lake.run_ok()
+    assert_lag_from_commit_time(lake, "s.text", committed(5))
+
+    write_raw(lake, "s.text", cdc_file_name(lake.tick(), extension="csv"),
+              f"Op,id,name,ts\nU,1,x,{committed(30)}.250000\nU,2,y,{committed(20)}\n")
+    lake.cdc("s.typed", [{"Op": "I", "id": 1, "name": "a", "ts": committed(40)},
+                         {"Op": "U", "id": 1, "name": "b", "ts": committed(10)}], TIMED)
+    lake.run_ok()
+    assert_lag_from_commit_time(lake, "s.text", committed(30) + timedelta(milliseconds=250))
+    assert_lag_from_commit_time(lake, "s.typed", committed(40))
+
+
+def test_zone_aware_commit_times_count_as_the_instants_they_are(tmp_path):
+    lake = LakeHarness(tmp_path, DuckDBMergeEngine(memory_limit="256MB", threads=1))
+    lake.configure("s.t", primary_key=["id"], commit_time_column="ts")
+    berlin = pa.schema([("id", pa.int64()), ("ts", pa.timestamp("us", tz="Europe/Berlin"))])
+    lake.cdc("s.t", [{"Op": "I", "id": 1, "ts": datetime(2024, 2, 1, 10, 0, tzinfo=timezone(timedelta(hours=1)))}],
+             berlin)
+    lake.run_ok()
+    assert_lag_from_commit_time(lake, "s.t", datetime(2024, 2, 1, 9, 0))
+

@@ -9,6 +9,7 @@ import logging
 import math
 import re
 import time
+from datetime import datetime, timedelta, timezone
 
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
@@ -220,9 +221,9 @@ class _TableMerge:
                         f"--{label.replace(' ', '-')} ...`.",
                     )
 
-    def _count_and_bound(self, cdc: DataFrame) -> tuple[list[tuple], dict]:
-        """One pass over the CDC rows: rows per (file, Op), and the min/max of each key column
-        (the range ``_files_holding_keys`` pushes down)."""
+    def _count_and_bound(self, cdc: DataFrame) -> tuple[list[tuple], dict, int | None]:
+        """One pass over the CDC rows: rows per (file, Op), the min/max of each key column
+        (the range ``_files_holding_keys`` pushes down) and the newest commit time (microseconds)."""
         key_columns = self.plan.primary_key
         types = {field.name: field.dataType for field in cdc.schema.fields}
 
@@ -238,15 +239,29 @@ class _TableMerge:
             F.count(F.lit(1)).alias("count"),
             *[bound("min", k).alias(f"min_{i}") for i, k in enumerate(key_columns)],
             *[bound("max", k).alias(f"max_{i}") for i, k in enumerate(key_columns)],
+            self._newest_commit_micros(cdc).alias("newest_commit"),
         ).collect()
         counts = [(r[rules.FILE_SEQ], r[rules.OP], r["count"]) for r in groups]
+        newest_commit = max((r["newest_commit"] for r in groups if r["newest_commit"] is not None), default=None)
         bounds = {}
         for i, key in enumerate(key_columns):
             lows = [r[f"min_{i}"] for r in groups if r[f"min_{i}"] is not None]
             highs = [r[f"max_{i}"] for r in groups if r[f"max_{i}"] is not None]
             if lows and highs:
                 bounds[key] = (min(lows), max(highs))
-        return counts, bounds
+        return counts, bounds, newest_commit
+
+    def _newest_commit_micros(self, changes: DataFrame) -> F.Column:
+        """The newest commit time among ``changes`` in microseconds since the epoch (null without
+        a commit-time column); text, as CSV carries it, is read as a timestamp, as
+        ``rules.with_sequence`` reads it. Microseconds for the reason ``bound`` gives."""
+        column = self.plan.commit_time_column
+        if not column or column not in changes.columns:
+            return F.lit(None).cast(T.LongType())
+        value = rules.column(column)
+        if isinstance(changes.schema[column].dataType, T.StringType):
+            value = F.to_timestamp(value)
+        return F.max(F.unix_micros(value.cast(T.TimestampType())))
 
     def _load_ops_by_file(self) -> list[tuple]:
         """Rows per (LOAD file, Op): a second pass, only when a LOAD file holds more than inserts."""
@@ -406,15 +421,15 @@ class _TableMerge:
         the files.
         """
         plan = self.plan
-        cdc_counts, bounds = [], {}
+        cdc_counts, bounds, newest_commit = [], {}, None
         if cdc is not None:
-            cdc_counts, bounds = self._count_and_bound(cdc)
+            cdc_counts, bounds, newest_commit = self._count_and_bound(cdc)
             self._check_ops(cdc_counts)
         load_ops = Observation("load_ops")
         load_rows_read = loads  # before the observation, which one action reports
         if loads is not None:
             # LOAD rows are counted while they are written: no extra pass over the table.
-            loads = loads.observe(load_ops, *_op_counters())
+            loads = loads.observe(load_ops, *_op_counters(), self._newest_commit_micros(loads).alias("newest_commit"))
         keyed = bool(plan.primary_key)
 
         incoming: list[DataFrame] = []
@@ -492,6 +507,7 @@ class _TableMerge:
                     raise _ReadFilesOneByOne()  # the nulls were files without an Op column
             else:
                 load_counts = [(None, "I", observed["rows"])]
+            newest_commit = max((t for t in (newest_commit, observed["newest_commit"]) if t is not None), default=None)
         rows_read = self._check_ops(cdc_counts + load_counts)
         skipped = {"U": 0, "D": 0} if keyed else {
             "U": sum(c for _, op, c in cdc_counts if op == "U"), "D": sum(c for _, op, c in cdc_counts if op == "D")}
@@ -512,6 +528,7 @@ class _TableMerge:
             "files_removed": [f.relative_path for f in replaced],
             "partition_column_types": {c: schema[c].dataType.simpleString() for c in plan.partition_key},
             "warnings": self.warnings,
+            **({"newest_commit_time": _iso_utc(newest_commit)} if newest_commit is not None else {}),
             **({"history": history} if history is not None else {}),
         }
 
@@ -547,6 +564,11 @@ def output_file_count(input_bytes: int, target_file_bytes: int, parallelism: int
     if count > parallelism:  # whole rounds of tasks: 3 tasks on 2 cores take as long as 4
         count = math.ceil(count / parallelism) * parallelism
     return count
+
+
+def _iso_utc(micros: int) -> str:
+    """Microseconds since the epoch as an ISO UTC time."""
+    return (datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=micros)).isoformat()
 
 
 def _op_counters() -> list:

@@ -109,6 +109,9 @@ class S3SparkJobEngine(ABC):
         # Called with each job reference ``run`` submits or reattaches to (the operator's links
         # and on_kill); None outside Airflow.
         self.on_submitted = None
+        # Spark properties the jobs this engine starts carry beyond their own settings (the
+        # operator's OpenLineage parent job information); a job reattached to keeps its own.
+        self.spark_properties: dict[str, str] = {}
 
     @property
     def storage(self) -> S3Storage:
@@ -130,6 +133,10 @@ class S3SparkJobEngine(ABC):
             )
         self.storage.write_bytes(plan_uri, json.dumps(engine_plan, sort_keys=True).encode(), "application/json")
         return plan_uri
+
+    def spark_conf_arguments(self) -> list[str]:
+        """``spark_properties`` as spark-submit arguments: ``["--conf", "key=value", ...]``."""
+        return [argument for key, value in self.spark_properties.items() for argument in ("--conf", f"{key}={value}")]
 
     # -- RemoteMergeEngine --------------------------------------------------------------------
     def submit(self, engine_plan: dict) -> str:

@@ -298,23 +298,39 @@ class _TableMerge:
                 "table's state was left unchanged.",
             ) from error
 
-    def _ops_by_file(self, changes: list[ChangeFile]) -> list[tuple[int, object, int]]:
-        """``(file_seq, Op, rows)`` from the ``Op`` column alone (read before anything else)."""
+    def _ops_by_file(self, changes: list[ChangeFile]) -> tuple[list[tuple[int, object, int]], str | None]:
+        """``(file_seq, Op, rows)`` from the ``Op`` column alone (read before anything else), and
+        the newest commit time of those rows (ISO UTC; None without a commit-time column), read
+        in the same pass."""
         counts = []
+        commit_time = self.plan.commit_time_column
+        newest = None
         for change in changes:
+            timed = commit_time if commit_time in change.schema.names else None
             try:
-                if not change.has_op:
-                    rows = sum(b.num_rows for b in self._raw_batches(change, [change.schema.names[1]]))
-                    counts.append((change.seq, "I", rows))
-                    continue
                 tally: dict = {}
-                for batch in self._raw_batches(change, [OP]):
-                    for entry in pc.value_counts(batch.column(OP)).to_pylist():
-                        tally[entry["values"]] = tally.get(entry["values"], 0) + entry["counts"]
-            except (OSError, pa.ArrowException) as error:
+                columns = [OP] if change.has_op else [change.schema.names[1]]
+                for batch in self._raw_batches(change, columns + ([timed] if timed else [])):
+                    if change.has_op:
+                        for entry in pc.value_counts(batch.column(OP)).to_pylist():
+                            tally[entry["values"]] = tally.get(entry["values"], 0) + entry["counts"]
+                    else:
+                        tally["I"] = tally.get("I", 0) + batch.num_rows
+                    batch_newest = self._newest_time(batch, timed) if timed else None
+                    if batch_newest and (newest is None or batch_newest > newest):
+                        newest = batch_newest
+            except (OSError, pa.ArrowException, duckdb.ConversionException) as error:
                 raise self._unreadable(change.path, error) from error
             counts += [(change.seq, op, rows) for op, rows in tally.items()]
-        return counts
+        return counts, newest.replace(tzinfo=dt.timezone.utc).isoformat() if newest else None
+
+    def _newest_time(self, batch: pa.RecordBatch, column: str) -> dt.datetime | None:
+        """The newest value of a commit-time column in ``batch`` as a UTC wall-clock time; text
+        (as CSV carries it) is read as a timestamp, as ``_sequence`` reads it."""
+        data_type = batch.schema.field(column).type
+        value = (f"timezone('UTC', {_q(column)})" if pa.types.is_timestamp(data_type) and data_type.tz
+                 else f"CAST({_q(column)} AS TIMESTAMP)")
+        return self.db.from_arrow(pa.Table.from_batches([batch])).aggregate(f"max({value})").fetchall()[0][0]
 
     def _check_ops(self, counts: list[tuple[int, object, int]]) -> dict[str, int]:
         """Rows read by Op; an unknown (or missing) Op fails the table, naming the file."""
@@ -562,7 +578,7 @@ class _TableMerge:
                 f"ordering column {plan.order_column!r} is in none of the files; "
                 + ("the commit-time column decides" if plan.sequence_column(change_schema.names) else
                    "file order and row position decide"))
-        counts = self._ops_by_file(described)
+        counts, newest_commit_time = self._ops_by_file(described)
         rows_read = self._check_ops(counts)
         keyed = bool(plan.primary_key)
         skipped = {"U": 0, "D": 0} if keyed else {
@@ -620,6 +636,7 @@ class _TableMerge:
             "files_removed": [f.relative_path for f in replaced],
             "partition_column_types": {c: arrow_schema.hive_type(schema.field(c).type) for c in plan.partition_key},
             "warnings": self.warnings,
+            **({"newest_commit_time": newest_commit_time} if newest_commit_time else {}),
             **({"history": history} if history is not None else {}),
         }
 

@@ -101,6 +101,7 @@ class EmrMergeEngine(S3SparkJobEngine):
             "spark-submit", "--deploy-mode", "cluster",
             "--py-files", artifacts.library_zip,
             *self.spark_submit_args,
+            *self.spark_conf_arguments(),
             artifacts.job_script, "--plan", plan_uri,
         ]
         return {

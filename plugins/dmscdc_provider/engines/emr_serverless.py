@@ -9,6 +9,7 @@ after a failed run, the retry's start would return the failed run again.
 
 from __future__ import annotations
 
+import copy
 import logging
 
 from dmscdc_provider.aws.artifacts import SparkArtifacts
@@ -100,10 +101,25 @@ class EmrServerlessMergeEngine(S3SparkJobEngine):
             "sparkSubmitParameters": parameters,
         }}
 
+    def run_configuration_overrides(self) -> dict:
+        """``configuration_overrides`` with ``spark_properties`` added to its ``spark-defaults``
+        (where a value needs no quoting, as it would in ``sparkSubmitParameters``)."""
+        if not self.spark_properties:
+            return self.configuration_overrides
+        overrides = copy.deepcopy(self.configuration_overrides)
+        classifications = overrides.setdefault("applicationConfiguration", [])
+        defaults = next((c for c in classifications if c.get("classification") == "spark-defaults"), None)
+        if defaults is None:
+            defaults = {"classification": "spark-defaults", "properties": {}}
+            classifications.append(defaults)
+        defaults.setdefault("properties", {}).update(self.spark_properties)
+        return overrides
+
     def start(self, engine_plan: dict, plan_uri: str, artifacts: SparkArtifacts) -> str:
         kwargs = {}
-        if self.configuration_overrides:
-            kwargs["configurationOverrides"] = self.configuration_overrides
+        overrides = self.run_configuration_overrides()
+        if overrides:
+            kwargs["configurationOverrides"] = overrides
         response = self.client.start_job_run(
             applicationId=self.application_id,
             clientToken=engine_plan["attempt_id"],

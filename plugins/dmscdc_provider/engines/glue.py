@@ -152,15 +152,19 @@ class GlueMergeEngine(S3SparkJobEngine):
 
     def start(self, engine_plan: dict, plan_uri: str, artifacts: SparkArtifacts) -> str:
         self.ensure_job(artifacts)
-        response = self.hook().conn.start_job_run(
-            JobName=self.job_name,
-            Arguments={
-                PLAN_ARGUMENT: plan_uri,
-                PLAN_ID_ARGUMENT: engine_plan["plan_id"],
-                ATTEMPT_ARGUMENT: engine_plan["attempt_id"],
-                TABLE_ARGUMENT: engine_plan["table"],
-            },
-        )
+        arguments = {
+            PLAN_ARGUMENT: plan_uri,
+            PLAN_ID_ARGUMENT: engine_plan["plan_id"],
+            ATTEMPT_ARGUMENT: engine_plan["attempt_id"],
+            TABLE_ARGUMENT: engine_plan["table"],
+        }
+        if self.spark_properties:
+            # Glue takes Spark properties in one ``--conf`` argument: "k=v --conf k2=v2"; a run's
+            # arguments replace the job's default ones of the same name.
+            conf = " --conf ".join(f"{key}={value}" for key, value in self.spark_properties.items())
+            own = self.default_arguments.get("--conf")
+            arguments["--conf"] = f"{own} --conf {conf}" if own else conf
+        response = self.hook().conn.start_job_run(JobName=self.job_name, Arguments=arguments)
         log.info("%s: started Glue job run %s of %s", engine_plan["table"], response["JobRunId"], self.job_name)
         return make_job_ref("glue", engine_plan["attempt_id"], plan_uri, job_name=self.job_name, run_id=response["JobRunId"])
 

@@ -43,6 +43,9 @@ def merge_figures(plan, result: dict, committed_at: datetime) -> dict:
     :param result: the engine's result (docs/plan-and-result.md).
     """
     newest_applied = max((datetime.fromisoformat(v) for v in plan.file_versions.values()), default=None)
+    # The source's own commit time, where the table has a commit-time column, is nearer the truth
+    # than the time DMS wrote the file (which adds DMS's batching to the lag).
+    newest_commit = _instant(result.get("newest_commit_time"))
     backlog = plan.backlog
     oldest_pending = _instant(backlog["oldest_modified"]) if backlog else None
     read, skipped = result.get("rows_read") or {}, result.get("skipped") or {}
@@ -50,7 +53,8 @@ def merge_figures(plan, result: dict, committed_at: datetime) -> dict:
         "committed_at": committed_at.isoformat(),
         "engine": plan.engine,
         "newest_applied_at": newest_applied.isoformat() if newest_applied else None,
-        "lag_seconds": _seconds_between(committed_at, newest_applied),
+        "newest_commit_at": newest_commit.isoformat() if newest_commit else None,
+        "lag_seconds": _seconds_between(committed_at, newest_commit or newest_applied),
         "pending_files": backlog["files"] if backlog else None,
         "pending_bytes": backlog["bytes"] if backlog else None,
         "oldest_pending_at": backlog["oldest_modified"] if backlog else None,
@@ -78,7 +82,8 @@ def describe_figures(table: str, figures: dict) -> str:
     """The freshness of a merge as a person reads it in a task log."""
     from dmscdc_provider.observability.freshness import format_duration
 
-    sentence = f"{table}: lag {format_duration(figures.get('lag_seconds'))} (commit time minus the newest applied file's time)"
+    measured_from = "source commit time" if figures.get("newest_commit_at") else "applied file's time"
+    sentence = f"{table}: lag {format_duration(figures.get('lag_seconds'))} (commit time minus the newest {measured_from})"
     if figures.get("pending_files"):
         sentence += (f"; raw holds {figures['pending_files']} more file(s) ({figures['pending_bytes']:,} bytes) beyond "
                      f"the new watermark, the oldest {format_duration(figures.get('oldest_pending_age_seconds'))} old")

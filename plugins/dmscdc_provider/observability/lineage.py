@@ -14,6 +14,19 @@ from dmscdc_provider.planner import without_scheme
 from dmscdc_provider.storage import join, local_path
 
 
+def parent_job_spark_properties(context) -> dict[str, str]:
+    """The running task as the OpenLineage parent (and root parent) job of a remote Spark job:
+    ``spark.openlineage.parentJobNamespace``, ``parentJobName``, ``parentRunId``, ... as the
+    OpenLineage provider builds them for the Amazon provider's Glue and EMR operators, so the
+    job's own OpenLineage events name the task's run. Empty, with a warning in the task log,
+    without the OpenLineage provider."""
+    from airflow.providers.common.compat.openlineage.utils.spark import (
+        inject_parent_job_information_into_spark_properties,
+    )
+
+    return inject_parent_job_information_into_spark_properties({}, context)
+
+
 def dataset_address(location: str) -> tuple[str, str]:
     """``(namespace, name)`` of a folder: ``s3://bucket`` and its key, or ``file`` and its path."""
     if location.startswith(("s3://", "s3a://")):

@@ -160,7 +160,8 @@ def page_html(sections: list[tuple[object, list[dict], list[dict], str | None]],
              f"<title>dmscdc: {PAGE_NAME}</title><style>{STYLE}</style></head><body>",
              f"<h1>{PAGE_NAME}</h1><p class=\"note\">Behind: the age of the oldest DMS file a table has not "
              "applied (0 when raw holds nothing new). Backlog: files and bytes in raw beyond its watermark. "
-             "Lag: commit time minus the newest applied file's time, at the last merge. Chart: lag (line) and "
+             "Lag: commit time minus the newest applied file's time (the newest source commit time where the table "
+             "has a commit-time column), at the last merge. Chart: lag (line) and "
              f"rows changed (bars) per merge over the last {days} day(s), from the lake's run history.</p>"]
     if not sections:
         parts.append(f"<p>No source config in {_esc(sources_folder())}.</p>")

@@ -97,6 +97,11 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
     :param source: the source's name, the ``source`` tag of the merge's metrics (default: the DAG id).
     :param glue_catalog: where the ``glue_tables`` catalog refresh registers the lake tables
         (``database``, ``table_name_format``), for the OpenLineage symlink to the Glue table.
+    :param openlineage_inject_parent_job_info: with a remote Spark engine (``glue``, ``emr``,
+        ``emr_serverless``) and the OpenLineage provider installed, the job started carries this
+        task as its OpenLineage parent job (``spark.openlineage.parent*`` Spark properties), as the
+        Amazon provider's Glue and EMR operators do. Defaults to the
+        ``openlineage.spark_inject_parent_job_info`` config value.
     """
 
     aws_hook_class = DmsCdcHook
@@ -121,6 +126,8 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         do_xcom_push: bool = False,
         source: str | None = None,
         glue_catalog: dict | None = None,
+        openlineage_inject_parent_job_info: bool = conf.getboolean(
+            "openlineage", "spark_inject_parent_job_info", fallback=False),
         **kwargs,
     ):
         super().__init__(do_xcom_push=do_xcom_push, **kwargs)
@@ -135,6 +142,7 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         self.progress_interval = progress_interval
         self.source = source
         self.glue_catalog = glue_catalog
+        self.openlineage_inject_parent_job_info = openlineage_inject_parent_job_info
         self._table_plan: TablePlan | None = None
         self._remote_job: tuple | None = None  # (engine, job_ref) while a remote job runs, for on_kill
 
@@ -189,6 +197,10 @@ class DmsCdcMergeOperator(AwsBaseOperator[DmsCdcHook]):
         engine = self.hook.make_engine(engine_name, engine_settings)
         if isinstance(engine, RemoteMergeEngine):
             engine.on_submitted = lambda job_ref: self._job_submitted(context, engine, job_ref)
+            if self.openlineage_inject_parent_job_info:
+                from dmscdc_provider.observability.lineage import parent_job_spark_properties
+
+                engine.spark_properties = parent_job_spark_properties(context)
         store = self.hook.open_store(self.state_uri)
         try:
             plan = self._check_raw_since_planning(context, store)
