@@ -117,10 +117,11 @@ class LocalStorage:
         return os.path.exists(local_path(path))
 
     def read_bytes(self, path: str) -> bytes:
-        with open(path, "rb") as handle:
+        with open(local_path(path), "rb") as handle:
             return handle.read()
 
     def write_bytes(self, path: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        path = local_path(path)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         partial = f"{path}.{os.getpid()}.partial"
         with open(partial, "wb") as handle:

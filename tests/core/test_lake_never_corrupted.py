@@ -209,6 +209,8 @@ def test_a_file_uri_lake_runs_a_full_and_then_an_incremental_merge(tmp_path, eng
     assert [(r["id"], r["name"]) for r in lake.rows("s.t")] == [(1, "uno"), (2, "two")]
     assert lake.state("s.t").pending_commit is None
     assert "catalog duckdb" in out and "1 table(s) (s.t)" in out
+    # The run history lands in the lake the URI names, not under a folder called "file:".
+    assert len(list((tmp_path / "lake" / "_dmscdc" / "runs").glob("day=*/*.parquet"))) == 2
 
 
 def test_a_commit_recorded_with_file_uris_finishes_with_plain_paths(tmp_path):
